@@ -1,0 +1,123 @@
+"""The built-in transformer backbone.
+
+Token ids (or embeddings), an optional diffusion time and optional class labels in; hidden
+states or logits out. It knows nothing of noise, losses or sampling loops.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .conditioning import AdaptiveModulation, Conditioner
+from .layers import Attention, KVCache, RMSNorm, Rotary, SwiGLU
+
+
+@dataclass(frozen=True)
+class TransformerSpec:
+    """Resolved sizes and switches of one transformer."""
+
+    vocab_size: int
+    max_seq_len: int
+    d_model: int
+    n_layers: int
+    n_heads: int
+    mlp_hidden: int
+    causal: bool
+    time_conditioning: bool = False
+    num_classes: int = 0
+    qk_norm: bool = True
+
+
+def _modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    return x * (1 + scale) + shift
+
+
+class Block(nn.Module):
+    """Pre-norm block: x + attn(norm(x)), then x + mlp(norm(x)); adaptive norm when conditioned."""
+
+    def __init__(self, spec: TransformerSpec, rotary: Rotary, conditioned: bool):
+        super().__init__()
+        self.norm1 = RMSNorm(spec.d_model)
+        self.attn = Attention(spec.d_model, spec.n_heads, rotary, spec.causal, spec.qk_norm)
+        self.norm2 = RMSNorm(spec.d_model)
+        self.mlp = SwiGLU(spec.d_model, spec.mlp_hidden)
+        self.modulation = AdaptiveModulation(spec.d_model, 6) if conditioned else None
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor | None, cache: KVCache | None, layer: int) -> torch.Tensor:
+        if self.modulation is None:
+            x = x + self.attn(self.norm1(x), cache, layer)
+            return x + self.mlp(self.norm2(x))
+        shift1, scale1, gate1, shift2, scale2, gate2 = self.modulation(cond)
+        x = x + (1 + gate1) * self.attn(_modulate(self.norm1(x), shift1, scale1), cache, layer)
+        return x + (1 + gate2) * self.mlp(_modulate(self.norm2(x), shift2, scale2))
+
+
+class Transformer(nn.Module):
+    """Rotary, RMSNorm, QK-norm, SwiGLU, SDPA attention, tied input/output embeddings."""
+
+    def __init__(self, spec: TransformerSpec):
+        super().__init__()
+        if spec.d_model % spec.n_heads:
+            raise ValueError(f"d_model {spec.d_model} is not divisible by n_heads {spec.n_heads}")
+        self.spec = spec
+        self.embed = nn.Embedding(spec.vocab_size, spec.d_model)
+        self.conditioned = spec.time_conditioning or spec.num_classes > 0
+        self.conditioner = Conditioner(spec.d_model, spec.time_conditioning, spec.num_classes) if self.conditioned else None
+        rotary = Rotary(spec.d_model // spec.n_heads, spec.max_seq_len)
+        self.blocks = nn.ModuleList(Block(spec, rotary, self.conditioned) for _ in range(spec.n_layers))
+        self.final_norm = RMSNorm(spec.d_model)
+        self.final_modulation = AdaptiveModulation(spec.d_model, 2) if self.conditioned else None
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        for name, param in self.named_parameters():
+            if param.dim() == 2 and "modulation" not in name:
+                nn.init.normal_(param, std=0.02)
+        # Residual outputs scaled down with depth (GPT-2): keeps the initial stream variance flat.
+        for block in self.blocks:
+            nn.init.normal_(block.attn.out.weight, std=0.02 / (2 * self.spec.n_layers) ** 0.5)
+            nn.init.normal_(block.mlp.down.weight, std=0.02 / (2 * self.spec.n_layers) ** 0.5)
+
+    @property
+    def null_class(self) -> int:
+        return self.spec.num_classes
+
+    def new_cache(self, batch: int, max_len: int, device: torch.device, dtype: torch.dtype) -> KVCache:
+        s = self.spec
+        return KVCache(s.n_layers, batch, s.n_heads, max_len, s.d_model // s.n_heads, device, dtype)
+
+    def hidden(self, input_ids: torch.Tensor | None = None, *, inputs_embeds: torch.Tensor | None = None,
+               time: torch.Tensor | None = None, labels: torch.Tensor | None = None,
+               cache: KVCache | None = None) -> torch.Tensor:
+        """input_ids [B, L] (or inputs_embeds [B, L, D]), time [B] in [0, 1], labels [B] -> hidden [B, L, D].
+
+        With a `cache` (causal models only) the tokens are placed after the cached ones.
+        """
+        x = self.embed(input_ids) if inputs_embeds is None else inputs_embeds
+        cond = None
+        if self.conditioner is not None:
+            cond = self.conditioner(time, labels, x.shape[0], x.device)
+        elif labels is not None:
+            raise ValueError("labels were given but this backbone has no class conditioning (model.num_classes=0)")
+        for i, block in enumerate(self.blocks):
+            x = block(x, cond, cache, i)
+        if cache is not None:
+            cache.length += x.shape[1]
+        x = self.final_norm(x)
+        if self.final_modulation is not None:
+            shift, scale = self.final_modulation(cond)
+            x = _modulate(x, shift, scale)
+        return x
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """hidden [..., D] -> logits [..., V] through the tied embedding matrix."""
+        return hidden @ self.embed.weight.t()
+
+    def forward(self, input_ids: torch.Tensor | None = None, *, select: torch.Tensor | None = None,
+                **kwargs) -> torch.Tensor:
+        """Logits [B, L, V], or [M, V] at the positions where `select` [B, L] is True (the
+        vocabulary projection is skipped elsewhere). See `hidden` for the other arguments."""
+        hidden = self.hidden(input_ids, **kwargs)
+        return self.logits(hidden if select is None else hidden[select])

@@ -1,0 +1,197 @@
+"""The `dlms` command line: a thin shell over functions Python users can call too.
+
+    dlms train [--config YAML] [section.key=value ...] [--num_epochs N ...]
+    dlms generate --checkpoint RUN --prompt "..." --seq_len N --num_steps S [--show_steps]
+    dlms view --checkpoint RUN --steps 20 --seq_len 8
+    dlms eval --checkpoint RUN [--ar_checkpoint RUN] [--dataset PATH]
+
+Every user error prints one line `error: ...` and exits with status 2 (`--debug` shows the
+traceback).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import traceback
+from pathlib import Path
+
+from .errors import DlmsError
+
+DEFAULT_RUN = "runs/default"
+
+# Familiar flags of `dlms train` and the config keys they set.
+TRAIN_FLAGS = {
+    "method": ("method.name", str), "num_steps": ("sample.num_steps", int), "batch_size": ("train.batch_size", int),
+    "learning_rate": ("train.learning_rate", float), "num_epochs": ("train.num_epochs", float),
+    "max_steps": ("train.max_steps", int), "dataset": ("data.dataset", str), "max_examples": ("data.max_examples", int),
+    "device": ("train.device", str), "seq_len": ("data.seq_len", int), "out_dir": ("train.out_dir", str),
+    "preset": ("model.preset", str), "label_column": ("data.label_column", str), "seed": ("train.seed", int),
+}
+
+
+def _add_sampling_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint", default=DEFAULT_RUN, help=f"run folder written by `dlms train` (default {DEFAULT_RUN})")
+    p.add_argument("--prompt", default=None, help="text the sample starts with (held fixed)")
+    p.add_argument("--seq_len", type=int, default=None, help="tokens per sample, prompt included")
+    p.add_argument("--sampler", default=None, help="ancestral, cached, confidence (masked) or ar")
+    p.add_argument("--label", default=None, help="class to condition on (models trained with a label column)")
+    p.add_argument("--guidance_scale", type=float, default=None, help="classifier-free guidance scale (1 = off)")
+    p.add_argument("--temperature", type=float, default=None)
+    p.add_argument("--top_k", type=int, default=None)
+    p.add_argument("--top_p", type=float, default=None)
+    p.add_argument("--tokens_per_step", type=int, default=None, help="confidence sampler: tokens unmasked per step")
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--device", default="auto")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dlms", description="Train, sample and evaluate diffusion language models.")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    train = sub.add_parser("train", help="train a model (YAML config + dotted overrides + familiar flags)")
+    train.add_argument("overrides", nargs="*", help="config overrides such as train.batch_size=16")
+    train.add_argument("--config", default=None, help="YAML config (see configs/)")
+    train.add_argument("--resume", default=None, metavar="RUN", help="continue the run in this folder")
+    for flag, (key, typ) in TRAIN_FLAGS.items():
+        train.add_argument(f"--{flag}", type=typ, default=None, help=f"sets {key}")
+    train.add_argument("--samples", type=int, default=3, help="samples printed after training")
+
+    gen = sub.add_parser("generate", help="sample texts from a trained model")
+    _add_sampling_flags(gen)
+    gen.add_argument("--num_steps", type=int, default=None, help="denoising steps")
+    gen.add_argument("--num_samples", type=int, default=4)
+    gen.add_argument("--show_steps", action="store_true", help="print intermediate states")
+    gen.add_argument("--step_interval", type=int, default=1, help="with --show_steps: print every K steps")
+
+    view = sub.add_parser("view", help="watch noise turn into text, one line per denoising step")
+    _add_sampling_flags(view)
+    view.add_argument("--steps", type=int, default=20)
+
+    ev = sub.add_parser("eval", help="validation NLL (bound) and generation figures")
+    ev.add_argument("--checkpoint", default=DEFAULT_RUN)
+    ev.add_argument("--dataset", default=None, help="data to score (default: the run's own validation split)")
+    ev.add_argument("--ar_checkpoint", default=None, help="an 'ar' run that scores the samples (generation perplexity)")
+    ev.add_argument("--passes", type=int, default=None, help="Monte Carlo passes of the bound per sequence")
+    ev.add_argument("--max_sequences", type=int, default=None)
+    ev.add_argument("--num_samples", type=int, default=64, help="samples for the generation figures (0: none)")
+    ev.add_argument("--num_steps", type=int, default=None)
+    ev.add_argument("--sampler", default=None)
+    ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--device", default="auto")
+    ev.add_argument("--output", default=None, help="also write the results to this JSON file")
+    return parser
+
+
+# ---------------------------------------------------------------------- commands
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .config import load_config
+    from .training import Trainer
+
+    flags = {key: getattr(args, flag) for flag, (key, _) in TRAIN_FLAGS.items() if getattr(args, flag) is not None}
+    if args.resume:
+        if args.overrides or args.config or set(flags) - {"train.max_steps"}:
+            raise DlmsError("--resume continues a run as configured; only --max_steps may be given with it")
+        trainer = Trainer.resume(args.resume, max_steps=flags.get("train.max_steps"))
+    else:
+        extra: dict = {}
+        for key, value in flags.items():
+            section, name = key.split(".")
+            extra.setdefault(section, {})[name] = value
+        trainer = Trainer(load_config(args.config, args.overrides, extra))
+    summary = trainer.train()
+    if trainer.dist.is_main and args.samples > 0:
+        from .model import DiffusionLM
+
+        lm = DiffusionLM.from_trainer(trainer)
+        for text in lm.sample(num_samples=args.samples, seed=0):
+            print(f"  sample: {text}")
+    trainer.close()
+    if trainer.dist.is_main:
+        print(json.dumps({"run_dir": summary["run_dir"], "step": summary["step"], "loss": round(summary["loss"], 4),
+                          "best_val_nll": round(summary["best_val"], 4)}))
+    return 0
+
+
+def _load(args: argparse.Namespace):
+    from .model import DiffusionLM
+
+    return DiffusionLM.load_checkpoint(args.checkpoint, device=args.device)
+
+
+def _sampling_kwargs(args: argparse.Namespace) -> dict:
+    return {"label": args.label, "sampler": args.sampler, "temperature": args.temperature, "top_k": args.top_k,
+            "top_p": args.top_p, "tokens_per_step": args.tokens_per_step, "seed": args.seed,
+            "guidance": args.guidance_scale}
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    lm = _load(args)
+    callback = None
+    if args.show_steps:
+        def callback(step: int, total: int, texts: list[str]) -> None:
+            if step % max(1, args.step_interval) == 0 or step == total:
+                for i, text in enumerate(texts):
+                    print(f"[step {step:>4}/{total}] #{i}: {text}")
+
+    texts = lm.sample(args.prompt, args.seq_len, args.num_steps, num_samples=args.num_samples, callback=callback,
+                      **{k: v for k, v in _sampling_kwargs(args).items() if k != "guidance"},
+                      guidance=args.guidance_scale)
+    for text in texts:
+        print(text)
+    return 0
+
+
+def cmd_view(args: argparse.Namespace) -> int:
+    lm = _load(args)
+
+    def callback(step: int, total: int, texts: list[str]) -> None:
+        print(f"step {step:>3}/{total}  {texts[0]}")
+
+    canvas, _ = lm.canvas(args.prompt, args.seq_len, 1)
+    print(f"step {0:>3}/{args.steps}  {lm.render(canvas)[0]}")
+    final = lm.sample(args.prompt, args.seq_len, args.steps, num_samples=1, callback=callback,
+                      **{k: v for k, v in _sampling_kwargs(args).items() if k != "guidance"},
+                      guidance=args.guidance_scale)
+    print(f"final     {final[0]}")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from .eval.report import evaluate_run
+
+    results = evaluate_run(args.checkpoint, dataset=args.dataset, ar_checkpoint=args.ar_checkpoint,
+                           passes=args.passes, max_sequences=args.max_sequences, num_samples=args.num_samples,
+                           num_steps=args.num_steps, sampler=args.sampler, seed=args.seed, device=args.device)
+    from .eval.report import format_table
+
+    print(format_table(results))
+    print(json.dumps(results))
+    if args.output:
+        Path(args.output).write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "generate": cmd_generate, "view": cmd_view, "eval": cmd_eval}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except DlmsError as exc:
+        if args.debug:
+            traceback.print_exc()
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted; the last checkpoint is kept", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

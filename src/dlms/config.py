@@ -1,0 +1,265 @@
+"""The configuration schema: dataclasses are the schema, YAML files are instances.
+
+`load_config(path, overrides)` reads a YAML file, applies dotted overrides such as
+`train.batch_size=16`, and checks every key and type. An unknown key or a wrong type is a
+`ConfigError` that names the key and what is allowed.
+"""
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+
+from .errors import ConfigError
+
+
+@dataclass
+class MethodConfig:
+    """Which diffusion (or AR) method, and its noise schedule."""
+
+    name: Literal["masked", "ar"] = "masked"
+    schedule: str = "loglinear"  # a name in dlms.schedules.SCHEDULES
+    antithetic: bool = True  # stratified t across the batch: lower-variance loss
+    eps: float = 1e-3  # smallest t, keeps the 1/t weight finite
+
+
+@dataclass
+class ModelConfig:
+    """The backbone. `preset` fills every size field left as null."""
+
+    backbone: str = "transformer"
+    preset: Literal["tiny", "small", "base"] = "small"
+    d_model: Optional[int] = None
+    n_layers: Optional[int] = None
+    n_heads: Optional[int] = None
+    mlp_hidden: Optional[int] = None
+    max_seq_len: Optional[int] = None  # null: the data's seq_len
+    causal: Optional[bool] = None  # null: what the method needs
+    time_conditioning: bool = False
+    num_classes: int = 0  # >0 adds class conditioning with a null class for guidance
+    qk_norm: bool = True
+
+
+@dataclass
+class DataConfig:
+    """Where the text comes from and how it is cut into token rows."""
+
+    dataset: str = "builtin"  # builtin[:N], a file, a folder, a saved HF dataset, hf:<name>
+    builtin_examples: int = 50000
+    tokenizer: Optional[str] = None  # name or path; null trains a byte-level BPE
+    vocab_size: int = 1024
+    seq_len: int = 48
+    layout: Literal["packed", "padded"] = "padded"
+    val_fraction: float = 0.05
+    max_examples: Optional[int] = None
+    text_column: str = "text"
+    label_column: Optional[str] = None  # a label column turns on class conditioning
+    split: Literal["tail", "random"] = "tail"
+    cache_dir: Optional[str] = None
+
+
+@dataclass
+class TrainConfig:
+    """The optimisation loop."""
+
+    batch_size: int = 64
+    learning_rate: float = 1e-3
+    min_lr_ratio: float = 0.1
+    weight_decay: float = 0.01
+    beta1: float = 0.9
+    beta2: float = 0.98
+    warmup_steps: int = 100
+    max_steps: int = 1000
+    num_epochs: Optional[float] = None  # when set, replaces max_steps
+    grad_clip: float = 1.0
+    grad_accum: int = 1
+    precision: Literal["auto", "bf16", "fp32"] = "auto"  # auto: bf16 where the hardware has it
+    ema_decay: float = 0.0  # 0 disables EMA weights
+    eval_every: int = 250
+    eval_batches: int = 16
+    save_every: int = 500
+    log_every: int = 10
+    seed: int = 0
+    device: str = "auto"  # auto: cuda when available, else cpu
+    out_dir: str = "runs/default"
+    cond_drop_prob: float = 0.1  # labels dropped to the null class, for guidance
+    progress: bool = True
+
+
+@dataclass
+class SampleConfig:
+    """Defaults for sampling; the CLI and `DiffusionLM.sample` override them."""
+
+    sampler: str = "auto"  # auto: the method's default sampler
+    num_steps: int = 64
+    num_samples: int = 8
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+    guidance_scale: float = 1.0
+    tokens_per_step: Optional[int] = None
+    seed: int = 0
+
+
+@dataclass
+class EvalConfig:
+    """Defaults for evaluation."""
+
+    elbo_passes: int = 8  # Monte Carlo passes of the diffusion bound per sequence
+    batch_size: int = 32
+    max_batches: Optional[int] = None
+    seed: int = 0
+
+
+@dataclass
+class RunConfig:
+    """Everything a run needs; saved fully resolved next to every checkpoint."""
+
+    method: MethodConfig = field(default_factory=MethodConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    sample: SampleConfig = field(default_factory=SampleConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# ---------------------------------------------------------------- checking and building
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if tp is type(None):
+        return "null"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _check_value(key: str, value: Any, tp: Any) -> Any:
+    """Return `value` converted to `tp` (int -> float only), or raise ConfigError."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        for arg in typing.get_args(tp):
+            try:
+                return _check_value(key, value, arg)
+            except ConfigError:
+                continue
+    elif origin is Literal:
+        if value in typing.get_args(tp):
+            return value
+    elif tp is type(None):
+        if value is None:
+            return None
+    elif tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+    raise ConfigError(f"config key '{key}' must be {_type_name(tp)}, got {value!r}")
+
+
+def _build(cls: type, data: Any, prefix: str) -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError(f"config section '{prefix or 'root'}' must be a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        where = f"section '{prefix}'" if prefix else "the top level"
+        raise ConfigError(
+            f"unknown config key '{(prefix + '.') if prefix else ''}{unknown[0]}' in {where}; "
+            f"known keys: {', '.join(sorted(names))}"
+        )
+    kwargs = {}
+    for name, value in data.items():
+        key = f"{prefix}.{name}" if prefix else name
+        tp = hints[name]
+        if dataclasses.is_dataclass(tp):
+            kwargs[name] = _build(tp, value, key)
+        else:
+            kwargs[name] = _check_value(key, value, tp)
+    return cls(**kwargs)
+
+
+def config_from_dict(data: dict[str, Any]) -> RunConfig:
+    """Build a RunConfig from nested dicts; unknown keys and wrong types raise ConfigError."""
+    return _build(RunConfig, data or {}, "")
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """'train.batch_size=16' -> (['train', 'batch_size'], 16); values are parsed as YAML."""
+    if "=" not in text:
+        raise ConfigError(f"override '{text}' must look like section.key=value, e.g. train.batch_size=16")
+    key, raw = text.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw != "" else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.strip().split("."), value
+
+
+def set_dotted(data: dict[str, Any], path: list[str], value: Any) -> None:
+    node = data
+    for part in path[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"config key '{'.'.join(path)}' goes inside a value that is not a section")
+    node[path[-1]] = value
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file '{path}' does not exist; pass a YAML file such as configs/small.yaml")
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ConfigError(f"config file '{path}' is not valid YAML ({first}); fix the file") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file '{path}' must hold a mapping of sections (method, model, data, train, ...)")
+    return data
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None,
+                extra: dict[str, Any] | None = None) -> RunConfig:
+    """Defaults <- YAML file <- `extra` (nested dict) <- dotted overrides."""
+    data: dict[str, Any] = read_yaml(path) if path else {}
+    for key, value in _flatten(extra or {}):
+        set_dotted(data, key, value)
+    for item in overrides or []:
+        key, value = parse_override(item)
+        set_dotted(data, key, value)
+    return config_from_dict(data)
+
+
+def _flatten(data: dict[str, Any], prefix: list[str] | None = None):
+    for key, value in data.items():
+        path = (prefix or []) + [key]
+        if isinstance(value, dict):
+            yield from _flatten(value, path)
+        else:
+            yield path, value
+
+
+def save_config(cfg: RunConfig, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False), encoding="utf-8")

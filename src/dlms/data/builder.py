@@ -1,0 +1,501 @@
+"""Turning raw text into cached, memory-mapped token arrays.
+
+`DatasetBuilder(...).build_from_raw(path, vocab)` reads examples (see sources.py), splits them
+into train/validation by document, gets a tokenizer (trains a byte-level BPE on the training
+split, or loads one), tokenizes in chunks and writes the arrays into the cache (see cache.py).
+A second call with the same inputs loads the cached arrays without tokenizing (or training).
+
+Row layouts, both int32 [N, seq_len]:
+
+- "padded": one example per row, `[bos] + tokens + [eos] + [pad]*`, cut at seq_len (a cut row
+  loses its eos; `meta["splits"][split]["truncated"]` counts them). Rows can carry labels.
+- "packed": each document's tokens followed by `[eos]`, concatenated over the split and cut into
+  seq_len blocks; the incomplete last block is dropped. No padding and no labels.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+
+from dlms.data import cache
+from dlms.data.sources import content_fingerprint, parse_builtin, read_examples
+from dlms.data.tokenizer import (
+    encode_texts,
+    ensure_special_tokens,
+    load_tokenizer,
+    special_ids,
+    tokenizer_fingerprint,
+    train_bpe_tokenizer,
+)
+from dlms.errors import ConfigError, DataError
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
+CHUNK_EXAMPLES = 4096  # examples tokenized per batch: bounds memory, keeps the Rust encoder busy
+FLUSH_TOKENS = 1 << 20  # packed layout: pending tokens that trigger cutting blocks (one concatenate per ~4 MB)
+SPLITS = ("train", "val")
+
+
+@dataclass
+class TokenSplit:
+    """One split of a tokenized dataset.
+
+    ids:    int32 [N, L] token ids (a read-only memmap when loaded from the cache)
+    labels: int64 [N, K] label indices, -1 = missing; None when no label columns were built
+    label_columns: the K column names, in the order of `labels`' second axis
+    pad_id: the padding id, used by `num_tokens`
+    """
+
+    ids: np.ndarray
+    labels: np.ndarray | None = None
+    label_columns: list[str] = field(default_factory=list)
+    pad_id: int | None = None
+    known_num_tokens: int | None = None  # from meta.json; saves a pass over the array
+
+    def __len__(self) -> int:
+        return int(self.ids.shape[0])
+
+    @property
+    def seq_len(self) -> int:
+        return int(self.ids.shape[1])
+
+    @functools.cached_property
+    def num_tokens(self) -> int:
+        """Number of non-pad tokens in the split."""
+        if self.known_num_tokens is not None:
+            return self.known_num_tokens
+        if self.pad_id is None:
+            return int(self.ids.size)
+        step = 1 << 16  # rows per chunk: never pull a whole memmap into memory
+        return int(sum(np.count_nonzero(self.ids[i : i + step] != self.pad_id) for i in range(0, len(self), step)))
+
+    def texts(self, tokenizer: PreTrainedTokenizerBase, n: int = 4, skip_special_tokens: bool = True) -> list[str]:
+        """Decode the first `n` rows (pad tokens are always dropped)."""
+        out = []
+        for row in np.asarray(self.ids[:n]):
+            ids = [int(t) for t in row if self.pad_id is None or t != self.pad_id]
+            out.append(tokenizer.decode(ids, skip_special_tokens=skip_special_tokens))
+        return out
+
+    def label_index(self, column: str) -> int:
+        """Position of `column` along `labels`' second axis (DataError if it was not built)."""
+        if self.labels is None or column not in self.label_columns:
+            raise DataError(
+                f"label column '{column}' is not in this dataset (built columns: "
+                f"{', '.join(self.label_columns) or 'none'}); "
+                f"build with layout='padded', label_columns=['{column}']"
+            )
+        return self.label_columns.index(column)
+
+
+@dataclass
+class TokenizedDataset:
+    """A built dataset: two splits, the tokenizer and the build metadata."""
+
+    train: TokenSplit
+    val: TokenSplit
+    tokenizer: Any
+    label_names: dict[str, list[str]]
+    layout: str
+    seq_len: int
+    cache_path: Path
+    meta: dict[str, Any]
+    from_cache: bool = False  # True when loaded from the cache without tokenizing
+
+    @property
+    def special_ids(self) -> dict[str, int]:
+        """`{"pad", "bos", "eos", "mask", "vocab_size"}` of the tokenizer."""
+        return special_ids(self.tokenizer)
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.tokenizer)
+
+    @classmethod
+    def load(cls, path: str | Path, tokenizer: PreTrainedTokenizerBase | None = None) -> TokenizedDataset:
+        """Open a cache entry folder (memory-mapped); the tokenizer is read from `path/tokenizer`."""
+        entry = Path(path)
+        if not cache.is_complete(entry):
+            raise DataError(f"'{entry}' is not a tokenized dataset (no {cache.META_FILE}); rebuild the dataset")
+        meta = cache.read_meta(entry)
+        if meta.get("format_version") != cache.FORMAT_VERSION:
+            raise DataError(
+                f"dataset '{entry}' has cache format {meta.get('format_version')}, "
+                f"expected {cache.FORMAT_VERSION}; rebuild it"
+            )
+        if tokenizer is None:
+            tokenizer = load_tokenizer(str(entry / "tokenizer"))
+        columns = list(meta["label_columns"])
+        splits = {}
+        for name in SPLITS:
+            labels_file = entry / f"{name}_labels.npy"
+            splits[name] = TokenSplit(
+                ids=cache.load_array(entry / f"{name}_ids.npy"),
+                labels=cache.load_array(labels_file) if labels_file.exists() else None,
+                label_columns=columns,
+                pad_id=meta["special_ids"]["pad"],
+                known_num_tokens=meta["splits"][name]["tokens"],
+            )
+        return cls(
+            train=splits["train"],
+            val=splits["val"],
+            tokenizer=tokenizer,
+            label_names={k: list(v) for k, v in meta["label_names"].items()},
+            layout=meta["layout"],
+            seq_len=int(meta["seq_len"]),
+            cache_path=entry,
+            meta=meta,
+        )
+
+
+def split_mask(num_examples: int, val_fraction: float, split: str, seed: int) -> np.ndarray:
+    """bool [num_examples]: True for validation examples.
+
+    "tail": the last `val_fraction` of examples; "random": a seeded random subset of that size.
+    At least one validation example when val_fraction > 0, and at least one training example.
+    """
+    n_val = 0 if val_fraction == 0 else max(1, int(round(num_examples * val_fraction)))
+    if n_val >= num_examples:
+        raise DataError(
+            f"only {num_examples} example(s): too few to hold out a validation split of {val_fraction}; "
+            "add data or lower val_fraction"
+        )
+    mask = np.zeros(num_examples, dtype=bool)
+    if split == "tail":
+        mask[num_examples - n_val :] = True
+    else:
+        mask[np.random.default_rng(seed).permutation(num_examples)[:n_val]] = True
+    return mask
+
+
+class DatasetBuilder:
+    """Builds (or loads from the cache) a `TokenizedDataset` from raw text.
+
+    Examples after `max_examples` (the first N are kept) are split by document before packing,
+    so no validation text reaches the training rows or a trained tokenizer.
+    """
+
+    def __init__(
+        self,
+        seq_len: int = 128,
+        layout: Literal["packed", "padded"] = "packed",
+        val_fraction: float = 0.05,
+        max_examples: int | None = None,
+        text_column: str = "text",
+        label_columns: Sequence[str] = (),
+        split: Literal["tail", "random"] = "tail",
+        seed: int = 0,
+        builtin_examples: int = 20000,
+        cache_dir: str | None = None,
+        use_cache: bool = True,
+    ) -> None:
+        if layout not in ("packed", "padded"):
+            raise ConfigError(f"unknown data layout '{layout}'; use 'packed' or 'padded'")
+        if split not in ("tail", "random"):
+            raise ConfigError(f"unknown split '{split}'; use 'tail' or 'random'")
+        if not 0.0 <= float(val_fraction) < 1.0:
+            raise ConfigError(f"val_fraction must be in [0, 1), got {val_fraction}")
+        if max_examples is not None and (not isinstance(max_examples, int) or max_examples < 1):
+            raise ConfigError(f"max_examples must be a positive integer or None, got {max_examples!r}")
+        if isinstance(label_columns, str):  # a bare string would be read as its characters
+            label_columns = [label_columns]
+        if label_columns and layout == "packed":
+            raise ConfigError(
+                "label columns need one example per row, but layout='packed' mixes documents; use layout='padded'"
+            )
+        self.seq_len = self._check_seq_len(seq_len)
+        self.layout = layout
+        self.val_fraction = float(val_fraction)
+        self.max_examples = max_examples
+        self.text_column = text_column
+        self.label_columns = list(label_columns)
+        self.split = split
+        self.seed = int(seed)
+        self.builtin_examples = int(builtin_examples)
+        self.cache_dir = Path(cache_dir).expanduser() if cache_dir else cache.default_cache_dir()
+        self.use_cache = use_cache
+
+    @staticmethod
+    def _check_seq_len(seq_len: Any) -> int:
+        if not isinstance(seq_len, int) or isinstance(seq_len, bool) or seq_len < 2:
+            raise ConfigError(f"seq_len must be an integer >= 2, got {seq_len!r}")
+        return seq_len
+
+    # ----------------------------------------------------------------------------------------
+
+    def build_from_raw(
+        self, path: str, vocab: int | str | PreTrainedTokenizerBase, seq_len: int | None = None
+    ) -> TokenizedDataset:
+        """Build or load the dataset for `path`.
+
+        vocab: an int trains a byte-level BPE of that size on the training split; a str is a
+        tokenizer folder or Hub name; a tokenizer object is used as is (missing special tokens
+        are added to it in place).
+        """
+        path = str(path)
+        seq_len = self._check_seq_len(self.seq_len if seq_len is None else seq_len)
+        fingerprint = content_fingerprint(path, self.builtin_examples, self.seed)
+        tokenizer, tok_key = self._resolve_vocab(vocab)
+        key = cache.cache_key(
+            {**self._key_parts(fingerprint), "seq_len": seq_len, "layout": self.layout, **tok_key}
+        )
+        entry = cache.entry_dir(self.cache_dir, "datasets", key)
+        if self.use_cache and cache.is_complete(entry):
+            ds = TokenizedDataset.load(entry, tokenizer)
+            ds.from_cache = True
+            return ds
+
+        val_mask = split_mask(self._count(path), self.val_fraction, self.split, self.seed)
+        if tokenizer is None:
+            tokenizer = self._trained_tokenizer(path, int(vocab), fingerprint, val_mask)
+        label_names = self._label_names(path, val_mask)
+        with cache.staged_entry(entry, replace=not self.use_cache) as tmp:
+            stats = self._write_arrays(tmp, path, tokenizer, val_mask, label_names, seq_len)
+            tokenizer.save_pretrained(str(tmp / "tokenizer"))
+            meta = {
+                "format_version": cache.FORMAT_VERSION,
+                "key": key,
+                "source": path,
+                "fingerprint": fingerprint,
+                "layout": self.layout,
+                "seq_len": seq_len,
+                "split": self.split,
+                "val_fraction": self.val_fraction,
+                "seed": self.seed,
+                "max_examples": self.max_examples,
+                "text_column": self.text_column,
+                "label_columns": self.label_columns,
+                "label_names": label_names,
+                "tokenizer": {
+                    "trained_bpe_vocab": vocab if isinstance(vocab, int) else None,
+                    "name_or_path": None if isinstance(vocab, int) else getattr(tokenizer, "name_or_path", None),
+                },
+                "special_ids": special_ids(tokenizer),
+                "splits": stats,
+            }
+            cache.write_meta(tmp, meta)  # written last: its presence marks a complete entry
+        return TokenizedDataset.load(entry, tokenizer)
+
+    # ----------------------------------------------------------------------------------------
+    # Keys and tokenizers
+
+    def _key_parts(self, fingerprint: str) -> dict[str, Any]:
+        """Everything that decides which examples land in which split."""
+        return {
+            "fingerprint": fingerprint,
+            "max_examples": self.max_examples,
+            "val_fraction": self.val_fraction,
+            "split": self.split,
+            "seed": self.seed,
+            "text_column": self.text_column,
+            "label_columns": self.label_columns,
+        }
+
+    @staticmethod
+    def _resolve_vocab(vocab: Any) -> tuple[Any, dict[str, Any]]:
+        """(tokenizer or None if it must be trained, the tokenizer's part of the cache key)."""
+        if isinstance(vocab, bool):
+            raise ConfigError("vocab must be an int (BPE size), a tokenizer name/path or a tokenizer, not a bool")
+        if isinstance(vocab, int):
+            # Keyed on the size alone: training is deterministic given the data and the split.
+            return None, {"trained_bpe": vocab}
+        if isinstance(vocab, (str, Path)):
+            tokenizer = load_tokenizer(str(vocab))
+        elif hasattr(vocab, "decode") and hasattr(vocab, "pad_token"):
+            tokenizer = ensure_special_tokens(vocab)
+        else:
+            raise ConfigError(
+                f"vocab must be an int, a tokenizer name/path or a tokenizer, got {type(vocab).__name__}"
+            )
+        return tokenizer, {"tokenizer": tokenizer_fingerprint(tokenizer)}
+
+    def _trained_tokenizer(self, path: str, vocab_size: int, fingerprint: str, val_mask: np.ndarray) -> Any:
+        """Train a BPE on the training split, or reuse one trained on the same split before."""
+        split_parts = {k: v for k, v in self._key_parts(fingerprint).items() if k != "label_columns"}
+        key = cache.cache_key({"kind": "bpe", "vocab_size": vocab_size, **split_parts})
+        entry = cache.entry_dir(self.cache_dir, "tokenizers", key)
+        if self.use_cache and cache.is_complete(entry):
+            return load_tokenizer(str(entry))
+        texts = (ex["text"] for ex in self._examples(path, val_mask, want="train", labels=False))
+        with cache.staged_entry(entry, replace=not self.use_cache) as tmp:
+            tokenizer = train_bpe_tokenizer(texts, vocab_size, out_dir=tmp)
+            meta = {"format_version": cache.FORMAT_VERSION, "vocab_size": vocab_size, "source": path}
+            cache.write_meta(tmp, meta)
+        return tokenizer
+
+    # ----------------------------------------------------------------------------------------
+    # Passes over the raw data
+
+    def _read(self, path: str, labels: bool = True) -> Iterator[dict[str, Any]]:
+        return read_examples(
+            path,
+            text_column=self.text_column,
+            label_columns=self.label_columns if labels else (),
+            max_examples=self.max_examples,
+            builtin_examples=self.builtin_examples,
+            seed=self.seed,
+        )
+
+    def _count(self, path: str) -> int:
+        # Read with labels so a missing label column fails here, before any training.
+        return sum(1 for _ in self._read(path))
+
+    def _examples(
+        self, path: str, val_mask: np.ndarray, want: str, labels: bool = True
+    ) -> Iterator[dict[str, Any]]:
+        """The examples of one split, in file order."""
+        for i, ex in enumerate(self._read(path, labels=labels)):
+            if val_mask[i] == (want == "val"):
+                yield ex
+
+    def _label_names(self, path: str, val_mask: np.ndarray) -> dict[str, list[str]]:
+        """Per column, the sorted label values seen in the training split (builtin: LABELS order)."""
+        if not self.label_columns:
+            return {}
+        if parse_builtin(path, self.builtin_examples) is not None:
+            from dlms.data.corpus import LABELS
+
+            return {col: list(LABELS[col]) for col in self.label_columns}
+        return self._seen_labels(path, val_mask)
+
+    def _seen_labels(self, path: str, val_mask: np.ndarray) -> dict[str, list[str]]:
+        seen: dict[str, set[str]] = {col: set() for col in self.label_columns}
+        for ex in self._examples(path, val_mask, want="train"):
+            for col, value in ex["labels"].items():
+                if value is not None:
+                    seen[col].add(value)
+        return {col: sorted(values) for col, values in seen.items()}
+
+    def _write_arrays(
+        self,
+        out: Path,
+        path: str,
+        tokenizer: Any,
+        val_mask: np.ndarray,
+        label_names: dict[str, list[str]],
+        seq_len: int,
+    ) -> dict[str, dict[str, int]]:
+        """Tokenize every example once, streaming rows into `<split>_ids.npy` (+ labels)."""
+        ids = special_ids(tokenizer)
+        if self.layout == "padded" and ids["bos"] is None:
+            raise DataError("the tokenizer has no bos token; pass a tokenizer with one (or an int vocab)")
+        label_maps = {c: {v: i for i, v in enumerate(label_names.get(c, []))} for c in self.label_columns}
+        writers = {s: _SplitWriter(out, s, self.layout, seq_len, ids, label_maps) for s in SPLITS}
+        try:
+            chunk: list[tuple[str, dict[str, Any]]] = []
+            for i, ex in enumerate(self._read(path)):
+                if i >= len(val_mask):
+                    raise DataError(f"'{path}' changed while the dataset was being built; build again")
+                chunk.append(("val" if val_mask[i] else "train", ex))
+                if len(chunk) == CHUNK_EXAMPLES:
+                    self._tokenize_chunk(chunk, tokenizer, writers)
+                    chunk = []
+            self._tokenize_chunk(chunk, tokenizer, writers)
+        finally:
+            stats = {s: w.close() for s, w in writers.items()}
+        self._check_nonempty(stats, seq_len)
+        return stats
+
+    @staticmethod
+    def _tokenize_chunk(
+        chunk: list[tuple[str, dict[str, Any]]], tokenizer: Any, writers: dict[str, _SplitWriter]
+    ) -> None:
+        if not chunk:
+            return
+        token_lists = encode_texts(tokenizer, [ex["text"] for _, ex in chunk])
+        for (name, ex), tokens in zip(chunk, token_lists):
+            writers[name].add(tokens, ex["labels"])
+
+    def _check_nonempty(self, stats: dict[str, dict[str, int]], seq_len: int) -> None:
+        for s in SPLITS:
+            if stats[s]["rows"] == 0 and (s == "train" or self.val_fraction > 0):
+                raise DataError(
+                    f"the {s} split has {stats[s]['examples']} example(s) but no complete {seq_len}-token row; "
+                    "lower seq_len, use layout='padded', raise val_fraction or add data"
+                )
+
+
+class _SplitWriter:
+    """Streams one split's rows to `<split>_ids.npy` (and `<split>_labels.npy`) in the chosen layout."""
+
+    def __init__(
+        self,
+        out: Path,
+        split: str,
+        layout: str,
+        seq_len: int,
+        ids: dict[str, int],
+        label_maps: dict[str, dict[str, int]],
+    ) -> None:
+        self.layout, self.seq_len, self.ids, self.label_maps = layout, seq_len, ids, label_maps
+        self.rows = cache.NpyRowWriter(out / f"{split}_ids.npy", seq_len, np.int32)
+        self.labels = None
+        if label_maps:
+            self.labels = cache.NpyRowWriter(out / f"{split}_labels.npy", len(label_maps), np.int64)
+        self.stats = {"examples": 0, "rows": 0, "tokens": 0, "truncated": 0}
+        self._pending: list[np.ndarray] = []  # packed: token runs not yet cut into blocks
+        self._pending_len = 0
+        self._padded: list[list[int]] = []  # padded: rows not yet written
+        self._label_rows: list[list[int]] = []
+
+    def add(self, tokens: list[int], labels: dict[str, str | None]) -> None:
+        """Add one example's tokens (no special tokens) and its label values."""
+        self.stats["examples"] += 1
+        if self.layout == "packed":
+            self._pending.append(np.asarray([*tokens, self.ids["eos"]], dtype=np.int32))
+            self._pending_len += len(tokens) + 1
+            if self._pending_len >= FLUSH_TOKENS:
+                self._flush_packed()
+            return
+        seq = [self.ids["bos"], *tokens, self.ids["eos"]]
+        if len(seq) > self.seq_len:  # a cut row keeps its start and loses its eos
+            self.stats["truncated"] += 1
+            seq = seq[: self.seq_len]
+        self.stats["tokens"] += len(seq)
+        self._padded.append(seq)
+        if self.labels is not None:
+            # Unseen (validation-only) or missing (None) values become -1.
+            self._label_rows.append([m.get(labels.get(c), -1) for c, m in self.label_maps.items()])
+        if len(self._padded) >= CHUNK_EXAMPLES:
+            self._flush_padded()
+
+    def _flush_packed(self) -> None:
+        """Cut whole seq_len blocks from the pending tokens; keep the remainder for the next call."""
+        if not self._pending:
+            return
+        stream = np.concatenate(self._pending)
+        n_blocks = len(stream) // self.seq_len
+        if n_blocks:
+            self.rows.append(stream[: n_blocks * self.seq_len].reshape(n_blocks, self.seq_len))
+            self.stats["tokens"] += n_blocks * self.seq_len
+        rest = stream[n_blocks * self.seq_len :]
+        self._pending, self._pending_len = [rest], len(rest)
+
+    def _flush_padded(self) -> None:
+        if not self._padded:
+            return
+        block = np.full((len(self._padded), self.seq_len), self.ids["pad"], dtype=np.int32)
+        for r, seq in enumerate(self._padded):
+            block[r, : len(seq)] = seq
+        self.rows.append(block)
+        if self.labels is not None:
+            self.labels.append(np.asarray(self._label_rows, dtype=np.int64).reshape(len(self._padded), -1))
+        self._padded, self._label_rows = [], []
+
+    def close(self) -> dict[str, int]:
+        """Write what is pending (the packed remainder is dropped), finish the files, return the stats."""
+        if self.layout == "packed":
+            self._flush_packed()
+        else:
+            self._flush_padded()
+        self.stats["rows"] = self.rows.close()
+        if self.labels is not None:
+            self.labels.close()
+        return self.stats

@@ -1,0 +1,40 @@
+"""Built-in corpus: short English reviews from a probabilistic grammar.
+
+Texts are lowercase, space-separated words with a separate "." ending each
+sentence, e.g. ``"the chef cooked a juicy steak perfectly . i loved it ."``.
+Each text has one sentiment (``LABELS["sentiment"]``) and one topic
+(``LABELS["topic"]``).  :func:`generate_examples` draws texts deterministically
+by seed; :func:`check_text` is an exact recognizer of the same grammar that
+also reads back the labels, for judging generated samples.
+"""
+
+from __future__ import annotations
+
+from .checker import CheckResult, check_text, check_texts, label_accuracy, parses
+from .grammar import (
+    generate_examples,
+    iter_examples,
+    labels_are_determined,
+    sentence_count_lower_bound,
+    vocabulary,
+    write_corpus,
+)
+from .lexicon import SENTIMENTS, TOPICS
+
+#: label names per attribute, sorted (like the label lists built from other data)
+LABELS: dict[str, list[str]] = {"sentiment": sorted(SENTIMENTS), "topic": sorted(TOPICS)}
+
+__all__ = [
+    "LABELS",
+    "CheckResult",
+    "check_text",
+    "check_texts",
+    "generate_examples",
+    "iter_examples",
+    "label_accuracy",
+    "labels_are_determined",
+    "parses",
+    "sentence_count_lower_bound",
+    "vocabulary",
+    "write_corpus",
+]

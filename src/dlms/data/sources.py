@@ -1,0 +1,399 @@
+"""Reading raw examples from disk, the built-in corpus or the Hugging Face Hub.
+
+`read_examples(path, ...)` yields `{"text": str, "labels": {column: str | None}}` one at a time;
+files are streamed, never read whole. A label value that is missing or empty in one row is
+`None` (the builder stores it as -1); a label *column* that does not exist is an error.
+
+Accepted `path` values:
+
+- `"builtin"` / `"builtin:N"`: the built-in synthetic corpus (labels `sentiment`, `topic`);
+- `"hf:owner/name"`: a Hub dataset via `datasets.load_dataset` (split "train", streamed);
+- a `.txt` file. Rule: if a blank (whitespace-only) line occurs *between* two non-blank lines,
+  the file is a list of documents separated by blank lines (each paragraph, its lines joined by
+  "\\n", is one example); otherwise every non-blank line is one example. Leading and trailing
+  blank lines never switch modes. Deciding takes one streamed scan that stops at the first such
+  blank line;
+- a `.jsonl` file (one JSON object per line), a `.csv` or `.tsv` file with a header row;
+- a folder saved by `datasets` `save_to_disk` (a `DatasetDict` uses its "train" split);
+- any other folder: every .txt/.jsonl/.csv/.tsv file under it, recursively, in sorted order
+  (hidden files and other extensions are skipped).
+
+Every error is a one-line `DataError` that names the path and the fix.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import hashlib
+import json
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from dlms.errors import DataError
+
+TEXT_EXTENSIONS = (".txt", ".jsonl", ".csv", ".tsv")
+SNIFF_BYTES = 64 * 1024  # how much of each file is checked for binary content
+_FIX = "pass a .txt/.jsonl/.csv/.tsv file, a folder of them, a save_to_disk folder, 'builtin' or 'hf:owner/name'"
+
+Example = dict[str, Any]  # {"text": str, "labels": {column: str | None}}
+
+
+# --------------------------------------------------------------------------------------------
+# Classifying a path
+
+
+def parse_builtin(path: str, builtin_examples: int) -> int | None:
+    """Number of built-in examples for "builtin" / "builtin:N", or None if `path` is not builtin."""
+    if path == "builtin":
+        return builtin_examples
+    if path.startswith("builtin:"):
+        count = path.split(":", 1)[1]
+        if not count.isdigit() or int(count) < 1:
+            raise DataError(f"bad data source '{path}'; use 'builtin' or 'builtin:N' with N a positive integer")
+        return int(count)
+    return None
+
+
+def is_hf_saved_dataset(folder: Path) -> bool:
+    """True for folders written by `Dataset.save_to_disk` or `DatasetDict.save_to_disk`."""
+    if (folder / "dataset_dict.json").is_file():
+        return True
+    return (folder / "state.json").is_file() and (folder / "dataset_info.json").is_file()
+
+
+def _data_files(folder: Path) -> list[Path]:
+    """Readable data files under `folder`, recursive, sorted by relative path; hidden ones skipped."""
+    files = []
+    for item in folder.rglob("*"):
+        rel = item.relative_to(folder)
+        if any(part.startswith(".") for part in rel.parts):
+            continue
+        if item.is_file() and item.suffix.lower() in TEXT_EXTENSIONS:
+            files.append(item)
+    return sorted(files, key=lambda p: p.relative_to(folder).as_posix())
+
+
+def _check_exists(path: str) -> Path:
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise DataError(f"data path '{path}' does not exist; {_FIX}")
+    return p
+
+
+def check_text_file(path: Path) -> None:
+    """Raise DataError if `path` is empty, binary, or has an unsupported extension."""
+    if path.suffix.lower() not in TEXT_EXTENSIONS:
+        raise DataError(f"data file '{path}' has an unsupported extension '{path.suffix}'; {_FIX}")
+    with path.open("rb") as fh:
+        head = fh.read(SNIFF_BYTES)
+    if not head:
+        raise DataError(f"data file '{path}' is empty; add examples to it or pass another file")
+    try:
+        # Incremental decoding tolerates a multi-byte character cut at the 64 KiB boundary.
+        codecs.getincrementaldecoder("utf-8")().decode(head, final=False)
+        binary = b"\x00" in head
+    except UnicodeDecodeError:
+        binary = True
+    if binary:
+        raise DataError(
+            f"data file '{path}' is not UTF-8 text (found binary bytes); pass a .txt/.jsonl/.csv/.tsv file"
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# Per-format readers. Each yields examples; columns are validated on the header / first record.
+
+
+def _missing_column(kind: str, column: str, path: Any, available: Sequence[str]) -> DataError:
+    flag = "text_column" if kind == "text" else "label_columns"
+    return DataError(
+        f"{kind} column '{column}' not found in '{path}'; available columns: "
+        f"{', '.join(map(str, available)) or '(none)'}; set {flag} to one of them"
+    )
+
+
+def _label_value(value: Any) -> str | None:
+    if value is None:
+        return None
+    value = str(value)
+    return value if value.strip() else None
+
+
+def _txt_is_paragraphs(path: Path) -> bool:
+    """True if a blank line separates two non-blank lines (see the module docstring)."""
+    seen_text = blank_after_text = False
+    with path.open("r", encoding="utf-8-sig", errors="replace") as fh:
+        for line in fh:
+            if line.strip():
+                if blank_after_text:
+                    return True
+                seen_text = True
+            elif seen_text:
+                blank_after_text = True
+    return False
+
+
+def _read_txt(path: Path, label_columns: Sequence[str]) -> Iterator[Example]:
+    if label_columns:
+        raise _missing_column("label", label_columns[0], path, [])
+    paragraphs = _txt_is_paragraphs(path)
+    with path.open("r", encoding="utf-8-sig") as fh:
+        if not paragraphs:
+            for line in fh:
+                line = line.rstrip("\r\n")
+                if line.strip():
+                    yield {"text": line, "labels": {}}
+            return
+        block: list[str] = []
+        for line in fh:
+            line = line.rstrip("\r\n")
+            if line.strip():
+                block.append(line)
+            elif block:
+                yield {"text": "\n".join(block), "labels": {}}
+                block = []
+        if block:
+            yield {"text": "\n".join(block), "labels": {}}
+
+
+def _row_example(row: dict, text_column: str, label_columns: Sequence[str], where: str) -> Example:
+    text = row.get(text_column)
+    if not isinstance(text, str):
+        got = "missing" if text is None else f"a {type(text).__name__}"
+        raise DataError(f"{where}: text column '{text_column}' is {got}; every row needs a text string")
+    return {"text": text, "labels": {col: _label_value(row.get(col)) for col in label_columns}}
+
+
+def _read_jsonl(path: Path, text_column: str, label_columns: Sequence[str]) -> Iterator[Example]:
+    checked = False
+    with path.open("r", encoding="utf-8-sig") as fh:
+        for lineno, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DataError(
+                    f"'{path}' line {lineno} is not valid JSON ({exc.msg}); write one JSON object per line"
+                ) from None
+            if not isinstance(row, dict):
+                raise DataError(
+                    f"'{path}' line {lineno} is a JSON {type(row).__name__}, not an object; write one object per line"
+                )
+            if not checked:  # the first record defines the columns
+                for kind, cols in (("text", [text_column]), ("label", label_columns)):
+                    for col in cols:
+                        if col not in row:
+                            raise _missing_column(kind, col, path, list(row))
+                checked = True
+            yield _row_example(row, text_column, label_columns, f"'{path}' line {lineno}")
+
+
+def _read_delimited(path: Path, text_column: str, label_columns: Sequence[str]) -> Iterator[Example]:
+    delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
+    # Long documents in one cell are normal here; the default 128 KiB field limit is not.
+    csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
+    with path.open("r", encoding="utf-8-sig", newline="") as fh:
+        reader = csv.DictReader(fh, delimiter=delimiter)
+        header = reader.fieldnames or []
+        for kind, cols in (("text", [text_column]), ("label", label_columns)):
+            for col in cols:
+                if col not in header:
+                    raise _missing_column(kind, col, path, header)
+        for row in reader:
+            yield _row_example(row, text_column, label_columns, f"'{path}' line {reader.line_num}")
+
+
+def _read_file(path: Path, text_column: str, label_columns: Sequence[str]) -> Iterator[Example]:
+    check_text_file(path)
+    suffix = path.suffix.lower()
+    if suffix == ".txt":
+        rows = _read_txt(path, label_columns)
+    elif suffix == ".jsonl":
+        rows = _read_jsonl(path, text_column, label_columns)
+    else:
+        rows = _read_delimited(path, text_column, label_columns)
+    return _utf8_guard(rows, path)
+
+
+def _utf8_guard(rows: Iterator[Example], path: Path) -> Iterator[Example]:
+    """Turn a decoding failure past the sniffed first 64 KiB into the same one-line DataError."""
+    try:
+        yield from rows
+    except UnicodeDecodeError:
+        raise DataError(
+            f"data file '{path}' is not UTF-8 text (found binary bytes after the first 64 KiB); "
+            "pass a .txt/.jsonl/.csv/.tsv file"
+        ) from None
+
+
+def _read_hf_dataset(ds: Any, where: str, text_column: str, label_columns: Sequence[str]) -> Iterator[Example]:
+    """Rows of a `datasets.Dataset` / `IterableDataset`, read in batches (row access is slow)."""
+    columns = list(ds.column_names or [])
+    if columns:  # streamed Hub datasets may not know their columns up front
+        for kind, cols in (("text", [text_column]), ("label", label_columns)):
+            for col in cols:
+                if col not in columns:
+                    raise _missing_column(kind, col, where, columns)
+    for batch in ds.iter(batch_size=1024):
+        for col in [text_column, *label_columns]:
+            if col not in batch:
+                raise _missing_column("text" if col == text_column else "label", col, where, list(batch))
+        for i, text in enumerate(batch[text_column]):
+            row = {col: batch[col][i] for col in [text_column, *label_columns]}
+            yield _row_example(row, text_column, label_columns, where)
+
+
+def _load_saved(folder: Path) -> Any:
+    import datasets
+
+    try:
+        ds = datasets.load_from_disk(str(folder))
+    except Exception as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DataError(
+            f"could not read the saved dataset '{folder}' ({reason}); re-save it with save_to_disk"
+        ) from None
+    if isinstance(ds, datasets.DatasetDict):
+        if "train" in ds:
+            return ds["train"]
+        if len(ds) == 1:
+            return next(iter(ds.values()))
+        raise DataError(
+            f"saved dataset '{folder}' has no 'train' split (splits: {', '.join(ds)}); pass the split's subfolder"
+        )
+    return ds
+
+
+def _load_hub(name: str) -> Any:
+    import datasets
+
+    try:
+        # Streaming: a Hub dataset may be far bigger than memory or disk.
+        return datasets.load_dataset(name, split="train", streaming=True)
+    except Exception:
+        raise DataError(
+            f"could not load dataset 'hf:{name}' from the Hugging Face Hub (no network or no such dataset); "
+            f"on a machine with access run datasets.load_dataset('{name}').save_to_disk('DIR'), "
+            "copy DIR here and pass its path"
+        ) from None
+
+
+def _read_builtin(count: int, seed: int, label_columns: Sequence[str]) -> Iterator[Example]:
+    from dlms.data.corpus import LABELS, generate_examples
+
+    for col in label_columns:
+        if col not in LABELS:
+            raise _missing_column("label", col, "builtin", list(LABELS))
+    for ex in generate_examples(count, seed):
+        yield {"text": ex["text"], "labels": {col: _label_value(ex.get(col)) for col in label_columns}}
+
+
+# --------------------------------------------------------------------------------------------
+# Public entry points
+
+
+def read_examples(
+    path: str,
+    text_column: str = "text",
+    label_columns: Sequence[str] = (),
+    max_examples: int | None = None,
+    builtin_examples: int = 20000,
+    seed: int = 0,
+) -> Iterator[Example]:
+    """Stream `{"text": str, "labels": {col: str | None}}` from `path` (see the module docstring).
+
+    Examples whose text is empty or whitespace-only are skipped. At most `max_examples`
+    examples (the first ones) are yielded. Path problems (missing path,
+    unsupported extension, binary or empty file, missing column) raise DataError here, before the
+    first example; "no examples found" is raised when the stream ends empty.
+    """
+    path = str(path)
+    label_columns = list(label_columns)
+    if max_examples is not None and max_examples < 1:
+        raise DataError(f"max_examples must be a positive integer or None, got {max_examples}")
+    count = parse_builtin(path, builtin_examples)
+    if count is not None:
+        stream = _read_builtin(count, seed, label_columns)
+    elif path.startswith("hf:"):
+        stream = _read_hf_dataset(_load_hub(path[3:]), path, text_column, label_columns)
+    else:
+        p = _check_exists(path)
+        if p.is_dir() and is_hf_saved_dataset(p):
+            stream = _read_hf_dataset(_load_saved(p), path, text_column, label_columns)
+        elif p.is_dir():
+            files = _data_files(p)
+            if not files:
+                raise DataError(f"folder '{path}' has no .txt/.jsonl/.csv/.tsv files; add data files or {_FIX}")
+            for f in files:  # fail early on any bad file, not halfway through a build
+                check_text_file(f)
+            stream = _chain_files(files, text_column, label_columns)
+        else:
+            stream = _read_file(p, text_column, label_columns)
+    # Whitespace-only texts carry nothing to learn (and .txt files skip them anyway).
+    stream = (ex for ex in stream if ex["text"].strip())
+    return _limited(stream, max_examples, path)
+
+
+def _chain_files(files: list[Path], text_column: str, label_columns: Sequence[str]) -> Iterator[Example]:
+    for f in files:
+        yield from _read_file(f, text_column, label_columns)
+
+
+def _limited(stream: Iterator[Example], max_examples: int | None, path: str) -> Iterator[Example]:
+    # Pull the first example now so column errors surface at the call, not at the first next().
+    try:
+        first = next(stream)
+    except StopIteration:
+        raise DataError(f"no examples found in '{path}'; the data has no non-blank text") from None
+    return _rest(first, stream, max_examples)
+
+
+def _rest(first: Example, stream: Iterator[Example], max_examples: int | None) -> Iterator[Example]:
+    yield first
+    n = 1
+    for ex in stream:
+        if max_examples is not None and n >= max_examples:
+            return
+        yield ex
+        n += 1
+
+
+def content_fingerprint(path: str, builtin_examples: int = 20000, seed: int = 0) -> str:
+    """sha256 identifying the data at `path`, for cache keys (streamed: files are hashed in chunks).
+
+    Files: their bytes and relative names. Builtin: the example count, the seed and the corpus
+    package's source (so a changed generator invalidates the cache). Hub datasets: the name only.
+    """
+    path = str(path)
+    h = hashlib.sha256()
+    count = parse_builtin(path, builtin_examples)
+    if count is not None:
+        h.update(f"builtin:{count}:{seed}".encode())
+        import dlms.data.corpus as corpus
+
+        root = Path(corpus.__file__).parent
+        for src in sorted(root.rglob("*.py")):
+            h.update(src.relative_to(root).as_posix().encode() + b"\0" + src.read_bytes())
+        return h.hexdigest()
+    if path.startswith("hf:"):
+        h.update(path.encode())
+        return h.hexdigest()
+    p = _check_exists(path)
+    if p.is_dir() and is_hf_saved_dataset(p):
+        files = sorted((f for f in p.rglob("*") if f.is_file()), key=lambda f: f.relative_to(p).as_posix())
+        root = p
+    elif p.is_dir():
+        files, root = _data_files(p), p
+    else:
+        files, root = [p], p.parent
+    for f in files:
+        h.update(f.relative_to(root).as_posix().encode() + b"\0")
+        with f.open("rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+        h.update(b"\0")
+    return h.hexdigest()

@@ -1,0 +1,1 @@
+"""Evaluation, kept outside the models: likelihoods and generation figures."""

@@ -1,0 +1,20 @@
+"""Methods: the forward corruption, the training loss and the likelihood. No loops here."""
+from __future__ import annotations
+
+from ..config import MethodConfig
+from ..registry import Registry
+from .autoregressive import Autoregressive
+from .base import LossOutput, SpecialTokens
+from .masked import MaskedDiffusion
+
+METHODS: Registry = Registry("method")
+METHODS.register("masked")(MaskedDiffusion)
+METHODS.register("ar")(Autoregressive)
+
+
+def build_method(cfg: MethodConfig, special: SpecialTokens):
+    """The method named by `cfg.name`, bound to the tokenizer's special ids."""
+    return METHODS.get(cfg.name)(cfg, special)
+
+
+__all__ = ["METHODS", "Autoregressive", "LossOutput", "MaskedDiffusion", "SpecialTokens", "build_method"]

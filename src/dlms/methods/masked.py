@@ -1,0 +1,78 @@
+"""Absorbing-state (masked) diffusion in continuous time, MDLM style.
+
+Forward process: each token of x0 is replaced by the mask token with probability
+1 - alpha(t). SUBS parameterisation: the network never predicts the mask token, and unmasked
+tokens are carried through unchanged, so only masked positions carry a loss. The loss is the
+continuous-time ELBO:  E_t [ w(t) * sum_{masked l} -log p(x0_l | x_t) ],  w(t) = -alpha'/(1-alpha).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ..config import MethodConfig
+from ..schedules import MaskingSchedule, build_schedule
+from ..errors import ConfigError
+from .base import LossOutput, SpecialTokens, scored_positions, unwrap
+
+
+class MaskedDiffusion:
+    name = "masked"
+    causal = False
+    default_sampler = "ancestral"
+    stochastic_bound = True  # the likelihood is a Monte Carlo estimate of a bound
+
+    def __init__(self, cfg: MethodConfig, special: SpecialTokens):
+        self.cfg = cfg
+        self.special = special
+        self.schedule = build_schedule(cfg.schedule)
+        if not isinstance(self.schedule, MaskingSchedule):
+            raise ConfigError(f"schedule '{cfg.schedule}' is not a masking schedule; use loglinear, cosine or linear")
+
+    # ------------------------------------------------------------------ noise
+    def sample_times(self, batch: int, device: torch.device, generator: torch.Generator | None = None) -> torch.Tensor:
+        """t [B] in [eps, 1]; antithetic (stratified) across the batch when configured."""
+        u = torch.rand(batch, device=device, generator=generator)
+        if self.cfg.antithetic:
+            u = (u[:1] + torch.arange(batch, device=device) / batch) % 1.0
+        return self.cfg.eps + (1.0 - self.cfg.eps) * u
+
+    def corrupt(self, x0: torch.Tensor, t: torch.Tensor, u: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """q(x_t | x0): x0 [B, L], t [B] -> (x_t [B, L], masked bool [B, L]). `u` [B, L]: uniform noise."""
+        if u is None:
+            u = torch.rand(x0.shape, device=x0.device)
+        masked = u < self.schedule.mask_prob(t)[:, None]
+        return torch.where(masked, torch.full_like(x0, self.special.mask), x0), masked
+
+    # ------------------------------------------------------------------ network
+    def masked_log_probs(self, model, xt: torch.Tensor, masked: torch.Tensor, t: torch.Tensor,
+                         labels: torch.Tensor | None) -> torch.Tensor:
+        """log p(x0 | x_t) at the masked positions only: [M, V] float32, mask token excluded (SUBS)."""
+        time = t if unwrap(model).spec.time_conditioning else None
+        # Only masked positions need the vocabulary projection: it is most of the head's cost.
+        logits = model(xt, select=masked, time=time, labels=labels).float()
+        logits[:, self.special.mask] = float("-inf")
+        return F.log_softmax(logits, dim=-1)
+
+    def sequence_nll(self, model, x0: torch.Tensor, labels: torch.Tensor | None = None,
+                     t: torch.Tensor | None = None, u: torch.Tensor | None = None) -> torch.Tensor:
+        """One Monte Carlo estimate of the ELBO per sequence (nats): x0 [B, L] -> [B]."""
+        if t is None:
+            t = self.sample_times(x0.shape[0], x0.device)
+        xt, masked = self.corrupt(x0, t, u)
+        logp = self.masked_log_probs(model, xt, masked, t, labels)
+        nll = -logp.gather(-1, x0[masked][:, None]).squeeze(-1)  # [M]
+        weight = self.schedule.elbo_weight(t)[:, None].expand_as(x0)[masked]
+        per_seq = torch.zeros(x0.shape[0], device=x0.device, dtype=torch.float32)
+        return per_seq.index_add_(0, masked.nonzero()[:, 0], weight * nll)
+
+    def loss(self, model, batch: dict) -> LossOutput:
+        x0 = batch["input_ids"]
+        nll = self.sequence_nll(model, x0, batch.get("labels"))
+        loss = nll.sum() / x0.numel()
+        tokens = scored_positions(x0, self.special).sum().clamp(min=1)
+        return LossOutput(loss, {"loss": loss.item(), "nll_bound": (nll.sum() / tokens).item()})
+
+    def scored_tokens(self, x0: torch.Tensor) -> torch.Tensor:
+        """Tokens each sequence's likelihood is normalised by: x0 [B, L] -> [B]."""
+        return scored_positions(x0, self.special).sum(-1)

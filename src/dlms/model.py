@@ -1,0 +1,239 @@
+"""`DiffusionLM`: the facade that puts a trained method, backbone, sampler and tokenizer together.
+
+    lm = DiffusionLM.load_checkpoint("runs/demo-masked")
+    lm.sample("the chef", length=32, steps=64)
+    lm.evaluate()            # validation NLL (bound) with its standard error
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+
+from .assembly import autocast_context, build_parts, dataset_from_config
+from .config import RunConfig
+from .errors import CheckpointError, DlmsError
+from .eval.likelihood import evaluate_likelihood
+from .samplers import build_sampler
+from .training.checkpoint import (find_checkpoint, load_weights, read_config, read_tensors, read_trainer_state,
+                                  save_checkpoint)
+from .training.distributed import resolve_device
+
+MASK_GLYPH = "_"
+
+
+class DiffusionLM:
+    """A trained model ready to sample and evaluate (any method: masked, ar, ...)."""
+
+    def __init__(self, cfg: RunConfig, method, model: torch.nn.Module, tokenizer, label_names: dict[str, list[str]],
+                 device: torch.device):
+        self.cfg = cfg
+        self.method = method
+        self.model = model.to(device).eval()
+        self.tokenizer = tokenizer
+        self.label_names = label_names
+        self.device = device
+
+    # ------------------------------------------------------------------ loading
+    @classmethod
+    def load_checkpoint(cls, path: str | Path, device: str = "auto", expect_method: str | None = None,
+                        use_ema: bool = True) -> "DiffusionLM":
+        """Load a run folder (or its checkpoint folder) written by `dlms train`; needs nothing else."""
+        ckpt = find_checkpoint(path)
+        state = read_trainer_state(ckpt)
+        if expect_method is not None and state["method"] != expect_method:
+            raise CheckpointError(f"checkpoint '{path}' is a '{state['method']}' model, but a '{expect_method}' "
+                                  "model is needed here; pass a checkpoint of that method")
+        cfg = read_config(ckpt)
+        if cfg.method.name != state["method"]:
+            raise CheckpointError(f"checkpoint '{path}' is damaged: its config and state disagree on the method")
+        from .data import load_tokenizer
+
+        try:
+            tokenizer = load_tokenizer(str(ckpt / "tokenizer"))
+        except DlmsError:
+            raise CheckpointError(f"checkpoint '{path}' is damaged: its tokenizer folder cannot be read; retrain") from None
+        method, model = build_parts(cfg, tokenizer)
+        weights = ckpt / ("ema.safetensors" if use_ema and (ckpt / "ema.safetensors").exists() else "model.safetensors")
+        load_weights(model, read_tensors(weights), weights)
+        return cls(cfg, method, model, tokenizer, state.get("label_names", {}), resolve_device(device))
+
+    @classmethod
+    def from_trainer(cls, trainer) -> "DiffusionLM":
+        """The model a Trainer holds (its EMA weights when kept), without a round trip to disk."""
+        return cls(trainer.cfg, trainer.method, trainer.eval_model(), trainer.dataset.tokenizer,
+                   trainer.dataset.label_names, trainer.device)
+
+    def save(self, path: str | Path) -> Path:
+        """Write a checkpoint that `load_checkpoint` reads (weights, config, tokenizer)."""
+        state = {"method": self.method.name, "step": 0, "label_names": self.label_names, "data": {}}
+        save_checkpoint(path, cfg=self.cfg, model=self.model, tokenizer=self.tokenizer, trainer_state=state)
+        return Path(path)
+
+    # ------------------------------------------------------------------ sampling
+    @property
+    def _start_tokens(self) -> list[int]:
+        """What a sequence starts with: bos for one-example-per-row data, an eos boundary for packed
+        data when the model is autoregressive (it needs a context), nothing otherwise."""
+        special = self.method.special
+        if self.cfg.data.layout == "padded":
+            return [special.bos]
+        return [special.eos] if self.method.causal else []
+
+    def _label_id(self, label: str | int | None) -> int | None:
+        if label is None:
+            return None
+        if self.model.spec.num_classes == 0:
+            raise DlmsError("this model was trained without labels; drop the label or train with data.label_column set")
+        column = self.cfg.data.label_column
+        names = self.label_names.get(column, [])
+        if isinstance(label, str) and not label.lstrip("-").isdigit():
+            if label not in names:
+                raise DlmsError(f"unknown label '{label}' for column '{column}'; choose one of: {', '.join(names)}")
+            return names.index(label)
+        index = int(label)
+        if not 0 <= index < self.model.spec.num_classes:
+            raise DlmsError(f"label id {index} is out of range 0..{self.model.spec.num_classes - 1}")
+        return index
+
+    def encode_prompt(self, prompt: str | None) -> list[int]:
+        ids = self._start_tokens
+        if prompt:
+            ids = ids + self.tokenizer.encode(prompt, add_special_tokens=False)
+        return ids
+
+    def sample(self, prompt: str | None = None, length: int | None = None, steps: int | None = None,
+               guidance: float | None = None, *, label: str | int | None = None, num_samples: int = 1,
+               sampler: str | None = None, temperature: float | None = None, top_k: int | None = None,
+               top_p: float | None = None, tokens_per_step: int | None = None, seed: int | None = None,
+               callback: Callable[[int, int, list[str]], None] | None = None) -> list[str]:
+        """`num_samples` texts of `length` tokens (prompt included; default the training seq_len).
+
+        `guidance` is the classifier-free guidance scale for `label` (1 = plain conditional).
+        `callback(step, num_steps, texts)` sees the partly denoised texts after every step.
+        """
+        ids = self.sample_ids(prompt, length, steps, guidance, label=label, num_samples=num_samples,
+                              sampler=sampler, temperature=temperature, top_k=top_k, top_p=top_p,
+                              tokens_per_step=tokens_per_step, seed=seed,
+                              callback=(lambda i, n, x: callback(i, n, self.render(x))) if callback else None)
+        return self.decode(ids)
+
+    def canvas(self, prompt: str | None, length: int | None, num_samples: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The starting state: (tokens [N, L] with the prompt and masks elsewhere, fixed bool [N, L])."""
+        length = length or self.cfg.data.seq_len
+        max_len = self.model.spec.max_seq_len
+        if length > max_len:
+            raise DlmsError(f"sequence length {length} exceeds the model's maximum {max_len}; lower --seq_len")
+        prefix = self.encode_prompt(prompt)
+        if len(prefix) >= length:
+            raise DlmsError(f"the prompt is {len(prefix)} tokens, not shorter than the sequence length {length}; "
+                            "raise --seq_len or shorten the prompt")
+        if self.method.causal and not prefix:
+            raise DlmsError("an autoregressive model needs a prompt or a start token")
+        canvas = torch.full((num_samples, length), self.method.special.mask, dtype=torch.long, device=self.device)
+        fixed = torch.zeros_like(canvas, dtype=torch.bool)
+        if prefix:
+            canvas[:, : len(prefix)] = torch.tensor(prefix, device=self.device)
+            fixed[:, : len(prefix)] = True
+        return canvas, fixed
+
+    def sample_ids(self, prompt: str | None = None, length: int | None = None, steps: int | None = None,
+                   guidance: float | None = None, *, label: str | int | None = None, num_samples: int = 1,
+                   sampler: str | None = None, temperature: float | None = None, top_k: int | None = None,
+                   top_p: float | None = None, tokens_per_step: int | None = None, seed: int | None = None,
+                   callback: Callable[[int, int, torch.Tensor], None] | None = None) -> torch.Tensor:
+        """Like `sample` but returns the token ids [num_samples, length]."""
+        s = self.cfg.sample
+        canvas, fixed = self.canvas(prompt, length, num_samples)
+        label_id = self._label_id(label)
+        labels = None if label_id is None else torch.full((num_samples,), label_id, device=self.device)
+        generator = torch.Generator(device=self.device).manual_seed(s.seed if seed is None else seed)
+        chosen = build_sampler(sampler or s.sampler, self.method, self.model)
+        return chosen.sample(
+            canvas, fixed, labels=labels, guidance_scale=s.guidance_scale if guidance is None else guidance,
+            num_steps=steps or s.num_steps, temperature=s.temperature if temperature is None else temperature,
+            top_k=s.top_k if top_k is None else top_k, top_p=s.top_p if top_p is None else top_p,
+            tokens_per_step=tokens_per_step or s.tokens_per_step, generator=generator, callback=callback,
+        )
+
+    def decode(self, ids: torch.Tensor) -> list[str]:
+        """Token rows [B, L] -> texts: the start tokens dropped, cut at the first end-of-text."""
+        special = self.method.special
+        start = len(self._start_tokens)
+        texts = []
+        for row in ids.tolist():
+            row = row[start:]
+            if special.eos in row:
+                row = row[: row.index(special.eos)]
+            row = [t for t in row if t not in (special.pad, special.bos, special.mask)]
+            texts.append(self.tokenizer.decode(row, skip_special_tokens=True).strip())
+        return texts
+
+    def render(self, ids: torch.Tensor) -> list[str]:
+        """Partly denoised rows [B, L] -> texts with every masked token shown as '_'."""
+        special = self.method.special
+        out = []
+        for row in ids.tolist():
+            pieces, run = [], []
+            for token in row[len(self._start_tokens):]:
+                if token == special.mask:
+                    if run:
+                        pieces.append(self.tokenizer.decode(run, skip_special_tokens=False))
+                        run = []
+                    pieces.append(f" {MASK_GLYPH}")
+                elif token != special.pad:
+                    run.append(token)
+            if run:
+                pieces.append(self.tokenizer.decode(run, skip_special_tokens=False))
+            out.append("".join(pieces).replace(self.tokenizer.eos_token, " <eos>").strip())
+        return out
+
+    # ------------------------------------------------------------------ evaluation
+    def dataset(self, path: str | None = None):
+        """Tokenized data in this model's format: its own training data, or `path` with its tokenizer."""
+        if path is None:
+            return dataset_from_config(self.cfg.data)
+        from .data import DatasetBuilder
+
+        d = self.cfg.data
+        builder = DatasetBuilder(seq_len=d.seq_len, layout=d.layout, val_fraction=d.val_fraction,
+                                 max_examples=d.max_examples, text_column=d.text_column,
+                                 label_columns=[d.label_column] if d.label_column else [], split=d.split,
+                                 builtin_examples=d.builtin_examples, cache_dir=d.cache_dir)
+        return builder.build_from_raw(path, self.tokenizer)
+
+    def evaluate(self, dataset: Any = None, *, passes: int | None = None, batch_size: int | None = None,
+                 max_sequences: int | None = None, seed: int | None = None, precision: str = "fp32") -> dict[str, Any]:
+        """Validation NLL per token (the ELBO bound for diffusion), perplexity and MC standard error.
+
+        `dataset`: None (the run's own validation split), a data path, or a TokenizedDataset.
+        """
+        e = self.cfg.eval
+        data = dataset if (dataset is not None and not isinstance(dataset, (str, Path))) else self.dataset(dataset)
+        return evaluate_likelihood(
+            self.method, self.model, data.val, batch_size=batch_size or e.batch_size, passes=passes or e.elbo_passes,
+            seed=e.seed if seed is None else seed, max_sequences=max_sequences, label_column=self.cfg.data.label_column,
+            autocast=autocast_context(self.device, precision),
+        )
+
+    @torch.no_grad()
+    def score_texts(self, texts: Sequence[str]) -> dict[str, float]:
+        """Exact NLL of texts under this model (AR only): {"nll", "ppl", "tokens"}.
+
+        End-of-text policy: each text is one sequence, start token + text + eos, cut to the
+        model's maximum length; every token after the start token is scored.
+        """
+        if not self.method.causal:
+            raise DlmsError("texts can only be scored exactly by an autoregressive ('ar') model")
+        special = self.method.special
+        total, tokens = 0.0, 0
+        max_len = self.model.spec.max_seq_len
+        for text in texts:
+            ids = (self._start_tokens + self.tokenizer.encode(text, add_special_tokens=False) + [special.eos])[:max_len]
+            x = torch.tensor([ids], device=self.device)
+            total += float(self.method.sequence_nll(self.model, x).sum())
+            tokens += len(ids) - 1
+        nll = total / max(tokens, 1)
+        return {"nll": nll, "ppl": float(np.exp(min(nll, 50.0))), "tokens": tokens}

@@ -1,0 +1,61 @@
+"""Autoregressive decoding with a KV cache: greedy, temperature, top-k and top-p."""
+from __future__ import annotations
+
+import torch
+
+from .common import check_canvas, filter_logits, sample_categorical
+from .guidance import guided_logits
+from .masked import StepCallback
+
+
+class AutoregressiveSampler:
+    """Left-to-right decoding; the fixed positions must be a prompt prefix (the same length
+    in every row). Rows that emitted end-of-text are padded from there on."""
+
+    name = "ar"
+    method_names = ("ar",)
+
+    def __init__(self, method, model):
+        self.method = method
+        self.model = model
+
+    @torch.no_grad()
+    def sample(self, canvas: torch.Tensor, fixed: torch.Tensor | None = None, *, labels: torch.Tensor | None = None,
+               guidance_scale: float = 1.0, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
+               generator: torch.Generator | None = None, callback: StepCallback = None, **_) -> torch.Tensor:
+        fixed = check_canvas(canvas, fixed)
+        batch, length = canvas.shape
+        prefix = int(fixed[0].sum())
+        if prefix == 0 or not (fixed[:, :prefix].all() and not fixed[:, prefix:].any()):
+            raise ValueError("autoregressive sampling needs a non-empty prompt prefix of the same length in every row")
+        special = self.method.special
+        guided = labels is not None and guidance_scale != 1.0
+        reps = 2 if guided else 1
+        param = next(self.model.parameters())
+        cache = self.model.new_cache(batch * reps, length, param.device, param.dtype)
+        out = canvas.clone()
+        done = torch.zeros(batch, dtype=torch.bool, device=canvas.device)
+        step_input = out[:, :prefix]
+        for pos in range(prefix, length):
+            def forward(lab):
+                return self.model(step_input.repeat(lab.shape[0] // batch if lab is not None else 1, 1),
+                                  labels=lab, cache=cache)[:, -1]
+
+            if guided:
+                logits = guided_logits(forward, labels, self.model.null_class, guidance_scale)
+            else:
+                logits = forward(labels)
+            logits = logits.float()
+            logits[:, special.mask] = float("-inf")
+            logits[:, special.pad] = float("-inf")
+            token = sample_categorical(filter_logits(logits, top_k, top_p), temperature, generator)
+            token = torch.where(done, torch.full_like(token, special.pad), token)
+            out[:, pos] = token
+            done |= token == special.eos
+            step_input = token[:, None]
+            if callback:
+                callback(pos - prefix + 1, length - prefix, out)
+            if done.all():
+                out[:, pos + 1 :] = special.pad
+                break
+        return out

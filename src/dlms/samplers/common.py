@@ -1,0 +1,41 @@
+"""Helpers every sampler shares: filtering logits and drawing categorical samples."""
+from __future__ import annotations
+
+import torch
+
+
+def filter_logits(logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0) -> torch.Tensor:
+    """Keep the top-k and/or the smallest nucleus of mass top_p: logits [..., V] -> [..., V]."""
+    if top_k and top_k < logits.shape[-1]:
+        kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
+        cumulative = sorted_logits.softmax(-1).cumsum(-1)
+        # Drop a token when the mass before it already reaches top_p (the first one always stays).
+        drop_sorted = (cumulative - sorted_logits.softmax(-1)) >= top_p
+        drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
+        logits = logits.masked_fill(drop, float("-inf"))
+    return logits
+
+
+def sample_categorical(logits: torch.Tensor, temperature: float = 1.0,
+                       generator: torch.Generator | None = None) -> torch.Tensor:
+    """Draw one index per row of logits [..., V] -> [...]; temperature 0 is argmax.
+
+    Gumbel noise is drawn in float64: low-precision noise silently lowers the temperature.
+    """
+    if temperature <= 0:
+        return logits.argmax(-1)
+    u = torch.rand(logits.shape, dtype=torch.float64, device=logits.device, generator=generator)
+    gumbel = -torch.log(-torch.log(u.clamp_min(1e-300)))
+    return (logits.double() / temperature + gumbel).argmax(-1)
+
+
+def check_canvas(canvas: torch.Tensor, fixed: torch.Tensor | None) -> torch.Tensor:
+    """The positions held fixed: bool [B, L] (all False when `fixed` is None)."""
+    if fixed is None:
+        return torch.zeros_like(canvas, dtype=torch.bool)
+    if fixed.shape != canvas.shape:
+        raise ValueError(f"fixed {tuple(fixed.shape)} must have the canvas's shape {tuple(canvas.shape)}")
+    return fixed.bool()

@@ -1,0 +1,131 @@
+"""Self-describing checkpoints, written atomically, read without unpickling.
+
+A run directory holds `config.yaml`, `metrics.jsonl` and `checkpoint/`, which holds the
+resolved `config.yaml`, `model.safetensors` (and `ema.safetensors`), `tokenizer/`,
+`optimizer.pt` (optimizer and LR-scheduler state, tensors and plain containers only; read with
+`torch.load(weights_only=True)`) and `trainer_state.json` (step, data position, labels, ...).
+A checkpoint is written to a temporary folder and renamed into place, so a crash never leaves
+a half-written one.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from ..config import RunConfig, config_from_dict, read_yaml, save_config
+from ..errors import CheckpointError, DlmsError
+
+CHECKPOINT = "checkpoint"
+FORMAT_VERSION = 1
+
+
+def find_checkpoint(path: str | Path) -> Path:
+    """The checkpoint folder for a run folder or a checkpoint folder; CheckpointError if none."""
+    p = Path(path)
+    if not p.exists():
+        raise CheckpointError(f"checkpoint '{path}' does not exist; pass a run folder written by `dlms train`")
+    for candidate in (p, p / CHECKPOINT, p / f".{CHECKPOINT}.old"):
+        if (candidate / "trainer_state.json").is_file():
+            return candidate
+    raise CheckpointError(f"'{path}' holds no checkpoint (no trainer_state.json); pass a run folder written by `dlms train`")
+
+
+def _write_tensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
+    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(path))
+
+
+def save_checkpoint(run_dir: str | Path, *, cfg: RunConfig, model: torch.nn.Module, tokenizer,
+                    trainer_state: dict[str, Any], optimizer_state: dict[str, Any] | None = None,
+                    ema_state: dict[str, torch.Tensor] | None = None) -> Path:
+    """Write `run_dir/checkpoint` atomically and return its path."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    tmp = run_dir / f".{CHECKPOINT}.tmp-{os.getpid()}"
+    final, old = run_dir / CHECKPOINT, run_dir / f".{CHECKPOINT}.old"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    save_config(cfg, tmp / "config.yaml")
+    _write_tensors(model.state_dict(), tmp / "model.safetensors")
+    if ema_state is not None:
+        _write_tensors(ema_state, tmp / "ema.safetensors")
+    tokenizer.save_pretrained(str(tmp / "tokenizer"))
+    if optimizer_state is not None:
+        torch.save(optimizer_state, tmp / "optimizer.pt")
+    state = {"format_version": FORMAT_VERSION, **trainer_state}
+    (tmp / "trainer_state.json").write_text(json.dumps(state, indent=2), encoding="utf-8")
+    # Swap: the previous checkpoint survives until the new one is complete.
+    shutil.rmtree(old, ignore_errors=True)
+    if final.exists():
+        final.rename(old)
+    tmp.rename(final)
+    shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def read_trainer_state(ckpt: Path) -> dict[str, Any]:
+    try:
+        state = json.loads((ckpt / "trainer_state.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"checkpoint '{ckpt}' is damaged (trainer_state.json unreadable: {exc}); "
+                              "use another checkpoint or retrain") from None
+    if not isinstance(state, dict) or "method" not in state:
+        raise CheckpointError(f"checkpoint '{ckpt}' is damaged (trainer_state.json has no method); retrain")
+    return state
+
+
+def read_config(ckpt: Path) -> RunConfig:
+    try:
+        return config_from_dict(read_yaml(ckpt / "config.yaml"))
+    except DlmsError as exc:
+        raise CheckpointError(f"checkpoint '{ckpt}' has a bad config.yaml ({exc})") from None
+
+
+def read_tensors(path: Path) -> dict[str, torch.Tensor]:
+    """Weights from a safetensors file; a damaged file is a CheckpointError."""
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint file '{path}' is missing; the checkpoint is incomplete, use another one")
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(f"checkpoint file '{path}' is damaged ({str(exc).splitlines()[0]}); "
+                              "use another checkpoint or retrain") from None
+
+
+def load_weights(model: torch.nn.Module, tensors: dict[str, torch.Tensor], source: Path) -> None:
+    """Copy `tensors` into `model`, refusing any missing, unexpected or mis-shaped tensor."""
+    own = model.state_dict()
+    missing = sorted(set(own) - set(tensors))
+    unexpected = sorted(set(tensors) - set(own))
+    bad_shape = [k for k in own if k in tensors and tensors[k].shape != own[k].shape]
+    if missing or unexpected or bad_shape:
+        detail = (f"missing {missing[:3]}" if missing else f"unexpected {unexpected[:3]}" if unexpected
+                  else f"shape of {bad_shape[:3]}")
+        raise CheckpointError(f"weights in '{source}' do not fit the model in its config.yaml ({detail}); "
+                              "the checkpoint is damaged or from another version")
+    model.load_state_dict(tensors)
+
+
+def read_optimizer_state(ckpt: Path) -> dict[str, Any]:
+    path = ckpt / "optimizer.pt"
+    try:
+        return torch.load(path, weights_only=True, map_location="cpu")
+    except Exception as exc:  # any failure to read means the file cannot be trusted
+        raise CheckpointError(f"optimizer state '{path}' is damaged ({type(exc).__name__}); "
+                              "resume from another checkpoint or start a new run") from None
+
+
+def truncate_metrics(run_dir: Path, step: int) -> None:
+    """Drop metric lines after `step` (written by a run that was interrupted after its last save)."""
+    path = run_dir / "metrics.jsonl"
+    if not path.exists():
+        return
+    kept = [line for line in path.read_text(encoding="utf-8").splitlines()
+            if line.strip() and json.loads(line).get("step", 0) <= step]
+    path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
