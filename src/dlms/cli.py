@@ -87,6 +87,11 @@ def build_parser() -> argparse.ArgumentParser:
 # ---------------------------------------------------------------------- commands
 
 
+def one_line(text: str) -> str:
+    """A sample on one terminal line: line breaks shown as '\\n'."""
+    return text.replace("\r", "").replace("\n", "\\n")
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from .config import load_config
     from .training import Trainer
@@ -108,7 +113,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
         lm = DiffusionLM.from_trainer(trainer)
         for text in lm.sample(num_samples=args.samples, seed=0):
-            print(f"  sample: {text}")
+            print(f"  sample: {one_line(text)}")
     trainer.close()
     if trainer.dist.is_main:
         print(json.dumps({"run_dir": summary["run_dir"], "step": summary["step"], "loss": round(summary["loss"], 4),
@@ -135,13 +140,13 @@ def cmd_generate(args: argparse.Namespace) -> int:
         def callback(step: int, total: int, texts: list[str]) -> None:
             if step % max(1, args.step_interval) == 0 or step == total:
                 for i, text in enumerate(texts):
-                    print(f"[step {step:>4}/{total}] #{i}: {text}")
+                    print(f"[step {step:>4}/{total}] #{i}: {one_line(text)}")
 
     texts = lm.sample(args.prompt, args.seq_len, args.num_steps, num_samples=args.num_samples, callback=callback,
                       **{k: v for k, v in _sampling_kwargs(args).items() if k != "guidance"},
                       guidance=args.guidance_scale)
     for text in texts:
-        print(text)
+        print(one_line(text))
     return 0
 
 
@@ -149,14 +154,14 @@ def cmd_view(args: argparse.Namespace) -> int:
     lm = _load(args)
 
     def callback(step: int, total: int, texts: list[str]) -> None:
-        print(f"step {step:>3}/{total}  {texts[0]}")
+        print(f"step {step:>3}/{total}  {one_line(texts[0])}")
 
     canvas, _ = lm.canvas(args.prompt, args.seq_len, 1)
-    print(f"step {0:>3}/{args.steps}  {lm.render(canvas)[0]}")
+    print(f"step {0:>3}/{args.steps}  {one_line(lm.render(canvas)[0])}")
     final = lm.sample(args.prompt, args.seq_len, args.steps, num_samples=1, callback=callback,
                       **{k: v for k, v in _sampling_kwargs(args).items() if k != "guidance"},
                       guidance=args.guidance_scale)
-    print(f"final     {final[0]}")
+    print(f"final     {one_line(final[0])}")
     return 0
 
 

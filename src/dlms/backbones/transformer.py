@@ -96,11 +96,11 @@ class Transformer(nn.Module):
         With a `cache` (causal models only) the tokens are placed after the cached ones.
         """
         x = self.embed(input_ids) if inputs_embeds is None else inputs_embeds
+        if labels is not None and self.spec.num_classes == 0:
+            raise ValueError("labels were given but this backbone has no class conditioning (model.num_classes=0)")
         cond = None
         if self.conditioner is not None:
             cond = self.conditioner(time, labels, x.shape[0], x.device)
-        elif labels is not None:
-            raise ValueError("labels were given but this backbone has no class conditioning (model.num_classes=0)")
         for i, block in enumerate(self.blocks):
             x = block(x, cond, cache, i)
         if cache is not None:

