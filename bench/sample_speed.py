@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import statistics
 import sys
 import time
@@ -180,6 +181,10 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.threads > 0:
         torch.set_num_threads(args.threads)
+    elif hasattr(os, "getloadavg") and os.getloadavg()[0] >= 0.5 * (os.cpu_count() or 1):
+        print(f"note: load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores; with "
+              f"{torch.get_num_threads()} threads each op waits for a busy core, so steps are slow "
+              "and noisy; --threads 1 is steadier", file=sys.stderr)
     steps = args.steps or args.seq_len
 
     if args.checkpoint:

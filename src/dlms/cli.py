@@ -185,7 +185,13 @@ COMMANDS = {"train": cmd_train, "generate": cmd_generate, "view": cmd_view, "eva
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    # Overrides may sit anywhere among the flags: collect the `key=value` words argparse left over.
+    args, extra = parser.parse_known_args(argv)
+    unknown = [word for word in extra if args.command != "train" or word.startswith("-") or "=" not in word]
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    if args.command == "train":
+        args.overrides = list(args.overrides) + extra
     try:
         return COMMANDS[args.command](args)
     except DlmsError as exc:

@@ -108,6 +108,18 @@ def test_int_accepted_for_float_fields():
     assert cfg.train.num_epochs == 2.0 and isinstance(cfg.train.num_epochs, float)
 
 
+def test_float_fields_accept_yaml_exponent_strings():
+    # YAML 1.1 reads 3e-4 (no dot) as a string; float fields take it as a number.
+    cfg = load_config(overrides=["train.learning_rate=3e-4", "method.eps=1E-5"])
+    assert cfg.train.learning_rate == pytest.approx(3e-4) and isinstance(cfg.train.learning_rate, float)
+    assert cfg.method.eps == pytest.approx(1e-5)
+    for bad in ("train.learning_rate=fast", "train.learning_rate=3e", "train.learning_rate=1e-3x"):
+        with pytest.raises(ConfigError, match="train.learning_rate"):
+            load_config(overrides=[bad])
+    with pytest.raises(ConfigError, match="train.batch_size"):
+        load_config(overrides=["train.batch_size=1e3"])  # not for int fields
+
+
 def test_section_must_be_a_mapping():
     with pytest.raises(ConfigError, match="train"):
         config_from_dict({"train": 5})

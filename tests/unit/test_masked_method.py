@@ -164,7 +164,7 @@ def test_sequence_nll_matches_hand_computation():
         logits = model(xt).float()
     logits[..., SPECIAL.mask] = float("-inf")
     ce = -logits.log_softmax(-1).gather(-1, x0[..., None]).squeeze(-1)  # [B, L]
-    expected = (ce * masked).sum(-1) / t  # loglinear: w(t) = 1/t
+    expected = (1 - m.t_min) * (ce * masked).sum(-1) / t  # loglinear: w(t) = 1/t, t uniform on [t_min, 1]
     torch.testing.assert_close(nll.detach(), expected, rtol=1e-5, atol=1e-5)
 
 
@@ -271,7 +271,7 @@ def expected_elbo(method, model) -> torch.Tensor:
     Every mask pattern is forced through `u` (0 = masked, 1 = kept); the t integral is done by
     Gauss-Legendre quadrature on geometrically spaced pieces.
     """
-    eps = method.cfg.eps
+    eps = method.t_min
     n, k = len(SEQS), len(MASK_PATTERNS)
     x0 = SEQS.repeat_interleave(k, 0)
     u = torch.where(MASK_PATTERNS.repeat(n, 1), 0.0, 1.0)
@@ -289,21 +289,12 @@ def expected_elbo(method, model) -> torch.Tensor:
         mp = method.schedule.mask_prob(t)[:, None]
         prob = mp ** n_masked * (1 - mp) ** (TOY_LEN - n_masked)  # [Q, 8]
         total += ((dt * method.schedule.elbo_weight(t))[:, None, None] * prob[:, None, :] * ce[None]).sum((0, 2))
-    return total / (1 - eps)  # t is uniform on [eps, 1]
+    return total / (1 - eps)  # t is uniform on [t_min, 1]
 
 
-# Known bug, kept visible: with the `linear` schedule, t = eps = 1e-3 already masks ~2% of the
-# tokens (sigma rises by 20 per unit t), and the dropped [0, eps] piece of the integral has no
-# reconstruction term, so the "bound" falls below the exact NLL (by up to 4.6% per sequence on
-# this toy, 1.3% on average), even for a worse-than-exact model. Remove the xfail once fixed.
-LINEAR_TRUNCATION_BUG = pytest.mark.xfail(
-    strict=True, reason="linear schedule: eps truncation drops ~2% of the mask-probability range")
-SCHEDULES_WITH_KNOWN_BUGS = [
-    pytest.param(name, marks=LINEAR_TRUNCATION_BUG) if name == "linear" else name for name in SCHEDULES.names()
-]
-
-
-@pytest.mark.parametrize("schedule", SCHEDULES_WITH_KNOWN_BUGS)
+# Every schedule truncates the integral where its mask probability reaches eps (method.t_min),
+# so the dropped sliver is the same for all of them; a fixed t = eps dropped 2% for `linear`.
+@pytest.mark.parametrize("schedule", SCHEDULES.names())
 def test_expected_elbo_of_exact_denoiser_is_the_exact_nll(schedule):
     """With the exact denoiser the continuous-time ELBO is tight: E[sequence_nll] = -log p(x)
     up to the eps truncation. A wrong weight w(t), SUBS slip or mask/selection mix-up breaks it."""
@@ -317,7 +308,7 @@ def test_expected_elbo_of_exact_denoiser_is_the_exact_nll(schedule):
     assert (elbo - exact).min() > -2e-3 * exact.max()
 
 
-@pytest.mark.parametrize("schedule", SCHEDULES_WITH_KNOWN_BUGS)
+@pytest.mark.parametrize("schedule", SCHEDULES.names())
 def test_expected_elbo_of_worse_model_exceeds_entropy(schedule):
     p = toy_table()
     method = method_for(schedule)
@@ -334,7 +325,7 @@ def _mc_elbo(method, model, x0: torch.Tensor, passes: int, seed: int) -> torch.T
     n, length = x0.shape
     offset = torch.rand(n, generator=g)
     u_t = (offset[None] + torch.arange(passes)[:, None] / passes) % 1.0
-    t = method.cfg.eps + (1 - method.cfg.eps) * u_t
+    t = method.t_min + (1 - method.t_min) * u_t
     u = torch.rand(passes, n, length, generator=g)
     with torch.no_grad():
         est = method.sequence_nll(model, x0.repeat(passes, 1), t=t.reshape(-1), u=u.reshape(-1, length))

@@ -109,6 +109,16 @@ def test_masked_sampler_seeded_reproducible(name):
 
 
 @pytest.mark.parametrize("name", MASKED_SAMPLERS)
+def test_masked_sampler_ignores_what_free_positions_hold(name):
+    sampler = build_sampler(name, MASKED, BIDIR)
+    canvas, fixed = canvas_and_fixed()
+    garbage = torch.where(fixed, canvas, torch.full_like(canvas, 7))
+    a = sampler.sample(canvas, fixed, num_steps=4, generator=gen(3))
+    b = sampler.sample(garbage, fixed, num_steps=4, generator=gen(3))
+    assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("name", MASKED_SAMPLERS)
 def test_masked_sampler_without_fixed_positions(name):
     sampler = build_sampler(name, MASKED, BIDIR)
     out = sampler.sample(torch.full((2, L), SPECIAL.mask), None, num_steps=4, generator=gen(0))

@@ -21,7 +21,7 @@ def _sequence_noise(method, index: int, seed: int, passes: int, length: int, dev
     g = torch.Generator().manual_seed(seed * 1_000_003 + index)
     offset = torch.rand(1, generator=g)
     u_t = (offset + torch.arange(passes) / passes) % 1.0
-    t = method.cfg.eps + (1.0 - method.cfg.eps) * u_t
+    t = method.t_min + (1.0 - method.t_min) * u_t
     u = torch.rand(passes, length, generator=g)
     return t.to(device), u.to(device)
 

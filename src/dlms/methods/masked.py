@@ -28,14 +28,16 @@ class MaskedDiffusion:
         self.schedule = build_schedule(cfg.schedule)
         if not isinstance(self.schedule, MaskingSchedule):
             raise ConfigError(f"schedule '{cfg.schedule}' is not a masking schedule; use loglinear, cosine or linear")
+        # Smallest t: where the mask probability reaches eps (keeps the 1/t-like weight finite).
+        self.t_min = self.schedule.time_of_mask_prob(cfg.eps)
 
     # ------------------------------------------------------------------ noise
     def sample_times(self, batch: int, device: torch.device, generator: torch.Generator | None = None) -> torch.Tensor:
-        """t [B] in [eps, 1]; antithetic (stratified) across the batch when configured."""
+        """t [B] in [t_min, 1]; antithetic (stratified) across the batch when configured."""
         u = torch.rand(batch, device=device, generator=generator)
         if self.cfg.antithetic:
             u = (u[:1] + torch.arange(batch, device=device) / batch) % 1.0
-        return self.cfg.eps + (1.0 - self.cfg.eps) * u
+        return self.t_min + (1.0 - self.t_min) * u
 
     def corrupt(self, x0: torch.Tensor, t: torch.Tensor, u: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """q(x_t | x0): x0 [B, L], t [B] -> (x_t [B, L], masked bool [B, L]). `u` [B, L]: uniform noise."""
@@ -62,7 +64,8 @@ class MaskedDiffusion:
         xt, masked = self.corrupt(x0, t, u)
         logp = self.masked_log_probs(model, xt, masked, t, labels)
         nll = -logp.gather(-1, x0[masked][:, None]).squeeze(-1)  # [M]
-        weight = self.schedule.elbo_weight(t)[:, None].expand_as(x0)[masked]
+        # (1 - t_min): t is uniform on [t_min, 1], so this is an estimate of the integral over it.
+        weight = ((1.0 - self.t_min) * self.schedule.elbo_weight(t))[:, None].expand_as(x0)[masked]
         per_seq = torch.zeros(x0.shape[0], device=x0.device, dtype=torch.float32)
         return per_seq.index_add_(0, masked.nonzero()[:, 0], weight * nll)
 

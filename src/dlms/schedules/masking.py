@@ -28,6 +28,21 @@ class MaskingSchedule:
         """Probability that a token is masked at time t: 1 - alpha(t)."""
         return 1.0 - self.alpha(t)
 
+    def time_of_mask_prob(self, p: float) -> float:
+        """The t at which the mask probability reaches p (bisection; mask_prob is increasing).
+
+        Truncating the ELBO integral at this t drops the same sliver (mask probability below p)
+        for every schedule; truncating at a fixed t would drop 2% of the masking range for `linear`.
+        """
+        lo, hi = 0.0, 1.0
+        for _ in range(60):
+            mid = 0.5 * (lo + hi)
+            if float(self.mask_prob(torch.tensor(mid, dtype=torch.float64))) < p:
+                lo = mid
+            else:
+                hi = mid
+        return hi
+
     def elbo_weight(self, t: torch.Tensor) -> torch.Tensor:
         """-alpha'(t) / (1 - alpha(t)) >= 0, the weight of the masked cross-entropy."""
         return -self.alpha_prime(t) / (1.0 - self.alpha(t))
