@@ -56,7 +56,7 @@ class DataConfig:
     builtin_examples: int = 50000
     tokenizer: Optional[str] = None  # name or path; null trains a byte-level BPE
     vocab_size: int = 1024
-    seq_len: int = 48
+    seq_len: int = 32
     layout: Literal["packed", "padded"] = "padded"
     val_fraction: float = 0.05
     max_examples: Optional[int] = None
@@ -71,19 +71,19 @@ class TrainConfig:
     """The optimisation loop."""
 
     batch_size: int = 64
-    learning_rate: float = 1e-3
+    learning_rate: float = 3e-3
     min_lr_ratio: float = 0.1
     weight_decay: float = 0.01
     beta1: float = 0.9
     beta2: float = 0.98
-    warmup_steps: int = 100
-    max_steps: int = 1000
+    warmup_steps: int = 50
+    max_steps: int = 1400
     num_epochs: Optional[float] = None  # when set, replaces max_steps
     grad_clip: float = 1.0
     grad_accum: int = 1
     precision: Literal["auto", "bf16", "fp32"] = "auto"  # auto: bf16 where the hardware has it
     ema_decay: float = 0.0  # 0 disables EMA weights
-    eval_every: int = 250
+    eval_every: int = 500
     eval_batches: int = 16
     save_every: int = 500
     log_every: int = 10
@@ -99,7 +99,7 @@ class SampleConfig:
     """Defaults for sampling; the CLI and `DiffusionLM.sample` override them."""
 
     sampler: str = "auto"  # auto: the method's default sampler
-    num_steps: int = 64
+    num_steps: int = 32
     num_samples: int = 8
     temperature: float = 1.0
     top_k: int = 0

@@ -75,12 +75,10 @@ class DiffusionLM:
     # ------------------------------------------------------------------ sampling
     @property
     def _start_tokens(self) -> list[int]:
-        """What a sequence starts with: bos for one-example-per-row data, an eos boundary for packed
-        data when the model is autoregressive (it needs a context), nothing otherwise."""
+        """What a sample starts with: bos for one-example-per-row data; for packed data an eos,
+        the document boundary, so that the sample is a whole document from its first word."""
         special = self.method.special
-        if self.cfg.data.layout == "padded":
-            return [special.bos]
-        return [special.eos] if self.method.causal else []
+        return [special.bos] if self.cfg.data.layout == "padded" else [special.eos]
 
     def _label_id(self, label: str | int | None) -> int | None:
         if label is None:
