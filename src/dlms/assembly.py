@@ -15,8 +15,11 @@ from .errors import ConfigError
 from .methods import SpecialTokens, build_method
 
 
-def dataset_from_config(cfg: DataConfig):
-    """Tokenized train/validation splits (cached on disk) for a data section."""
+def dataset_from_config(cfg: DataConfig, path: str | None = None, tokenizer=None):
+    """Tokenized train/validation splits (cached on disk) for a data section.
+
+    `path` replaces `cfg.dataset` and `tokenizer` the configured one (e.g. a checkpoint's own).
+    """
     from .data import DatasetBuilder
 
     builder = DatasetBuilder(
@@ -24,7 +27,7 @@ def dataset_from_config(cfg: DataConfig):
         text_column=cfg.text_column, label_columns=[cfg.label_column] if cfg.label_column else [],
         split=cfg.split, builtin_examples=cfg.builtin_examples, cache_dir=cfg.cache_dir,
     )
-    return builder.build_from_raw(cfg.dataset, cfg.tokenizer or cfg.vocab_size)
+    return builder.build_from_raw(path or cfg.dataset, tokenizer or cfg.tokenizer or cfg.vocab_size)
 
 
 def special_tokens(tokenizer) -> SpecialTokens:

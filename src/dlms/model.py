@@ -190,17 +190,8 @@ class DiffusionLM:
 
     # ------------------------------------------------------------------ evaluation
     def dataset(self, path: str | None = None):
-        """Tokenized data in this model's format: its own training data, or `path` with its tokenizer."""
-        if path is None:
-            return dataset_from_config(self.cfg.data)
-        from .data import DatasetBuilder
-
-        d = self.cfg.data
-        builder = DatasetBuilder(seq_len=d.seq_len, layout=d.layout, val_fraction=d.val_fraction,
-                                 max_examples=d.max_examples, text_column=d.text_column,
-                                 label_columns=[d.label_column] if d.label_column else [], split=d.split,
-                                 builtin_examples=d.builtin_examples, cache_dir=d.cache_dir)
-        return builder.build_from_raw(path, self.tokenizer)
+        """Tokenized data in this model's format: its own training data, or `path`, with its tokenizer."""
+        return dataset_from_config(self.cfg.data, path, self.tokenizer)
 
     def evaluate(self, dataset: Any = None, *, passes: int | None = None, batch_size: int | None = None,
                  max_sequences: int | None = None, seed: int | None = None, precision: str = "fp32") -> dict[str, Any]:

@@ -78,3 +78,12 @@ def test_a_failed_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
 def test_train_config_defaults_are_valid():
     t = TrainConfig()
     assert t.batch_size > 0 and 0 < t.learning_rate < 1 and t.precision in ("auto", "bf16", "fp32")
+
+
+@pytest.mark.parametrize("method", ["masked", "ar"])
+def test_bf16_autocast_trains(tmp_path, method):
+    trainer = Trainer(load_config(None, tiny_overrides(tmp_path / method, method=method, steps=3,
+                                                       **{"train.precision": "bf16"})))
+    summary = trainer.train()
+    assert torch.isfinite(torch.tensor(summary["loss"]))
+    assert trainer.model.embed.weight.dtype == torch.float32  # autocast: master weights stay fp32
