@@ -203,9 +203,43 @@ def _build(cls: type, data: Any, prefix: str) -> Any:
     return cls(**kwargs)
 
 
+# (key, test, what the value must be): checked after the types.
+_RANGES = [
+    ("data.seq_len", lambda v: v >= 4, "at least 4"),
+    ("data.vocab_size", lambda v: v >= 260, "at least 260 (256 bytes + 4 special tokens)"),
+    ("data.val_fraction", lambda v: 0 <= v < 1, "in [0, 1)"),
+    ("data.max_examples", lambda v: v is None or v >= 1, "at least 1 (or null)"),
+    ("data.builtin_examples", lambda v: v >= 1, "at least 1"),
+    ("train.batch_size", lambda v: v >= 1, "at least 1"),
+    ("train.learning_rate", lambda v: v > 0, "positive"),
+    ("train.max_steps", lambda v: v >= 1, "at least 1"),
+    ("train.num_epochs", lambda v: v is None or v > 0, "positive (or null)"),
+    ("train.grad_accum", lambda v: v >= 1, "at least 1"),
+    ("train.ema_decay", lambda v: 0 <= v < 1, "in [0, 1)"),
+    ("train.cond_drop_prob", lambda v: 0 <= v <= 1, "in [0, 1]"),
+    ("train.eval_every", lambda v: v >= 1, "at least 1"),
+    ("train.save_every", lambda v: v >= 1, "at least 1"),
+    ("train.log_every", lambda v: v >= 1, "at least 1"),
+    ("method.eps", lambda v: 0 < v < 0.5, "in (0, 0.5)"),
+    ("sample.num_steps", lambda v: v >= 1, "at least 1"),
+    ("eval.elbo_passes", lambda v: v >= 1, "at least 1"),
+]
+
+
+def check_ranges(cfg: RunConfig) -> RunConfig:
+    """Raise ConfigError for a value of the right type but outside its range."""
+    for key, ok, what in _RANGES:
+        section, name = key.split(".")
+        value = getattr(getattr(cfg, section), name)
+        if not ok(value):
+            raise ConfigError(f"config key '{key}' must be {what}, got {value!r}")
+    return cfg
+
+
 def config_from_dict(data: dict[str, Any]) -> RunConfig:
-    """Build a RunConfig from nested dicts; unknown keys and wrong types raise ConfigError."""
-    return _build(RunConfig, data or {}, "")
+    """Build a RunConfig from nested dicts; unknown keys, wrong types and values out of range
+    raise ConfigError."""
+    return check_ranges(_build(RunConfig, data or {}, ""))
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -247,12 +281,12 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None,
                 extra: dict[str, Any] | None = None) -> RunConfig:
-    """Defaults <- YAML file <- `extra` (nested dict) <- dotted overrides."""
+    """Defaults <- YAML file <- dotted overrides <- `extra` (nested dict: the CLI's named flags)."""
     data: dict[str, Any] = read_yaml(path) if path else {}
-    for key, value in _flatten(extra or {}):
-        set_dotted(data, key, value)
     for item in overrides or []:
         key, value = parse_override(item)
+        set_dotted(data, key, value)
+    for key, value in _flatten(extra or {}):
         set_dotted(data, key, value)
     return config_from_dict(data)
 

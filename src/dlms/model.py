@@ -121,6 +121,8 @@ class DiffusionLM:
     def canvas(self, prompt: str | None, length: int | None, num_samples: int) -> tuple[torch.Tensor, torch.Tensor]:
         """The starting state: (tokens [N, L] with the prompt and masks elsewhere, fixed bool [N, L])."""
         length = length or self.cfg.data.seq_len
+        if length < 2 or num_samples < 1:
+            raise DlmsError(f"need a sequence length of at least 2 and at least 1 sample (got {length}, {num_samples})")
         max_len = self.model.spec.max_seq_len
         if length > max_len:
             raise DlmsError(f"sequence length {length} exceeds the model's maximum {max_len}; lower --seq_len")
@@ -145,6 +147,8 @@ class DiffusionLM:
         """Like `sample` but returns the token ids [num_samples, length]."""
         s = self.cfg.sample
         canvas, fixed = self.canvas(prompt, length, num_samples)
+        if steps is not None and steps < 1:
+            raise DlmsError(f"the number of denoising steps must be at least 1, got {steps}")
         label_id = self._label_id(label)
         labels = None if label_id is None else torch.full((num_samples,), label_id, device=self.device)
         generator = torch.Generator(device=self.device).manual_seed(s.seed if seed is None else seed)

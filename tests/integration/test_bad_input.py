@@ -102,3 +102,17 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, capsys, mon
     assert state["step"] == 8  # the save at step 8 survives; nothing was written after the NaN
     weights = load_file(str(run / "checkpoint" / "model.safetensors"))
     assert all(torch.isfinite(w).all() for w in weights.values())
+
+
+def test_value_out_of_range(tmp_path, capsys):
+    _fails(capsys, ["train", *tiny_overrides(tmp_path / "r"), "--batch_size", "0"], "train.batch_size", "at least 1")
+
+
+def test_cuda_without_a_gpu(tmp_path, capsys):
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is visible")
+    _fails(capsys, ["train", *tiny_overrides(tmp_path / "r"), "--device", "cuda"], "cuda", "--device cpu")
+
+
+def test_zero_denoising_steps(trained_runs, capsys):
+    _fails(capsys, ["generate", "--checkpoint", str(trained_runs["masked"]), "--num_steps", "0"], "steps")

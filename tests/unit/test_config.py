@@ -38,11 +38,11 @@ def test_yaml_file_then_overrides(tmp_path):
     assert cfg.model.causal is True and cfg.data.tokenizer is None and cfg.sample.top_p == 0.9
 
 
-def test_extra_sits_between_file_and_overrides(tmp_path):
+def test_named_flags_win_over_dotted_overrides_and_the_file(tmp_path):
     path = tmp_path / "run.yaml"
-    path.write_text("train:\n  batch_size: 8\n  max_steps: 5\n", encoding="utf-8")
-    cfg = load_config(path, ["train.max_steps=7"], extra={"train": {"batch_size": 4, "max_steps": 6}})
-    assert cfg.train.batch_size == 4 and cfg.train.max_steps == 7
+    path.write_text("train:\n  batch_size: 8\n  max_steps: 5\n  warmup_steps: 3\n", encoding="utf-8")
+    cfg = load_config(path, ["train.max_steps=7", "train.batch_size=2"], extra={"train": {"batch_size": 4}})
+    assert cfg.train.batch_size == 4 and cfg.train.max_steps == 7 and cfg.train.warmup_steps == 3
 
 
 @pytest.mark.parametrize(

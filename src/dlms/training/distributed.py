@@ -7,6 +7,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from ..errors import ConfigError
+
 
 @dataclass(frozen=True)
 class DistInfo:
@@ -27,9 +29,14 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     """'auto' -> cuda (this process's GPU) when available, else cpu."""
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and torch.cuda.is_available():
-        return torch.device("cuda", local_rank)
-    return torch.device(name)
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device '{name}' was asked for but no CUDA GPU is visible; use --device cpu")
+        return torch.device("cuda", local_rank) if name == "cuda" else torch.device(name)
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"unknown device '{name}'; use auto, cpu or cuda") from None
 
 
 def init_distributed(device: torch.device) -> DistInfo:
