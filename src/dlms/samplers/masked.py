@@ -70,16 +70,25 @@ class AncestralSampler(_MaskedSamplerBase):
                 if callback:
                     callback(i + 1, num_steps, x)
                 continue
-            logits = self._row_logits(x, masked, t, labels, guidance_scale, cached)
-            logits = filter_logits(logits, top_k, top_p)
-            proposal = sample_categorical(logits, temperature, generator)  # [M]
             alpha_t, alpha_s = schedule.alpha(t), schedule.alpha(s)
             reveal_prob = 1.0 if i == num_steps - 1 else float((alpha_s - alpha_t) / (1.0 - alpha_t))
-            u = torch.rand(proposal.shape, dtype=torch.float64, device=x.device, generator=generator)
-            reveal = u < reveal_prob
-            new_values = torch.where(reveal, proposal, torch.full_like(proposal, self.mask_id))
+            # Which masked tokens are revealed this step is decided first, so that the vocabulary
+            # projection and the sampling run only where a token is revealed.
+            u = torch.rand(int(masked.sum()), dtype=torch.float64, device=x.device, generator=generator)
+            reveal_among_masked = u < reveal_prob  # [M]
+            if not reveal_among_masked.any():
+                if callback:
+                    callback(i + 1, num_steps, x)
+                continue
+            reveal = torch.zeros_like(masked)
+            reveal[masked] = reveal_among_masked
+            if self.use_cache:
+                logits = self._row_logits(x, masked, t, labels, guidance_scale, cached)[reveal_among_masked]
+            else:
+                logits = self.denoiser_logits(x, t.expand(x.shape[0]), reveal, labels, guidance_scale)
+            proposal = sample_categorical(filter_logits(logits, top_k, top_p), temperature, generator)  # [R]
             x_next = x.clone()
-            x_next[masked] = new_values
+            x_next[reveal] = proposal
             if self.use_cache:
                 changed = (x_next != x).any(-1)
                 for row in changed.nonzero()[:, 0].tolist():
@@ -90,12 +99,10 @@ class AncestralSampler(_MaskedSamplerBase):
         return x
 
     def _row_logits(self, x, masked, t, labels, guidance_scale, cached) -> torch.Tensor:
-        """Logits [M, V] at every masked position; with caching, rows whose tokens did not
-        change since the last network call reuse that call's output."""
+        """Logits [M, V] at every masked position; rows whose tokens did not change since the
+        last network call reuse that call's output."""
         batch = x.shape[0]
         t_b = t.expand(batch)
-        if not self.use_cache:
-            return self.denoiser_logits(x, t_b, masked, labels, guidance_scale)
         stale = [r for r in range(batch) if cached[r] is None]
         if stale:
             rows = torch.tensor(stale, device=x.device)
