@@ -87,3 +87,14 @@ def test_bf16_autocast_trains(tmp_path, method):
     summary = trainer.train()
     assert torch.isfinite(torch.tensor(summary["loss"]))
     assert trainer.model.embed.weight.dtype == torch.float32  # autocast: master weights stay fp32
+
+
+def test_best_validation_weights_are_kept_apart(tmp_path):
+    out = tmp_path / "best"
+    trainer = Trainer(load_config(None, tiny_overrides(out, steps=8, **{"train.eval_every": 4})))
+    trainer.train()
+    best = json.loads((out / "best" / "trainer_state.json").read_text())
+    vals = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines() if "val_nll" in l]
+    assert best["best_val"] == min(v["val_nll"] for v in vals)
+    assert best["step"] == min(vals, key=lambda v: v["val_nll"])["step"]
+    assert DiffusionLM.load_checkpoint(out / "best").method.name == "masked"

@@ -43,12 +43,12 @@ def _write_tensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
 
 def save_checkpoint(run_dir: str | Path, *, cfg: RunConfig, model: torch.nn.Module, tokenizer,
                     trainer_state: dict[str, Any], optimizer_state: dict[str, Any] | None = None,
-                    ema_state: dict[str, torch.Tensor] | None = None) -> Path:
-    """Write `run_dir/checkpoint` atomically and return its path."""
+                    ema_state: dict[str, torch.Tensor] | None = None, name: str = CHECKPOINT) -> Path:
+    """Write `run_dir/<name>` (default `checkpoint`) atomically and return its path."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    tmp = run_dir / f".{CHECKPOINT}.tmp-{os.getpid()}"
-    final, old = run_dir / CHECKPOINT, run_dir / f".{CHECKPOINT}.old"
+    tmp = run_dir / f".{name}.tmp-{os.getpid()}"
+    final, old = run_dir / name, run_dir / f".{name}.old"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     save_config(cfg, tmp / "config.yaml")

@@ -194,6 +194,12 @@ class Trainer:
                                      seed=self.cfg.eval.seed, max_sequences=t.eval_batches * t.batch_size,
                                      label_column=self.cfg.data.label_column, autocast=self.autocast)
         self.train_model.train()
+        if result["nll"] < self.best_val and self.dist.is_main:
+            # The best weights so far, for studies that pick the best epoch (evaluation only).
+            save_checkpoint(self.run_dir, cfg=self.cfg, model=model, tokenizer=self.dataset.tokenizer,
+                            trainer_state={"method": self.method.name, "step": self.step, "best_val": result["nll"],
+                                           "label_names": self.dataset.label_names, "data": {}},
+                            name="best")
         self.best_val = min(self.best_val, result["nll"])
         self.metrics.write({"step": self.step, "epoch": self.loader.epoch, "val_nll": result["nll"],
                             "val_ppl": result["ppl"], "val_se": result["se"], "val_bound": result["bound"]})
