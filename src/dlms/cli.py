@@ -143,8 +143,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
                     print(f"[step {step:>4}/{total}] #{i}: {one_line(text)}")
 
     texts = lm.sample(args.prompt, args.seq_len, args.num_steps, num_samples=args.num_samples, callback=callback,
-                      **{k: v for k, v in _sampling_kwargs(args).items() if k != "guidance"},
-                      guidance=args.guidance_scale)
+                      **_sampling_kwargs(args))
     for text in texts:
         print(one_line(text))
     return 0
@@ -159,8 +158,7 @@ def cmd_view(args: argparse.Namespace) -> int:
     canvas, _ = lm.canvas(args.prompt, args.seq_len, 1)
     print(f"step {0:>3}/{args.steps}  {one_line(lm.render(canvas)[0])}")
     final = lm.sample(args.prompt, args.seq_len, args.steps, num_samples=1, callback=callback,
-                      **{k: v for k, v in _sampling_kwargs(args).items() if k != "guidance"},
-                      guidance=args.guidance_scale)
+                      **_sampling_kwargs(args))
     print(f"final     {one_line(final[0])}")
     return 0
 
