@@ -30,7 +30,11 @@ def find_checkpoint(path: str | Path) -> Path:
     """The checkpoint folder for a run folder or a checkpoint folder; CheckpointError if none."""
     p = Path(path)
     if not p.exists():
-        raise CheckpointError(f"checkpoint '{path}' does not exist; pass a run folder written by `dlms train`")
+        nearby = sorted(str(d) for d in p.parent.glob("*") if (d / CHECKPOINT / "trainer_state.json").is_file()) \
+            if p.parent.is_dir() else []
+        hint = f" (runs there: {', '.join(nearby[:5])})" if nearby else ""
+        raise CheckpointError(f"checkpoint '{path}' does not exist; pass --checkpoint with a run folder written by "
+                              f"`dlms train`{hint}")
     for candidate in (p, p / CHECKPOINT, p / f".{CHECKPOINT}.old"):
         if (candidate / "trainer_state.json").is_file():
             return candidate
