@@ -29,13 +29,14 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import statistics
 import sys
 import time
 from dataclasses import dataclass, field
 
 import torch
+
+from threads import set_threads  # bench/threads.py, beside this script
 
 from dlms.assembly import autocast_context
 from dlms.backbones import build_backbone, resolve_model_config
@@ -179,12 +180,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="torch CPU threads (0: torch's default); 1 is steadier on a busy shared machine")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
-    if args.threads > 0:
-        torch.set_num_threads(args.threads)
-    elif hasattr(os, "getloadavg") and os.getloadavg()[0] >= 0.5 * (os.cpu_count() or 1):
-        print(f"note: load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores; with "
-              f"{torch.get_num_threads()} threads each op waits for a busy core, so steps are slow "
-              "and noisy; --threads 1 is steadier", file=sys.stderr)
+    set_threads(args.threads)
     steps = args.steps or args.seq_len
 
     if args.checkpoint:

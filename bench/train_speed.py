@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
 import tempfile
@@ -33,6 +32,8 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+
+from threads import set_threads  # bench/threads.py, beside this script
 
 from dlms.assembly import bf16_is_fast
 from dlms.backbones import build_backbone
@@ -135,12 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=0,
                    help="torch CPU threads (0: torch's default); 1 is steadier on a busy shared machine")
     args = p.parse_args(argv)
-    if args.threads > 0:
-        torch.set_num_threads(args.threads)
-    elif hasattr(os, "getloadavg") and os.getloadavg()[0] >= 0.5 * (os.cpu_count() or 1):
-        print(f"note: load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores; with "
-              f"{torch.get_num_threads()} threads each op waits for a busy core, so steps are slow "
-              "and noisy; --threads 1 is steadier", file=sys.stderr)
+    set_threads(args.threads)
 
     with tempfile.TemporaryDirectory(prefix="dlms-bench-train-") as tmp:
         trainers: dict[str, Trainer] = {}

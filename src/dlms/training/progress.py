@@ -3,7 +3,6 @@ lines everywhere (CI, files), and `metrics.jsonl` for machines."""
 from __future__ import annotations
 
 import json
-import sys
 import time
 from pathlib import Path
 from typing import Any

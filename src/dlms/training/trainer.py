@@ -16,8 +16,10 @@ from typing import Any
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from ..assembly import autocast_context, build_parts, dataset_from_config, resolve_run_config, special_tokens
+from ..assembly import autocast_context, dataset_from_config, resolve_run_config, special_tokens
+from ..backbones import build_backbone
 from ..config import RunConfig, load_config, save_config
+from ..data import BatchIterator
 from ..errors import CheckpointError, TrainingDiverged
 from ..eval.likelihood import evaluate_likelihood
 from ..methods import build_method
@@ -42,15 +44,12 @@ class Trainer:
         self.dataset = dataset if dataset is not None else dataset_from_config(cfg.data)
         if self.dist.enabled and dataset is None and self.dist.is_main:
             barrier(self.dist)
-        probe = build_method(cfg.method, special_tokens(self.dataset.tokenizer))
-        self.cfg = resolve_run_config(cfg, probe, self.dataset.label_names)
+        self.method = build_method(cfg.method, special_tokens(self.dataset.tokenizer))
+        self.cfg = resolve_run_config(cfg, self.method, self.dataset.label_names)
         torch.manual_seed(self.cfg.train.seed)  # the same initial weights in every process
-        self.method, self.model = build_parts(self.cfg, self.dataset.tokenizer)
-        self.model.to(self.device)
+        self.model = build_backbone(self.cfg.model, self.method.special.vocab_size).to(self.device)
         self.train_model = (DistributedDataParallel(self.model) if self.dist.enabled else self.model)
         t = self.cfg.train
-        from ..data import BatchIterator
-
         self.loader = BatchIterator(self.dataset.train, t.batch_size, seed=t.seed, rank=self.dist.rank,
                                     world_size=self.dist.world_size, label_column=self.cfg.data.label_column)
         if t.num_epochs is not None:
@@ -180,8 +179,6 @@ class Trainer:
         """The weights to evaluate and sample: the EMA weights when kept, else the live ones."""
         if self.ema is None:
             return self.model
-        from ..backbones import build_backbone
-
         copy = build_backbone(self.cfg.model, self.model.spec.vocab_size).to(self.device)
         copy.load_state_dict({k: v.to(copy.state_dict()[k].dtype) for k, v in self.ema.state_dict().items()})
         return copy
