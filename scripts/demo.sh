@@ -11,12 +11,17 @@ start=$(date +%s)
 dlms train --config configs/demo-ar.yaml "$@"
 dlms train --config configs/demo-masked.yaml "$@"
 echo "== trained in $(( $(date +%s) - start )) s"
-echo "== autoregressive baseline"
+# Both models are conditioned on the corpus's review label; the eval draws the same number of
+# samples for every label (so samples follow the corpus's own label distribution) at the
+# configs' temperature 0.7, and also shows the raw unconditional figures at temperature 1.
+echo "== autoregressive baseline (a sample per review label in turn, temperature 0.7)"
 dlms eval --checkpoint runs/demo-ar --num_samples 200 --passes 1
-echo "== masked diffusion, ancestral sampler (32 steps)"
+echo "== masked diffusion, confidence-ordered sampler (24 steps, each label in turn, temperature 0.7)"
 dlms eval --checkpoint runs/demo-masked --ar_checkpoint runs/demo-ar --num_samples 200 --passes 8
-echo "== masked diffusion, confidence-ordered sampler (32 steps)"
-dlms eval --checkpoint runs/demo-masked --ar_checkpoint runs/demo-ar --num_samples 200 --passes 1 --max_sequences 64 --sampler confidence
+echo "== for comparison: unconditional samples at temperature 1 (AR; masked ancestral and confidence)"
+dlms eval --checkpoint runs/demo-ar --num_samples 200 --passes 0 --label none --temperature 1 | tail -1
+dlms eval --checkpoint runs/demo-masked --num_samples 200 --passes 0 --label none --temperature 1 --sampler ancestral | tail -1
+dlms eval --checkpoint runs/demo-masked --num_samples 200 --passes 0 --label none --temperature 1 | tail -1
 echo "== prompted samples"
-dlms generate --checkpoint runs/demo-masked --prompt "the chef" --num_samples 3
-dlms generate --checkpoint runs/demo-ar --prompt "the chef" --num_samples 3
+dlms generate --checkpoint runs/demo-masked --prompt "the chef" --label positive-food --num_samples 3
+dlms generate --checkpoint runs/demo-ar --prompt "the chef" --label negative-food --num_samples 3

@@ -73,11 +73,15 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--checkpoint", default=DEFAULT_RUN)
     ev.add_argument("--dataset", default=None, help="data to score (default: the run's own validation split)")
     ev.add_argument("--ar_checkpoint", default=None, help="an 'ar' run that scores the samples (generation perplexity)")
-    ev.add_argument("--passes", type=int, default=None, help="Monte Carlo passes of the bound per sequence")
+    ev.add_argument("--passes", type=int, default=None, help="Monte Carlo passes of the bound per sequence (0: skip the likelihood)")
     ev.add_argument("--max_sequences", type=int, default=None)
     ev.add_argument("--num_samples", type=int, default=64, help="samples for the generation figures (0: none)")
     ev.add_argument("--num_steps", type=int, default=None)
     ev.add_argument("--sampler", default=None)
+    ev.add_argument("--label", default=None,
+                    help="class of every sample ('none': unconditional); default: each class in turn")
+    ev.add_argument("--temperature", type=float, default=None)
+    ev.add_argument("--top_p", type=float, default=None)
     ev.add_argument("--seed", type=int, default=0)
     ev.add_argument("--device", default="auto")
     ev.add_argument("--output", default=None, help="also write the results to this JSON file")
@@ -168,7 +172,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     results = evaluate_run(args.checkpoint, dataset=args.dataset, ar_checkpoint=args.ar_checkpoint,
                            passes=args.passes, max_sequences=args.max_sequences, num_samples=args.num_samples,
-                           num_steps=args.num_steps, sampler=args.sampler, seed=args.seed, device=args.device)
+                           num_steps=args.num_steps, sampler=args.sampler, seed=args.seed, device=args.device,
+                           label=args.label, temperature=args.temperature, top_p=args.top_p)
     from .eval.report import format_table
 
     print(format_table(results))

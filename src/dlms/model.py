@@ -22,6 +22,7 @@ from .training.checkpoint import (find_checkpoint, load_weights, read_config, re
 from .training.distributed import resolve_device
 
 MASK_GLYPH = "_"
+Label = str | int  # a class name, or its id
 
 
 class DiffusionLM:
@@ -96,6 +97,21 @@ class DiffusionLM:
             raise DlmsError(f"label id {index} is out of range 0..{self.model.spec.num_classes - 1}")
         return index
 
+    def _label_ids(self, label: Label | Sequence[Label] | None, num_samples: int) -> torch.Tensor | None:
+        """One class, or one per sample, as class ids [num_samples] (None: unconditional)."""
+        if label is None:
+            return None
+        if isinstance(label, (str, int)):
+            return torch.full((num_samples,), self._label_id(label), device=self.device)
+        if len(label) != num_samples:
+            raise DlmsError(f"{len(label)} labels for {num_samples} samples; give one label or one per sample")
+        return torch.tensor([self._label_id(x) for x in label], device=self.device)
+
+    def balanced_labels(self, num_samples: int) -> list[str] | None:
+        """Each class name in turn, `num_samples` of them (None for a model without labels)."""
+        names = self.label_names.get(self.cfg.data.label_column or "", [])
+        return [names[i % len(names)] for i in range(num_samples)] if names else None
+
     def encode_prompt(self, prompt: str | None) -> list[int]:
         ids = self._start_tokens
         if prompt:
@@ -103,13 +119,14 @@ class DiffusionLM:
         return ids
 
     def sample(self, prompt: str | None = None, length: int | None = None, steps: int | None = None,
-               guidance: float | None = None, *, label: str | int | None = None, num_samples: int = 1,
+               guidance: float | None = None, *, label: Label | Sequence[Label] | None = None, num_samples: int = 1,
                sampler: str | None = None, temperature: float | None = None, top_k: int | None = None,
                top_p: float | None = None, tokens_per_step: int | None = None, seed: int | None = None,
                callback: Callable[[int, int, list[str]], None] | None = None) -> list[str]:
         """`num_samples` texts of `length` tokens (prompt included; default the training seq_len).
 
-        `guidance` is the classifier-free guidance scale for `label` (1 = plain conditional).
+        `guidance` is the classifier-free guidance scale for `label` (1 = plain conditional);
+        `label` is one class for every sample or a list with one per sample.
         `callback(step, num_steps, texts)` sees the partly denoised texts after every step.
         """
         ids = self.sample_ids(prompt, length, steps, guidance, label=label, num_samples=num_samples,
@@ -140,7 +157,8 @@ class DiffusionLM:
         return canvas, fixed
 
     def sample_ids(self, prompt: str | None = None, length: int | None = None, steps: int | None = None,
-                   guidance: float | None = None, *, label: str | int | None = None, num_samples: int = 1,
+                   guidance: float | None = None, *, label: Label | Sequence[Label] | None = None,
+                   num_samples: int = 1,
                    sampler: str | None = None, temperature: float | None = None, top_k: int | None = None,
                    top_p: float | None = None, tokens_per_step: int | None = None, seed: int | None = None,
                    callback: Callable[[int, int, torch.Tensor], None] | None = None) -> torch.Tensor:
@@ -149,8 +167,7 @@ class DiffusionLM:
         canvas, fixed = self.canvas(prompt, length, num_samples)
         if steps is not None and steps < 1:
             raise DlmsError(f"the number of denoising steps must be at least 1, got {steps}")
-        label_id = self._label_id(label)
-        labels = None if label_id is None else torch.full((num_samples,), label_id, device=self.device)
+        labels = self._label_ids(label, num_samples)
         generator = torch.Generator(device=self.device).manual_seed(s.seed if seed is None else seed)
         chosen = build_sampler(sampler or s.sampler, self.method, self.model)
         return chosen.sample(

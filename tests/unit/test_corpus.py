@@ -22,6 +22,7 @@ from dlms.data.corpus import (
     label_accuracy,
     labels_are_determined,
     parses,
+    review_label,
     sentence_count_lower_bound,
     vocabulary,
     write_corpus,
@@ -143,6 +144,9 @@ def test_generated_texts_are_grammatical_with_right_labels(examples):
     assert check_texts(texts) == {"grammatical": 1.0, "n": len(texts)}
     assert label_accuracy(texts, [e["sentiment"] for e in examples], "sentiment") == 1.0
     assert label_accuracy(texts, [e["topic"] for e in examples], "topic") == 1.0
+    reviews = [review_label(e["sentiment"], e["topic"]) for e in examples]
+    assert set(reviews) <= set(LABELS["review"]) and len(LABELS["review"]) == 10
+    assert label_accuracy(texts, reviews, "review") == 1.0
 
 
 def test_whitespace_normalisation():
@@ -274,6 +278,8 @@ def test_summaries():
     assert check_texts(texts) == {"grammatical": pytest.approx(2 / 3), "n": 3}
     assert label_accuracy(texts, ["positive", "positive", "positive"], "sentiment") == pytest.approx(1 / 3)
     assert label_accuracy(texts, ["food", "food", "sports"], "topic") == pytest.approx(2 / 3)
+    # "review" is the pair: the third text is negative sports, so only the first matches
+    assert label_accuracy(texts, ["positive-food", "positive-food", "positive-sports"], "review") == pytest.approx(1 / 3)
     assert check_texts([]) == {"grammatical": 0.0, "n": 0}
     with pytest.raises(ValueError):
         label_accuracy(texts, ["food"], "topic")

@@ -6,7 +6,8 @@ files are streamed, never read whole. A label value that is missing or empty in 
 
 Accepted `path` values:
 
-- `"builtin"` / `"builtin:N"`: the built-in synthetic corpus (labels `sentiment`, `topic`);
+- `"builtin"` / `"builtin:N"`: the built-in synthetic corpus (labels `sentiment`, `topic`, and
+  `review`, the pair as one label);
 - `"hf:owner/name"`: a Hub dataset via `datasets.load_dataset` (split "train", streamed);
 - a `.txt` file. Rule: if a blank (whitespace-only) line occurs *between* two non-blank lines,
   the file is a list of documents separated by blank lines (each paragraph, its lines joined by
@@ -283,12 +284,13 @@ def _load_hub(name: str) -> Any:
 
 
 def _read_builtin(count: int, seed: int, label_columns: Sequence[str]) -> Iterator[Example]:
-    from dlms.data.corpus import LABELS, generate_examples
+    from dlms.data.corpus import LABELS, generate_examples, review_label
 
     for col in label_columns:
         if col not in LABELS:
             raise _missing_column("label", col, "builtin", list(LABELS))
     for ex in generate_examples(count, seed):
+        ex["review"] = review_label(ex["sentiment"], ex["topic"])
         yield {"text": ex["text"], "labels": {col: _label_value(ex.get(col)) for col in label_columns}}
 
 

@@ -32,11 +32,13 @@ def distinct_n(texts: Sequence[str], n: int) -> float:
     return len(grams) / total if total else 0.0
 
 
-def builtin_corpus_figures(texts: Sequence[str], label: str | None = None, column: str | None = None) -> dict[str, float]:
-    """Grammatical fraction by the built-in corpus's exact checker (and label accuracy)."""
+def builtin_corpus_figures(texts: Sequence[str], labels: Sequence[str] | None = None,
+                           column: str | None = None) -> dict[str, float]:
+    """Grammatical fraction by the built-in corpus's exact checker, and with `labels` (one per
+    text, values of label `column`) the fraction that is grammatical and expresses its label."""
     from ..data.corpus import check_texts, label_accuracy
 
     figures = {"grammatical": check_texts(list(texts))["grammatical"]}
-    if label is not None and column is not None:
-        figures["label_accuracy"] = label_accuracy(list(texts), [label] * len(texts), column)
+    if labels is not None and column is not None:
+        figures["label_accuracy"] = label_accuracy(list(texts), list(labels), column)
     return figures

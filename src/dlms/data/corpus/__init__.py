@@ -3,7 +3,8 @@
 Texts are lowercase, space-separated words with a separate "." ending each
 sentence, e.g. ``"the chef cooked a juicy steak perfectly . i loved it ."``.
 Each text has one sentiment (``LABELS["sentiment"]``) and one topic
-(``LABELS["topic"]``).  :func:`generate_examples` draws texts deterministically
+(``LABELS["topic"]``); ``LABELS["review"]`` names the pair (``"positive-food"``), for models
+conditioned on both at once.  :func:`generate_examples` draws texts deterministically
 by seed; :func:`check_text` is an exact recognizer of the same grammar that
 also reads back the labels, for judging generated samples.
 """
@@ -22,7 +23,16 @@ from .grammar import (
 from .lexicon import SENTIMENTS, TOPICS
 
 #: label names per attribute, sorted (like the label lists built from other data)
-LABELS: dict[str, list[str]] = {"sentiment": sorted(SENTIMENTS), "topic": sorted(TOPICS)}
+LABELS: dict[str, list[str]] = {
+    "sentiment": sorted(SENTIMENTS),
+    "topic": sorted(TOPICS),
+    "review": [f"{s}-{t}" for s in sorted(SENTIMENTS) for t in sorted(TOPICS)],
+}
+
+
+def review_label(sentiment: str, topic: str) -> str:
+    """The combined label of a text with this sentiment and topic ("positive-food")."""
+    return f"{sentiment}-{topic}"
 
 __all__ = [
     "LABELS",
@@ -34,6 +44,7 @@ __all__ = [
     "label_accuracy",
     "labels_are_determined",
     "parses",
+    "review_label",
     "sentence_count_lower_bound",
     "vocabulary",
     "write_corpus",

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from . import lexicon as L
 from .grammar import ARTICLE, RULES, _words, article_for, text_symbol, vocabulary
 
-ATTRIBUTES = ("sentiment", "topic")
+ATTRIBUTES = ("sentiment", "topic", "review")  # review: "sentiment-topic"
 
 
 @dataclass(frozen=True)
@@ -131,7 +131,8 @@ def check_texts(texts: Sequence[str]) -> dict:
 def label_accuracy(texts: Sequence[str], labels: Sequence[str], attribute: str) -> float:
     """Fraction of texts that are grammatical AND express ``labels[i]`` for ``attribute``.
 
-    ``attribute`` is "sentiment" or "topic".  Returns 0.0 for no texts.
+    ``attribute`` is "sentiment", "topic" or "review" (both, as "positive-food").  Returns 0.0
+    for no texts.
     """
     if attribute not in ATTRIBUTES:
         raise ValueError(f"attribute must be one of {ATTRIBUTES}, got {attribute!r}")
@@ -142,5 +143,6 @@ def label_accuracy(texts: Sequence[str], labels: Sequence[str], attribute: str) 
     hits = 0
     for text, lab in zip(texts, labels):
         r = check_text(text)
-        hits += r.grammatical and getattr(r, attribute) == lab
+        expressed = f"{r.sentiment}-{r.topic}" if attribute == "review" else getattr(r, attribute)
+        hits += r.grammatical and expressed == lab
     return hits / len(texts)
