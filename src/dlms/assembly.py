@@ -27,7 +27,10 @@ def dataset_from_config(cfg: DataConfig, path: str | None = None, tokenizer=None
         text_column=cfg.text_column, label_columns=[cfg.label_column] if cfg.label_column else [],
         split=cfg.split, builtin_examples=cfg.builtin_examples, cache_dir=cfg.cache_dir,
     )
-    return builder.build_from_raw(path or cfg.dataset, tokenizer or cfg.tokenizer or cfg.vocab_size)
+    dataset = builder.build_from_raw(path or cfg.dataset, tokenizer or cfg.tokenizer or cfg.vocab_size)
+    if cfg.train_tokens is not None:
+        dataset.train = dataset.train.head_tokens(cfg.train_tokens)
+    return dataset
 
 
 def special_tokens(tokenizer) -> SpecialTokens:

@@ -85,6 +85,15 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--seed", type=int, default=0)
     ev.add_argument("--device", default="auto")
     ev.add_argument("--output", default=None, help="also write the results to this JSON file")
+
+    exp = sub.add_parser("experiment", help="run an experiment grid (resumable), writing results.csv and plots")
+    exp.add_argument("name", help="data-scaling, guidance-sweep or sampler-ablation")
+    exp.add_argument("--config", required=True, help="experiment YAML (see configs/experiments/)")
+    exp.add_argument("--out_dir", default=None, help="folder for results.csv, runs and plots (default: the config's)")
+    exp.add_argument("--no_progress", action="store_true", help="no progress bar")
+
+    plot = sub.add_parser("plot", help="redraw an experiment's plots from its results.csv")
+    plot.add_argument("folder", help="the folder `dlms experiment` wrote")
     return parser
 
 
@@ -183,7 +192,25 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "generate": cmd_generate, "view": cmd_view, "eval": cmd_eval}
+def cmd_experiment(args: argparse.Namespace) -> int:
+    from .experiments import load_experiment, run_experiment
+
+    exp = load_experiment(args.config, args.name, args.out_dir)
+    results = run_experiment(exp, progress=not args.no_progress)
+    print(f"results: {results}")
+    return 0
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    from .experiments import redraw_plots
+
+    for path in redraw_plots(args.folder):
+        print(f"wrote {path}")
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "generate": cmd_generate, "view": cmd_view, "eval": cmd_eval,
+            "experiment": cmd_experiment, "plot": cmd_plot}
 
 
 def main(argv: list[str] | None = None) -> int:

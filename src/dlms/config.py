@@ -60,6 +60,7 @@ class DataConfig:
     layout: Literal["packed", "padded"] = "padded"
     val_fraction: float = 0.05
     max_examples: Optional[int] = None
+    train_tokens: Optional[int] = None  # keep only the first N training tokens (a unique-data budget)
     text_column: str = "text"
     label_column: Optional[str] = None  # a label column turns on class conditioning
     split: Literal["tail", "random"] = "tail"
@@ -85,6 +86,8 @@ class TrainConfig:
     ema_decay: float = 0.0  # 0 disables EMA weights
     eval_every: int = 500
     eval_batches: int = 16
+    eval_passes: int = 2  # Monte Carlo passes of a diffusion bound at each validation
+    early_stop_patience: int = 0  # stop after this many validations without a new best (0: never)
     save_every: int = 500
     log_every: int = 10
     seed: int = 0
@@ -209,6 +212,9 @@ _RANGES = [
     ("data.vocab_size", lambda v: v >= 260, "at least 260 (256 bytes + 4 special tokens)"),
     ("data.val_fraction", lambda v: 0 <= v < 1, "in [0, 1)"),
     ("data.max_examples", lambda v: v is None or v >= 1, "at least 1 (or null)"),
+    ("data.train_tokens", lambda v: v is None or v >= 1, "at least 1 (or null)"),
+    ("train.eval_passes", lambda v: v >= 1, "at least 1"),
+    ("train.early_stop_patience", lambda v: v >= 0, "at least 0"),
     ("data.builtin_examples", lambda v: v >= 1, "at least 1"),
     ("train.batch_size", lambda v: v >= 1, "at least 1"),
     ("train.learning_rate", lambda v: v > 0, "positive"),

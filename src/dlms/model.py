@@ -135,6 +135,24 @@ class DiffusionLM:
                               callback=(lambda i, n, x: callback(i, n, self.render(x))) if callback else None)
         return self.decode(ids)
 
+    def generate_continuations(self, prompts: Sequence[str], length: int | None = None, *, seed: int = 0,
+                               **sampling: Any) -> list[str]:
+        """One continuation per prompt (the text after the prompt, cut at end-of-text): each
+        prompt is sampled on its own canvas of `length` tokens (default the training seq_len),
+        with seed `seed + i` for prompt i, so the result does not depend on how prompts are grouped.
+        `sampling`: the keyword arguments of `sample_ids` (steps, sampler, temperature, label, ...)."""
+        out = []
+        for i, prompt in enumerate(prompts):
+            ids = self.sample_ids(prompt, length, num_samples=1, seed=seed + i, **sampling)
+            start = len(self.encode_prompt(prompt))
+            row = ids[0, start:].tolist()
+            special = self.method.special
+            if special.eos in row:
+                row = row[: row.index(special.eos)]
+            row = [t for t in row if t not in (special.pad, special.bos, special.mask)]
+            out.append(self.tokenizer.decode(row, skip_special_tokens=True).strip())
+        return out
+
     def canvas(self, prompt: str | None, length: int | None, num_samples: int) -> tuple[torch.Tensor, torch.Tensor]:
         """The starting state: (tokens [N, L] with the prompt and masks elsewhere, fixed bool [N, L])."""
         length = length or self.cfg.data.seq_len
@@ -215,18 +233,35 @@ class DiffusionLM:
         return dataset_from_config(self.cfg.data, path, self.tokenizer)
 
     def evaluate(self, dataset: Any = None, *, passes: int | None = None, batch_size: int | None = None,
-                 max_sequences: int | None = None, seed: int | None = None, precision: str = "fp32") -> dict[str, Any]:
+                 max_sequences: int | None = None, seed: int | None = None, precision: str = "fp32",
+                 discrete_steps: int | None = None) -> dict[str, Any]:
         """Validation NLL per token (the ELBO bound for diffusion), perplexity and MC standard error.
 
         `dataset`: None (the run's own validation split), a data path, or a TokenizedDataset.
+        `discrete_steps` T: the T-step discrete-time bound (diffusion only) instead of the
+        continuous-time one.
         """
+        if discrete_steps is not None and not self.method.stochastic_bound:
+            raise DlmsError(f"a discrete-time bound needs a diffusion model; '{self.method.name}' has an exact NLL")
         e = self.cfg.eval
         data = dataset if (dataset is not None and not isinstance(dataset, (str, Path))) else self.dataset(dataset)
         return evaluate_likelihood(
             self.method, self.model, data.val, batch_size=batch_size or e.batch_size, passes=passes or e.elbo_passes,
             seed=e.seed if seed is None else seed, max_sequences=max_sequences, label_column=self.cfg.data.label_column,
-            autocast=autocast_context(self.device, precision),
+            autocast=autocast_context(self.device, precision), discrete_steps=discrete_steps,
         )
+
+    def score_continuations(self, pairs: Sequence[tuple[str, str]], *, passes: int | None = None, seed: int = 0,
+                            batch_size: int = 32, label: Label | None = None) -> list[dict[str, Any]]:
+        """log p(continuation | context) for (context, continuation) pairs: exact for AR, minus
+        the ELBO (a lower bound, with its Monte Carlo `se`) for diffusion. See eval/scoring.py."""
+        from .eval.scoring import encode_pair, score_sequences
+
+        max_len = self.model.spec.max_seq_len
+        rows = [encode_pair(self.tokenizer, self._start_tokens, c, x, max_len) for c, x in pairs]
+        labels = None if label is None else [self._label_id(label)] * len(rows)
+        return score_sequences(self.method, self.model, rows, passes=passes or self.cfg.eval.elbo_passes,
+                               seed=seed, batch_size=batch_size, labels=labels, device=self.device)
 
     @torch.no_grad()
     def score_texts(self, texts: Sequence[str]) -> dict[str, float]:

@@ -76,6 +76,21 @@ class TokenSplit:
         step = 1 << 16  # rows per chunk: never pull a whole memmap into memory
         return int(sum(np.count_nonzero(self.ids[i : i + step] != self.pad_id) for i in range(0, len(self), step)))
 
+    def head_tokens(self, budget: int) -> "TokenSplit":
+        """The first rows holding about `budget` non-pad tokens (at least one row): a smaller
+        unique-data budget drawn from the same text, for data-scaling studies."""
+        if self.pad_id is None:
+            rows = -(-budget // self.seq_len)
+        else:
+            counts = np.cumsum([np.count_nonzero(row != self.pad_id) for row in np.asarray(self.ids[: budget + 1])])
+            rows = int(np.searchsorted(counts, budget) + 1)
+        if rows > len(self):
+            raise DataError(f"the training split has {self.num_tokens:,} tokens, fewer than data.train_tokens="
+                            f"{budget:,}; lower data.train_tokens or use more data")
+        rows = max(1, rows)
+        return TokenSplit(self.ids[:rows], None if self.labels is None else self.labels[:rows],
+                          list(self.label_columns), self.pad_id)
+
     def texts(self, tokenizer: PreTrainedTokenizerBase, n: int = 4, skip_special_tokens: bool = True) -> list[str]:
         """Decode the first `n` rows (pad tokens are always dropped)."""
         out = []

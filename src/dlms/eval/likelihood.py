@@ -16,12 +16,17 @@ import torch
 from ..methods.base import unwrap
 
 
-def _sequence_noise(method, index: int, seed: int, passes: int, length: int, device: torch.device):
-    """Per-sequence times [K] (stratified over the K passes) and uniforms [K, L]."""
+def _sequence_noise(method, index: int, seed: int, passes: int, length: int, device: torch.device,
+                    discrete_steps: int | None = None):
+    """Per-sequence times [K] (stratified over the K passes) and uniforms [K, L]. With
+    `discrete_steps` T the times lie on the grid i / T, i = 1..T (the same stratified draws)."""
     g = torch.Generator().manual_seed(seed * 1_000_003 + index)
     offset = torch.rand(1, generator=g)
     u_t = (offset + torch.arange(passes) / passes) % 1.0
-    t = method.t_min + (1.0 - method.t_min) * u_t
+    if discrete_steps is None:
+        t = method.t_min + (1.0 - method.t_min) * u_t
+    else:
+        t = (torch.floor(u_t * discrete_steps) + 1.0) / discrete_steps
     u = torch.rand(passes, length, generator=g)
     return t.to(device), u.to(device)
 
@@ -36,9 +41,10 @@ def split_labels(split, label_column: str | None) -> np.ndarray | None:
 @torch.no_grad()
 def evaluate_likelihood(method, model, split, *, batch_size: int = 32, passes: int = 8, seed: int = 0,
                         max_sequences: int | None = None, label_column: str | None = None,
-                        autocast: Any = None) -> dict[str, float]:
+                        autocast: Any = None, discrete_steps: int | None = None) -> dict[str, float]:
     """Negative log-likelihood per token (a bound for diffusion) with its MC standard error.
 
+    `discrete_steps` T: the T-step discrete-time bound instead of the continuous-time one.
     Returns {"nll", "ppl", "se", "tokens", "sequences", "passes", "bound"}; `se` is in nats/token.
     """
     model.eval()
@@ -54,12 +60,14 @@ def evaluate_likelihood(method, model, split, *, batch_size: int = 32, passes: i
             labels = torch.from_numpy(labels_all[start : start + x0.shape[0]].astype(np.int64)).to(device)
         with autocast or nullcontext():
             if method.stochastic_bound:
-                noise = [_sequence_noise(method, start + i, seed, passes, x0.shape[1], device) for i in range(x0.shape[0])]
+                noise = [_sequence_noise(method, start + i, seed, passes, x0.shape[1], device, discrete_steps)
+                         for i in range(x0.shape[0])]
+                extra = {} if discrete_steps is None else {"discrete_steps": discrete_steps}
                 per_pass = []
                 for k in range(passes):
                     t = torch.stack([nz[0][k] for nz in noise])
                     u = torch.stack([nz[1][k] for nz in noise])
-                    per_pass.append(method.sequence_nll(model, x0, labels, t=t, u=u).float())
+                    per_pass.append(method.sequence_nll(model, x0, labels, t=t, u=u, **extra).float())
                 est = torch.stack(per_pass)  # [K, B]
                 total += est.mean(0).sum().item()
                 if passes > 1:

@@ -39,11 +39,15 @@ class MaskedDiffusion:
             u = (u[:1] + torch.arange(batch, device=device) / batch) % 1.0
         return self.t_min + (1.0 - self.t_min) * u
 
-    def corrupt(self, x0: torch.Tensor, t: torch.Tensor, u: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """q(x_t | x0): x0 [B, L], t [B] -> (x_t [B, L], masked bool [B, L]). `u` [B, L]: uniform noise."""
+    def corrupt(self, x0: torch.Tensor, t: torch.Tensor, u: torch.Tensor | None = None,
+                maskable: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """q(x_t | x0): x0 [B, L], t [B] -> (x_t [B, L], masked bool [B, L]). `u` [B, L]: uniform
+        noise; `maskable` bool [B, L]: only these positions are noised (the rest is held clean)."""
         if u is None:
             u = torch.rand(x0.shape, device=x0.device)
         masked = u < self.schedule.mask_prob(t)[:, None]
+        if maskable is not None:
+            masked &= maskable
         return torch.where(masked, torch.full_like(x0, self.special.mask), x0), masked
 
     # ------------------------------------------------------------------ network
@@ -57,15 +61,25 @@ class MaskedDiffusion:
         return F.log_softmax(logits, dim=-1)
 
     def sequence_nll(self, model, x0: torch.Tensor, labels: torch.Tensor | None = None,
-                     t: torch.Tensor | None = None, u: torch.Tensor | None = None) -> torch.Tensor:
-        """One Monte Carlo estimate of the ELBO per sequence (nats): x0 [B, L] -> [B]."""
+                     t: torch.Tensor | None = None, u: torch.Tensor | None = None,
+                     maskable: torch.Tensor | None = None, discrete_steps: int | None = None) -> torch.Tensor:
+        """One Monte Carlo estimate of the ELBO per sequence (nats): x0 [B, L] -> [B].
+
+        With `maskable` (bool [B, L]) it bounds -log p(x0[maskable] | x0[~maskable]): the other
+        positions stay clean, as a prompt does at sampling. With `discrete_steps` T it estimates
+        the T-step (discrete-time) ELBO instead; `t` must then lie on the grid i / T, i = 1..T.
+        """
         if t is None:
             t = self.sample_times(x0.shape[0], x0.device)
-        xt, masked = self.corrupt(x0, t, u)
+        xt, masked = self.corrupt(x0, t, u, maskable)
         logp = self.masked_log_probs(model, xt, masked, t, labels)
         nll = -logp.gather(-1, x0[masked][:, None]).squeeze(-1)  # [M]
         # (1 - t_min): t is uniform on [t_min, 1], so this is an estimate of the integral over it.
-        weight = ((1.0 - self.t_min) * self.schedule.elbo_weight(t))[:, None].expand_as(x0)[masked]
+        if discrete_steps is None:
+            per_t = (1.0 - self.t_min) * self.schedule.elbo_weight(t)
+        else:
+            per_t = self.schedule.discrete_elbo_weight(t, discrete_steps)
+        weight = per_t[:, None].expand_as(x0)[masked]
         per_seq = torch.zeros(x0.shape[0], device=x0.device, dtype=torch.float32)
         return per_seq.index_add_(0, masked.nonzero()[:, 0], weight * nll)
 

@@ -43,6 +43,13 @@ class MaskingSchedule:
                 hi = mid
         return hi
 
+    def discrete_elbo_weight(self, t: torch.Tensor, steps: int) -> torch.Tensor:
+        """Weight of the masked cross-entropy at t = i / steps in the `steps`-step ELBO, times
+        `steps` (t is drawn uniformly from the grid): steps * (m(t) - m(t - 1/steps)) / m(t),
+        m = mask_prob. It tends to `elbo_weight` as steps grows."""
+        m_t, m_s = self.mask_prob(t), self.mask_prob((t - 1.0 / steps).clamp(min=0.0))
+        return steps * (m_t - m_s) / m_t
+
     def elbo_weight(self, t: torch.Tensor) -> torch.Tensor:
         """-alpha'(t) / (1 - alpha(t)) >= 0, the weight of the masked cross-entropy."""
         return -self.alpha_prime(t) / (1.0 - self.alpha(t))

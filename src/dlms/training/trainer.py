@@ -61,6 +61,7 @@ class Trainer:
         self.ema = EMA(self.model, t.ema_decay) if t.ema_decay > 0 else None
         self.step = 0
         self.best_val = float("inf")
+        self.evals_since_best = 0
         self.run_dir = Path(t.out_dir)
         self.metrics = MetricsLog(self.run_dir / "metrics.jsonl", self.dist.is_main)
         self.autocast = autocast_context(self.device, t.precision)
@@ -90,6 +91,7 @@ class Trainer:
             torch.set_rng_state(opt["torch_rng"])
         trainer.step = int(state["step"])
         trainer.best_val = float(state.get("best_val", float("inf")))
+        trainer.evals_since_best = int(state.get("evals_since_best", 0))
         trainer.loader.load_state_dict(state["data"])
         if trainer.dist.is_main:
             truncate_metrics(trainer.run_dir, trainer.step)
@@ -121,15 +123,22 @@ class Trainer:
                                         "lr": self.scheduler.get_last_lr()[0], "tokens_per_s": tokens_per_s})
                 progress.update(self.step, last_loss, tokens_per_s)
                 final = self.step == self.total_steps
+                stop = False
                 if self.step % t.eval_every == 0 or final:
                     val = self.validate()
                     progress.log(f"step {self.step}: train loss {last_loss:.4f}, "
                                  f"val nll {val['nll']:.4f} (ppl {'<=' if val['bound'] else ''}{val['ppl']:.2f})")
-                if self.step % t.save_every == 0 or final:
+                    stop = 0 < t.early_stop_patience <= self.evals_since_best
+                if self.step % t.save_every == 0 or final or stop:
                     self.save()
+                if stop:
+                    progress.log(f"step {self.step}: no new best validation NLL in {t.early_stop_patience} "
+                                 "validations, stopping early (train.early_stop_patience)")
+                    break
         if self.dist.is_main:
             progress.log(f"saved {self.run_dir}")
-        return {"step": self.step, "loss": last_loss, "best_val": self.best_val, "run_dir": str(self.run_dir)}
+        return {"step": self.step, "loss": last_loss, "best_val": self.best_val, "run_dir": str(self.run_dir),
+                "stopped_early": self.step < self.total_steps}
 
     def _optimizer_step(self) -> dict[str, float]:
         t = self.cfg.train
@@ -187,7 +196,7 @@ class Trainer:
         """A fixed-seed estimate of the validation NLL (bound), logged to metrics.jsonl."""
         t = self.cfg.train
         model = self.eval_model()
-        result = evaluate_likelihood(self.method, model, self.dataset.val, batch_size=t.batch_size, passes=2,
+        result = evaluate_likelihood(self.method, model, self.dataset.val, batch_size=t.batch_size, passes=t.eval_passes,
                                      seed=self.cfg.eval.seed, max_sequences=t.eval_batches * t.batch_size,
                                      label_column=self.cfg.data.label_column, autocast=self.autocast)
         self.train_model.train()
@@ -197,6 +206,7 @@ class Trainer:
                             trainer_state={"method": self.method.name, "step": self.step, "best_val": result["nll"],
                                            "label_names": self.dataset.label_names, "data": {}},
                             name="best")
+        self.evals_since_best = 0 if result["nll"] < self.best_val else self.evals_since_best + 1
         self.best_val = min(self.best_val, result["nll"])
         self.metrics.write({"step": self.step, "epoch": self.loader.epoch, "val_nll": result["nll"],
                             "val_ppl": result["ppl"], "val_se": result["se"], "val_bound": result["bound"]})
@@ -208,6 +218,7 @@ class Trainer:
                                "torch_rng": torch.get_rng_state()}
             state = {"method": self.method.name, "step": self.step, "epoch": self.loader.epoch,
                      "data": self.loader.state_dict(), "best_val": self.best_val,
+                     "evals_since_best": self.evals_since_best,
                      "label_names": self.dataset.label_names, "layout": self.cfg.data.layout,
                      "total_steps": self.total_steps, "world_size": self.dist.world_size}
             save_checkpoint(self.run_dir, cfg=self.cfg, model=self.model, tokenizer=self.dataset.tokenizer,

@@ -1,0 +1,10 @@
+"""Experiments: grids of training / sampling runs that write `results.csv`, per-run logs and PNG
+plots into one folder, resumable (finished cells are skipped).
+
+    dlms experiment data-scaling --config configs/experiments/data-scaling-tinystories.yaml
+    dlms plot runs/experiments/data-scaling-tinystories
+"""
+from .base import EXPERIMENTS, Experiment, load_experiment, run_experiment, redraw_plots
+from . import data_scaling  # noqa: F401  (registers itself)
+
+__all__ = ["EXPERIMENTS", "Experiment", "load_experiment", "redraw_plots", "run_experiment"]

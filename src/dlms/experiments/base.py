@@ -1,0 +1,156 @@
+"""The experiment runner: a spec (YAML) -> cells -> rows in results.csv -> plots.
+
+A spec file holds `experiment: <name>`, `out_dir`, `base` (a run config shared by every cell, the
+same sections as `dlms train` configs) and the experiment's own keys. Each cell is run once; its
+rows are appended to `results.csv` (rewritten atomically) and a killed experiment started again
+skips the cells already there. A cell that trains resumes its run from the last checkpoint.
+"""
+from __future__ import annotations
+
+import copy
+import csv
+import os
+from pathlib import Path
+from typing import Any, ClassVar
+
+import yaml
+
+from ..config import RunConfig, config_from_dict, read_yaml, set_dotted
+from ..errors import ConfigError
+
+EXPERIMENTS: dict[str, type["Experiment"]] = {}
+RESULTS = "results.csv"
+
+
+def register(cls: type["Experiment"]) -> type["Experiment"]:
+    EXPERIMENTS[cls.name] = cls
+    return cls
+
+
+class Experiment:
+    """One kind of experiment. Subclasses set `name`, `options` (their spec keys and defaults),
+    and implement `cells`, `run_cell` and `plot`."""
+
+    name: ClassVar[str] = ""
+    options: ClassVar[dict[str, Any]] = {}
+    summary: ClassVar[str] = ""
+
+    def __init__(self, spec: dict[str, Any], out_dir: Path):
+        self.spec = spec
+        self.out_dir = out_dir
+        self.base: dict[str, Any] = spec.get("base") or {}
+        config_from_dict(copy.deepcopy(self.base))  # fail now, not after an hour, on a bad base config
+
+    def option(self, key: str) -> Any:
+        return self.spec.get(key, self.options[key])
+
+    def run_config(self, *overrides: dict[str, Any]) -> RunConfig:
+        """The base config with nested override dicts applied in order."""
+        data = copy.deepcopy(self.base)
+        for extra in overrides:
+            for path, value in _flatten(extra):
+                set_dotted(data, path, value)
+        return config_from_dict(data)
+
+    def cells(self) -> list[dict[str, Any]]:
+        """The grid: one dict per cell, each with a unique string "cell"."""
+        raise NotImplementedError
+
+    def run_cell(self, cell: dict[str, Any], cell_dir: Path) -> list[dict[str, Any]]:
+        """Run one cell (writing whatever it logs under `cell_dir`); return its result rows."""
+        raise NotImplementedError
+
+    def plot(self, rows: list[dict[str, str]]) -> list[Path]:
+        """Draw the PNG plots from the rows of results.csv (values as strings); return their paths."""
+        raise NotImplementedError
+
+
+def _flatten(data: dict[str, Any], prefix: list[str] | None = None):
+    for key, value in data.items():
+        path = (prefix or []) + [key]
+        if isinstance(value, dict):
+            yield from _flatten(value, path)
+        else:
+            yield path, value
+
+
+def load_experiment(config: str | Path, name: str | None = None, out_dir: str | Path | None = None) -> Experiment:
+    """The experiment a spec file describes; `name` (from the command line) must match its `experiment`."""
+    spec = read_yaml(config)
+    named = spec.get("experiment", name)
+    if name is not None and named != name:
+        raise ConfigError(f"'{config}' describes experiment '{named}', not '{name}'; pass the matching name")
+    if named not in EXPERIMENTS:
+        raise ConfigError(f"unknown experiment '{named}'; choose one of: {', '.join(sorted(EXPERIMENTS))}")
+    cls = EXPERIMENTS[named]
+    known = {"experiment", "out_dir", "base", *cls.options}
+    unknown = sorted(set(spec) - known)
+    if unknown:
+        raise ConfigError(f"unknown key '{unknown[0]}' in experiment config '{config}'; "
+                          f"known keys: {', '.join(sorted(known))}")
+    folder = Path(out_dir or spec.get("out_dir") or f"runs/experiments/{named}")
+    return cls(spec, folder)
+
+
+def read_results(out_dir: Path) -> list[dict[str, str]]:
+    path = out_dir / RESULTS
+    if not path.is_file():
+        return []
+    with path.open(newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    """Write rows (the union of their keys as columns) to `path` atomically."""
+    columns: list[str] = []
+    for row in rows:
+        columns += [k for k in row if k not in columns]
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with tmp.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(tmp, path)
+
+
+def run_experiment(exp: Experiment, *, progress: bool = True, log=print) -> Path:
+    """Run every cell not yet in results.csv, then draw the plots; returns the results path."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    exp.out_dir.mkdir(parents=True, exist_ok=True)
+    (exp.out_dir / "experiment.yaml").write_text(yaml.safe_dump(exp.spec, sort_keys=False), encoding="utf-8")
+    rows: list[dict[str, Any]] = read_results(exp.out_dir)
+    done = {row["cell"] for row in rows}
+    cells = exp.cells()
+    todo = [c for c in cells if c["cell"] not in done]
+    if done:
+        log(f"{exp.name}: {len(cells) - len(todo)} of {len(cells)} cells already in {exp.out_dir / RESULTS}, skipped")
+    bar = Progress(TextColumn(f"[bold]{exp.name}"), BarColumn(), MofNCompleteColumn(),
+                   TextColumn("{task.fields[cell]}"), TimeElapsedColumn(), disable=not progress)
+    with bar:
+        task = bar.add_task(exp.name, total=len(cells), completed=len(cells) - len(todo), cell="")
+        for cell in todo:
+            bar.update(task, cell=cell["cell"])
+            log(f"{exp.name}: cell {cell['cell']}")
+            new_rows = exp.run_cell(cell, exp.out_dir / "runs" / cell["cell"])
+            rows += [{"cell": cell["cell"], **row} for row in new_rows]
+            write_csv(exp.out_dir / RESULTS, rows)
+            bar.advance(task)
+    for path in redraw_plots(exp.out_dir, exp):
+        log(f"{exp.name}: wrote {path}")
+    return exp.out_dir / RESULTS
+
+
+def redraw_plots(out_dir: str | Path, exp: Experiment | None = None) -> list[Path]:
+    """Draw (again) the plots of an experiment folder from its results.csv."""
+    out_dir = Path(out_dir)
+    if exp is None:
+        spec_file = out_dir / "experiment.yaml"
+        if not spec_file.is_file():
+            raise ConfigError(f"'{out_dir}' is not an experiment folder (no experiment.yaml); "
+                              "pass the folder `dlms experiment` wrote")
+        exp = load_experiment(spec_file, out_dir=out_dir)
+    rows = read_results(out_dir)
+    if not rows:
+        raise ConfigError(f"'{out_dir / RESULTS}' has no results yet; run the experiment first")
+    return exp.plot(rows)

@@ -1,0 +1,140 @@
+"""`data-scaling`: AR against diffusion at a fixed model size and a fixed total of training
+tokens, over unique-data budgets U, each repeated for E = total / U epochs.
+
+Per cell (family, U): a run trained on the first U tokens of the training split (validation
+split unchanged), validated every k-th epoch (k chosen so a run has about `evals_per_run`
+validations; a mapping family -> count sets it per family, and a count at least the number of
+epochs validates after every epoch), the weights of the best validation kept; that best is then re-evaluated with
+`final_passes` Monte Carlo passes over the whole validation split (an unbiased figure: the
+per-epoch minimum of noisy estimates is biased low). Plots: the crossover (best validation loss
+against epochs, one line per family) and the validation curves of every cell.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+from ..assembly import dataset_from_config
+from ..errors import ConfigError
+from .base import Experiment, register
+from .plots import as_float, new_figure, new_grid, save
+
+
+@register
+class DataScaling(Experiment):
+    name = "data-scaling"
+    summary = "AR vs diffusion: best validation loss over unique-data budgets at a fixed token total"
+    options = {
+        "families": ["ar", "masked"],
+        "unique_tokens": [25_000, 100_000],
+        "total_tokens": 4_000_000,
+        "evals_per_run": 40,
+        "final_passes": 16,
+        "family_overrides": {},  # family -> config sections applied on top of `base`
+    }
+
+    def cells(self) -> list[dict[str, Any]]:
+        budgets = self.option("unique_tokens")
+        if not budgets or any(not isinstance(u, int) or u < 1 for u in budgets):
+            raise ConfigError("unique_tokens must be a list of positive integers (training tokens per budget)")
+        return [{"cell": f"{family}-U{u}", "family": family, "unique_tokens": u}
+                for u in budgets for family in self.option("families")]
+
+    def run_cell(self, cell: dict[str, Any], cell_dir: Path) -> list[dict[str, Any]]:
+        from ..model import DiffusionLM
+        from ..training import Trainer
+        from ..training.checkpoint import CHECKPOINT
+
+        family, budget = cell["family"], cell["unique_tokens"]
+        overrides = self.option("family_overrides").get(family, {})
+        cfg = self.run_config({"method": {"name": family}}, overrides,
+                              {"data": {"train_tokens": budget}, "train": {"out_dir": str(cell_dir)}})
+        dataset = dataset_from_config(cfg.data)
+        t = cfg.train
+        steps_per_epoch = max(1, len(dataset.train) // t.batch_size)
+        tokens_per_step = t.batch_size * t.grad_accum * cfg.data.seq_len
+        max_steps = max(1, math.ceil(self.option("total_tokens") / tokens_per_step))
+        epochs = max_steps / steps_per_epoch
+        evals = self.option("evals_per_run")
+        evals = evals.get(family, 40) if isinstance(evals, dict) else evals
+        every = max(1, round(epochs / evals)) * steps_per_epoch
+        t.max_steps, t.num_epochs, t.eval_every, t.save_every = max_steps, None, every, every
+        started = time.perf_counter()
+        if (cell_dir / CHECKPOINT / "trainer_state.json").is_file():
+            trainer = Trainer.resume(cell_dir)  # a killed experiment continues this run where it stopped
+        else:
+            trainer = Trainer(cfg, dataset=dataset)
+        try:
+            summary = trainer.train()
+        finally:
+            trainer.close()
+        curve = validation_curve(cell_dir / "metrics.jsonl", steps_per_epoch)
+        best = DiffusionLM.load_checkpoint(cell_dir / "best")
+        final = best.evaluate(passes=self.option("final_passes"))
+        best_point = min(curve, key=lambda p: p["val_nll"])
+        return [{
+            "family": family, "unique_tokens": budget,
+            "unique_tokens_used": steps_per_epoch * t.batch_size * cfg.data.seq_len,
+            "total_tokens": max_steps * tokens_per_step, "epochs": round(epochs, 2),
+            "steps_per_epoch": steps_per_epoch, "steps": summary["step"], "stopped_early": summary["stopped_early"],
+            "best_step": best_point["step"], "best_epoch": best_point["epoch"],
+            "best_val_loss": final["nll"], "best_val_se": final["se"], "best_val_bound": final["bound"],
+            "final_val_loss": curve[-1]["val_nll"], "train_minutes": round((time.perf_counter() - started) / 60, 2),
+        }]
+
+    def plot(self, rows: list[dict[str, str]]) -> list[Path]:
+        curves = []
+        for row in rows:
+            cell_dir = self.out_dir / "runs" / row["cell"]
+            steps_per_epoch = int(as_float(row["steps_per_epoch"]))
+            for point in validation_curve(cell_dir / "metrics.jsonl", steps_per_epoch):
+                curves.append({"cell": row["cell"], "family": row["family"], "unique_tokens": row["unique_tokens"], **point})
+        from .base import write_csv
+
+        if curves:
+            write_csv(self.out_dir / "curves.csv", curves)
+        return [self._plot_crossover(rows), self._plot_curves(rows, curves)]
+
+    def _plot_crossover(self, rows: list[dict[str, str]]) -> Path:
+        fig, ax = new_figure()
+        for family in sorted({r["family"] for r in rows}):
+            pts = sorted((as_float(r["epochs"]), as_float(r["best_val_loss"]), as_float(r["best_val_se"]),
+                          int(as_float(r["unique_tokens"]))) for r in rows if r["family"] == family)
+            xs, ys, es = [p[0] for p in pts], [p[1] for p in pts], [p[2] for p in pts]
+            ax.errorbar(xs, ys, yerr=es, marker="o", capsize=3, label=family)
+            for x, y, _, u in pts:
+                ax.annotate(f"U={u:,}", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+        ax.set_xscale("log")
+        ax.set_xlabel("epochs over the unique data (total tokens / U)")
+        ax.set_ylabel("best validation loss, nats/token (diffusion: ELBO bound)")
+        ax.set_title("data-scaling: best validation loss against repetition")
+        ax.legend()
+        return save(fig, self.out_dir / "crossover.png")
+
+    def _plot_curves(self, rows: list[dict[str, str]], curves: list[dict[str, Any]]) -> Path:
+        budgets = sorted({int(as_float(r["unique_tokens"])) for r in rows})
+        fig, axes = new_grid(len(budgets))
+        for ax, budget in zip(axes, budgets):
+            for family in sorted({r["family"] for r in rows}):
+                pts = [p for p in curves if p["family"] == family and int(as_float(p["unique_tokens"])) == budget]
+                ax.plot([p["epoch"] for p in pts], [p["val_nll"] for p in pts], marker=".", label=family)
+            ax.set_title(f"U = {budget:,} tokens")
+            ax.set_xlabel("epoch")
+            ax.set_ylabel("validation loss (nats/token)")
+            ax.legend()
+        return save(fig, self.out_dir / "curves.png")
+
+
+def validation_curve(metrics_file: Path, steps_per_epoch: int) -> list[dict[str, Any]]:
+    """The validation records of a run: [{step, epoch, val_nll, val_se}], epochs as step / steps_per_epoch."""
+    points = []
+    if metrics_file.is_file():
+        for line in metrics_file.read_text(encoding="utf-8").splitlines():
+            record = json.loads(line)
+            if "val_nll" in record:
+                points.append({"step": record["step"], "epoch": round(record["step"] / steps_per_epoch, 3),
+                               "val_nll": record["val_nll"], "val_se": record.get("val_se", 0.0)})
+    return points

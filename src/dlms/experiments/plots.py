@@ -1,0 +1,40 @@
+"""Matplotlib helpers shared by the experiments' plots (headless: the Agg backend)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def new_figure(width: float = 6.4, height: float = 4.2):
+    fig, ax = plt.subplots(figsize=(width, height))
+    ax.grid(True, alpha=0.3)
+    return fig, ax
+
+
+def new_grid(columns: int, width: float = 4.2, height: float = 3.8):
+    """A figure with `columns` side-by-side axes."""
+    fig, axes = plt.subplots(1, columns, figsize=(width * columns, height), squeeze=False)
+    for ax in axes[0]:
+        ax.grid(True, alpha=0.3)
+    return fig, list(axes[0])
+
+
+def save(fig, path: Path) -> Path:
+    """Write the figure to `path` (PNG) atomically and close it."""
+    tmp = path.with_name(f".{path.stem}.tmp.png")
+    fig.tight_layout()
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    tmp.replace(path)
+    return path
+
+
+def as_float(value: str | float | None) -> float:
+    try:
+        return float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return float("nan")
