@@ -72,9 +72,19 @@ def build_parser() -> argparse.ArgumentParser:
     ev = sub.add_parser("eval", help="validation NLL (bound) and generation figures")
     ev.add_argument("--checkpoint", default=DEFAULT_RUN)
     ev.add_argument("--dataset", default=None, help="data to score (default: the run's own validation split)")
-    ev.add_argument("--ar_checkpoint", default=None, help="an 'ar' run that scores the samples (generation perplexity)")
+    ev.add_argument("--evaluator", default=None,
+                    help="a dlms 'ar' run or a Hugging Face causal LM folder that scores the samples")
+    ev.add_argument("--ar_checkpoint", default=None, help="the same as --evaluator (older name)")
     ev.add_argument("--passes", type=int, default=None, help="Monte Carlo passes of the bound per sequence (0: skip the likelihood)")
     ev.add_argument("--max_sequences", type=int, default=None)
+    ev.add_argument("--batch_size", type=int, default=None, help="likelihood batch size (results do not depend on it)")
+    ev.add_argument("--discrete_steps", type=int, default=None,
+                    help="steps of the discrete-time bound shown beside the continuous one (default: sampling steps)")
+    ev.add_argument("--mauve", action="store_true", help="MAUVE of the samples against validation texts (needs --evaluator)")
+    ev.add_argument("--classifier", default=None, help="a Hugging Face sequence classifier folder for label accuracy")
+    ev.add_argument("--references", default=None, help="JSONL of {prompt, references}: BLEU / ROUGE of continuations")
+    ev.add_argument("--multiple_choice", default=None, help="JSONL of {question, choices, answer}: accuracy by likelihood")
+    ev.add_argument("--max_items", type=int, default=None, help="at most this many task items")
     ev.add_argument("--num_samples", type=int, default=64, help="samples for the generation figures (0: none)")
     ev.add_argument("--num_steps", type=int, default=None)
     ev.add_argument("--sampler", default=None)
@@ -84,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--top_p", type=float, default=None)
     ev.add_argument("--seed", type=int, default=0)
     ev.add_argument("--device", default="auto")
-    ev.add_argument("--output", default=None, help="also write the results to this JSON file")
+    ev.add_argument("--output", default=None, help="also write the results to this JSON file (and a .md table beside it)")
 
     exp = sub.add_parser("experiment", help="run an experiment grid (resumable), writing results.csv and plots")
     exp.add_argument("name", help="data-scaling, guidance-sweep or sampler-ablation")
@@ -179,16 +189,23 @@ def cmd_view(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     from .eval.report import evaluate_run
 
-    results = evaluate_run(args.checkpoint, dataset=args.dataset, ar_checkpoint=args.ar_checkpoint,
-                           passes=args.passes, max_sequences=args.max_sequences, num_samples=args.num_samples,
-                           num_steps=args.num_steps, sampler=args.sampler, seed=args.seed, device=args.device,
-                           label=args.label, temperature=args.temperature, top_p=args.top_p)
+    results = evaluate_run(
+        args.checkpoint, dataset=args.dataset, evaluator=args.evaluator, ar_checkpoint=args.ar_checkpoint,
+        passes=args.passes, max_sequences=args.max_sequences, batch_size=args.batch_size,
+        discrete_steps=args.discrete_steps, num_samples=args.num_samples, num_steps=args.num_steps,
+        sampler=args.sampler, seed=args.seed, device=args.device, label=args.label, temperature=args.temperature,
+        top_p=args.top_p, mauve=args.mauve, classifier=args.classifier, references=args.references,
+        multiple_choice=args.multiple_choice, max_items=args.max_items)
     from .eval.report import format_table
 
-    print(format_table(results))
+    table = format_table(results)
+    print(table)
     print(json.dumps(results))
     if args.output:
-        Path(args.output).write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+        out = Path(args.output)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+        out.with_suffix(".md").write_text(table + "\n", encoding="utf-8")
     return 0
 
 

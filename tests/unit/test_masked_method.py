@@ -413,3 +413,72 @@ def test_evaluate_likelihood_se_shrinks_with_passes():
     # Standard error ~ 1/sqrt(passes): a factor 4 from 4 to 64 passes.
     assert many["se"] < few["se"] / 2
     assert abs(many["nll"] - few["nll"]) < 4 * few["se"]
+
+
+# ---------------------------------------------------------------- discrete-time bound, conditional scores
+
+
+def expected_discrete_elbo(method, model, steps: int) -> torch.Tensor:
+    """The exact expectation of the `steps`-step discrete-time ELBO per sequence [64]: t = i / steps."""
+    n, k = len(SEQS), len(MASK_PATTERNS)
+    x0 = SEQS.repeat_interleave(k, 0)
+    u = torch.where(MASK_PATTERNS.repeat(n, 1), 0.0, 1.0)
+    t_half = torch.full((n * k,), 0.5)
+    with torch.no_grad():
+        ce = method.sequence_nll(model, x0, t=t_half, u=u).double() / method.schedule.elbo_weight(t_half).double()
+    ce = ce.view(n, k)
+    n_masked = MASK_PATTERNS.sum(-1).double()
+    t = torch.arange(1, steps + 1, dtype=torch.float64) / steps
+    mp = method.schedule.mask_prob(t)[:, None]
+    prob = mp ** n_masked * (1 - mp) ** (TOY_LEN - n_masked)  # [T, 8]
+    weight = method.schedule.discrete_elbo_weight(t, steps) / steps  # t uniform on the grid
+    return (weight[:, None, None] * prob[:, None, :] * ce[None]).sum((0, 2))
+
+
+def test_discrete_time_bound_is_above_the_exact_nll_and_tightens_with_steps():
+    p = toy_table()
+    method = method_for("loglinear")
+    oracle = OracleDenoiser(p)
+    exact = -p.log()
+    entropy = float((p * exact).sum())
+    bounds = {steps: expected_discrete_elbo(method, oracle, steps) for steps in (1, 4, 32, 2000)}
+    # over data from p every bound is at least the entropy (up to the eps sliver the schedule
+    # leaves unmasked at t = 1, as for the continuous bound), and more steps give a tighter one
+    means = [float((p * bounds[s]).sum()) for s in (1, 4, 32, 2000)]
+    assert means[0] > means[1] > means[2] > means[3] > entropy * (1 - 2e-3)
+    # one step: every token masked at once, i.e. the product of the marginals
+    marginals = [torch.stack([(p * (SEQS[:, l] == v)).sum() for v in REAL]) for l in range(TOY_LEN)]
+    product = -sum(marginals[l][SEQS[:, l] - REAL[0]].log() for l in range(TOY_LEN))
+    assert torch.allclose(bounds[1], product, rtol=2e-3)  # eps: a few tokens stay unmasked at t = 1
+    # many steps: the continuous-time bound (exact for the exact denoiser)
+    assert ((bounds[2000] - exact) / exact).abs().max() < 5e-3
+
+
+def test_evaluate_likelihood_discrete_steps_estimates_the_discrete_bound():
+    p = toy_table()
+    method = method_for("loglinear")
+    split = FakeSplit(SEQS.numpy())
+    res = evaluate_likelihood(method, OracleDenoiser(p), split, batch_size=64, passes=256, seed=0, discrete_steps=4)
+    expected = float(expected_discrete_elbo(method, OracleDenoiser(p), 4).sum()) / SEQS.numel()
+    assert abs(res["nll"] - expected) < 3 * res["se"] + 1e-3
+    one_step = float(expected_discrete_elbo(method, OracleDenoiser(p), 1).sum()) / SEQS.numel()
+    assert abs(one_step - expected) > 10 * res["se"]  # the test can tell the step counts apart
+
+
+def test_conditional_elbo_of_exact_denoiser_matches_the_exact_conditional_nll():
+    """Scoring the last two tokens given the clean first one: with the exact denoiser the
+    Monte Carlo conditional ELBO is -log p(x2, x3 | x1) (batch-size independent, seeded)."""
+    from dlms.eval.scoring import score_sequences
+
+    p = toy_table()
+    method = method_for("loglinear")
+    rows = [(seq.tolist(), 2) for seq in SEQS]
+    a = score_sequences(method, OracleDenoiser(p), rows, passes=512, seed=0, batch_size=64)
+    b = score_sequences(method, OracleDenoiser(p), rows, passes=512, seed=0, batch_size=7)
+    assert [r["logprob"] for r in a] == pytest.approx([r["logprob"] for r in b], rel=1e-6)
+    first = torch.stack([(p * (SEQS[:, 0] == v)).sum() for v in REAL])
+    exact = p.log() - first[SEQS[:, 0] - REAL[0]].log()  # log p(x2, x3 | x1)
+    got = torch.tensor([r["logprob"] for r in a], dtype=torch.float64)
+    se = torch.tensor([r["se"] for r in a], dtype=torch.float64)
+    assert ((got - exact) / se).abs().max() < 4.5
+    assert all(r["tokens"] == 2 and r["greedy"] is False for r in a)

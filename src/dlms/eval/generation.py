@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from typing import Sequence
+from typing import Any, Sequence
+
+from .text_metrics import distinct_n, self_bleu
 
 
 def unigram_entropy(token_rows: Sequence[Sequence[int]]) -> float:
@@ -21,17 +23,6 @@ def unigram_entropy(token_rows: Sequence[Sequence[int]]) -> float:
     return sum(values) / len(values) if values else 0.0
 
 
-def distinct_n(texts: Sequence[str], n: int) -> float:
-    """Distinct word n-grams over all n-grams of all texts (0 when there are none)."""
-    grams, total = set(), 0
-    for text in texts:
-        words = text.split()
-        for i in range(len(words) - n + 1):
-            grams.add(tuple(words[i : i + n]))
-            total += 1
-    return len(grams) / total if total else 0.0
-
-
 def builtin_corpus_figures(texts: Sequence[str], labels: Sequence[str] | None = None,
                            column: str | None = None) -> dict[str, float]:
     """Grammatical fraction by the built-in corpus's exact checker, and with `labels` (one per
@@ -41,4 +32,22 @@ def builtin_corpus_figures(texts: Sequence[str], labels: Sequence[str] | None = 
     figures = {"grammatical": check_texts(list(texts))["grammatical"]}
     if labels is not None and column is not None:
         figures["label_accuracy"] = label_accuracy(list(texts), list(labels), column)
+    return figures
+
+
+def generation_figures(texts: Sequence[str], token_rows: Sequence[Sequence[int]], *, evaluator: Any = None,
+                       builtin: bool = False, labels: Sequence[str] | None = None,
+                       label_column: str | None = None, self_bleu_texts: int = 200) -> dict[str, float]:
+    """The standard figures of a set of samples: unigram entropy, distinct-1/2/3, self-BLEU (on
+    the first `self_bleu_texts`), perplexity under `evaluator` (see eval/evaluator.py), and on
+    the built-in corpus grammaticality and, given `labels`, label accuracy."""
+    figures: dict[str, float] = {"unigram_entropy": unigram_entropy(token_rows)}
+    for n in (1, 2, 3):
+        figures[f"distinct_{n}"] = distinct_n(texts, n)
+    if len(texts) >= 2:
+        figures["self_bleu"] = self_bleu(texts, max_texts=self_bleu_texts)
+    if evaluator is not None:
+        figures["gen_ppl"] = evaluator.score(texts)["ppl"]
+    if builtin:
+        figures.update(builtin_corpus_figures(texts, labels, label_column if labels is not None else None))
     return figures

@@ -1,59 +1,120 @@
-"""One evaluation of a trained run: likelihood plus generation figures, as a dict and a table."""
+"""The evaluation suite of one trained run, for every method: one entry point, JSON and Markdown.
+
+- likelihood: the validation NLL per token, exact for AR; for diffusion the continuous-time ELBO
+  bound and the discrete-time bound with `discrete_steps` steps side by side, each with its Monte
+  Carlo standard error (per-sequence seeded noise: independent of the batch size);
+- generation: samples scored by eval/generation.py (unigram entropy, distinct-1/2/3, self-BLEU,
+  perplexity under an `evaluator`, MAUVE against validation texts with the evaluator's features,
+  grammaticality and label accuracy on the built-in corpus, accuracy by a given `classifier`);
+- conditional generation against references (BLEU, ROUGE; e.g. E2E prepared by eval/tasks.py)
+  and multiple choice scored by likelihood (the ELBO for diffusion).
+"""
 from __future__ import annotations
 
 import time
 from typing import Any
 
-from .generation import builtin_corpus_figures, distinct_n, unigram_entropy
+from .generation import generation_figures
 
 
-def evaluate_run(checkpoint: str, *, dataset: str | None = None, ar_checkpoint: str | None = None,
-                 passes: int | None = None, max_sequences: int | None = None, num_samples: int = 64,
-                 num_steps: int | None = None, sampler: str | None = None, seed: int = 0,
-                 device: str = "auto", label: str | None = None, temperature: float | None = None,
-                 top_p: float | None = None) -> dict[str, Any]:
-    """Validation NLL (bound) with its standard error, then `num_samples` samples scored for
-    diversity, fluency under `ar_checkpoint`, and (built-in corpus) grammaticality.
+def evaluate_run(checkpoint: str, *, dataset: str | None = None, evaluator: str | None = None,
+                 ar_checkpoint: str | None = None, passes: int | None = None, max_sequences: int | None = None,
+                 batch_size: int | None = None, discrete_steps: int | None = None, num_samples: int = 64,
+                 num_steps: int | None = None, sampler: str | None = None, seed: int = 0, device: str = "auto",
+                 label: str | None = None, temperature: float | None = None, top_p: float | None = None,
+                 mauve: bool = False, classifier: str | None = None, references: str | None = None,
+                 multiple_choice: str | None = None, max_items: int | None = None) -> dict[str, Any]:
+    """Evaluate the run in `checkpoint`; returns a flat dict of figures (plus `examples`).
 
-    Samples of a model trained with labels are drawn for every class in turn (the same number of
-    each) unless `label` names one class, or is "none" for the unconditional (null-class) model;
-    on the built-in corpus `label_accuracy` is then the share that is grammatical and expresses
-    its label. `temperature` / `top_p` default to the run's sample config.
+    `passes=0` skips the likelihood, `num_samples=0` the generation figures. Samples of a model
+    trained with labels are drawn for every class in turn unless `label` names one class, or is
+    "none" for the unconditional (null-class) model. `evaluator` (or its older name
+    `ar_checkpoint`): a dlms 'ar' run or a Hugging Face causal LM folder. `discrete_steps`
+    defaults to the run's sampling steps.
     """
     from ..model import DiffusionLM
 
     lm = DiffusionLM.load_checkpoint(checkpoint, device=device)
+    judge = _load_evaluator(evaluator or ar_checkpoint, device)
+    results: dict[str, Any] = {"checkpoint": str(checkpoint), "method": lm.method.name}
+    if passes != 0:
+        results.update(_likelihood(lm, dataset, passes, max_sequences, batch_size, seed,
+                                   discrete_steps or lm.cfg.sample.num_steps))
+    if num_samples > 0:
+        results.update(_generation(lm, judge, num_samples, num_steps, sampler, seed, label, temperature, top_p,
+                                   dataset, mauve, classifier))
+    if references:
+        from .tasks import evaluate_references, read_reference_task
+
+        task = evaluate_references(lm, read_reference_task(references), max_items=max_items, seed=seed,
+                                   steps=num_steps, sampler=sampler, temperature=temperature, top_p=top_p)
+        results.update({f"ref_{k}": v for k, v in task.items() if k != "examples"})
+    if multiple_choice:
+        from .tasks import evaluate_multiple_choice, read_multiple_choice
+
+        mc = evaluate_multiple_choice(lm, read_multiple_choice(multiple_choice), passes=passes or None, seed=seed,
+                                      max_items=max_items)
+        results.update({f"mc_{k}": v for k, v in mc.items()})
+    return results
+
+
+def _load_evaluator(spec: str | None, device: str):
+    if not spec:
+        return None
+    from .evaluator import load_evaluator
+
+    return load_evaluator(spec, device=device)
+
+
+def _likelihood(lm, dataset, passes, max_sequences, batch_size, seed, discrete_steps) -> dict[str, Any]:
+    kwargs = dict(passes=passes, max_sequences=max_sequences, batch_size=batch_size, seed=seed)
+    out = {f"val_{k}": v for k, v in lm.evaluate(dataset, **kwargs).items()}
+    if lm.method.stochastic_bound:
+        discrete = lm.evaluate(dataset, discrete_steps=discrete_steps, **kwargs)
+        out.update({"val_discrete_steps": discrete_steps, "val_discrete_nll": discrete["nll"],
+                    "val_discrete_ppl": discrete["ppl"], "val_discrete_se": discrete["se"]})
+    return out
+
+
+def _generation(lm, judge, num_samples, num_steps, sampler, seed, label, temperature, top_p, dataset, mauve,
+                classifier) -> dict[str, Any]:
     if label is None:
         labels = lm.balanced_labels(num_samples)
     else:
         labels = None if label.lower() == "none" else [label] * num_samples
-    # passes=0 skips the likelihood (generation figures only)
-    likelihood = {} if passes == 0 else lm.evaluate(dataset, passes=passes, max_sequences=max_sequences, seed=seed)
-    results: dict[str, Any] = {"checkpoint": checkpoint, "method": lm.method.name,
-                               **{f"val_{k}": v for k, v in likelihood.items()}}
-    if num_samples > 0:
-        start = time.perf_counter()
-        ids = lm.sample_ids(num_samples=num_samples, steps=num_steps, sampler=sampler, seed=seed, label=labels,
-                            temperature=temperature, top_p=top_p)
-        elapsed = time.perf_counter() - start
-        texts = lm.decode(ids)
-        rows = [lm.tokenizer.encode(t, add_special_tokens=False) for t in texts]
-        s = lm.cfg.sample
-        results.update({
-            "samples": num_samples, "sampler": chosen if (chosen := sampler or s.sampler) != "auto" else lm.method.default_sampler,
-            "temperature": s.temperature if temperature is None else temperature,
-            "top_p": s.top_p if top_p is None else top_p, "labels": "balanced" if label is None and labels else label, "sample_tokens_per_s": ids.numel() / elapsed,
-            "unigram_entropy": unigram_entropy(rows), "distinct_1": distinct_n(texts, 1),
-            "distinct_2": distinct_n(texts, 2),
-        })
-        if ar_checkpoint:
-            evaluator = DiffusionLM.load_checkpoint(ar_checkpoint, device=device, expect_method="ar")
-            scored = evaluator.score_texts(texts)
-            results["gen_ppl"] = scored["ppl"]
-        if (dataset or lm.cfg.data.dataset).startswith("builtin"):
-            results.update(builtin_corpus_figures(texts, labels, lm.cfg.data.label_column if labels else None))
-        results["examples"] = texts[:5]
-    return results
+    start = time.perf_counter()
+    ids = lm.sample_ids(num_samples=num_samples, steps=num_steps, sampler=sampler, seed=seed, label=labels,
+                        temperature=temperature, top_p=top_p)
+    elapsed = time.perf_counter() - start
+    texts = lm.decode(ids)
+    rows = [lm.tokenizer.encode(t, add_special_tokens=False) for t in texts]
+    s = lm.cfg.sample
+    chosen = sampler or s.sampler
+    out: dict[str, Any] = {
+        "samples": num_samples, "sampler": chosen if chosen != "auto" else lm.method.default_sampler,
+        "sample_steps": num_steps or s.num_steps,
+        "temperature": s.temperature if temperature is None else temperature,
+        "top_p": s.top_p if top_p is None else top_p, "labels": "balanced" if label is None and labels else label,
+        "sample_tokens_per_s": ids.numel() / elapsed,
+    }
+    builtin = (dataset or lm.cfg.data.dataset).startswith("builtin")
+    out.update(generation_figures(texts, rows, evaluator=judge, builtin=builtin, labels=labels,
+                                  label_column=lm.cfg.data.label_column))
+    if mauve:
+        if judge is None:
+            from ..errors import DlmsError
+
+            raise DlmsError("MAUVE needs features from an evaluator model; pass --evaluator")
+        from .text_metrics import mauve_score
+
+        human = lm.dataset(dataset).val.texts(lm.tokenizer, n=num_samples)
+        out["mauve"] = mauve_score(judge.features(human), judge.features(texts), seed=seed)
+    if classifier and labels is not None:
+        from .attributes import AttributeClassifier
+
+        out["classifier_accuracy"] = AttributeClassifier(classifier).accuracy(texts, labels)
+    out["examples"] = texts[:5]
+    return out
 
 
 def format_table(results: dict[str, Any]) -> str:

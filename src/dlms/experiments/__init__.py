@@ -5,6 +5,6 @@ plots into one folder, resumable (finished cells are skipped).
     dlms plot runs/experiments/data-scaling-tinystories
 """
 from .base import EXPERIMENTS, Experiment, load_experiment, run_experiment, redraw_plots
-from . import data_scaling  # noqa: F401  (registers itself)
+from . import data_scaling, guidance_sweep, sampler_ablation  # noqa: F401  (register themselves)
 
 __all__ = ["EXPERIMENTS", "Experiment", "load_experiment", "redraw_plots", "run_experiment"]

@@ -52,6 +52,33 @@ class Experiment:
                 set_dotted(data, path, value)
         return config_from_dict(data)
 
+    def model_checkpoint(self, log=print) -> Path:
+        """The run the experiment samples from: the spec's `checkpoint`, or else a model trained
+        from `base` into `<out_dir>/model` (resumed if a killed experiment left it unfinished)."""
+        if self.spec.get("checkpoint"):
+            return Path(self.spec["checkpoint"])
+        from ..training import Trainer
+        from ..training.checkpoint import CHECKPOINT
+
+        run = self.out_dir / "model"
+        state = run / CHECKPOINT / "trainer_state.json"
+        cfg = self.run_config({"train": {"out_dir": str(run)}})
+        if state.is_file():
+            import json
+
+            saved = json.loads(state.read_text(encoding="utf-8"))
+            if saved["step"] >= saved.get("total_steps", cfg.train.max_steps):
+                return run
+            trainer = Trainer.resume(run)
+        else:
+            log(f"{self.name}: training the model to sample from into {run}")
+            trainer = Trainer(cfg)
+        try:
+            trainer.train()
+        finally:
+            trainer.close()
+        return run
+
     def cells(self) -> list[dict[str, Any]]:
         """The grid: one dict per cell, each with a unique string "cell"."""
         raise NotImplementedError

@@ -65,6 +65,9 @@ class DataScaling(Experiment):
         started = time.perf_counter()
         if (cell_dir / CHECKPOINT / "trainer_state.json").is_file():
             trainer = Trainer.resume(cell_dir)  # a killed experiment continues this run where it stopped
+            # settings that do not change the training trajectory follow the spec as it is now
+            for key in ("eval_passes", "early_stop_patience"):
+                setattr(trainer.cfg.train, key, getattr(t, key))
         else:
             trainer = Trainer(cfg, dataset=dataset)
         try:

@@ -1,0 +1,79 @@
+"""`sampler-ablation`: sampler and number of denoising steps against quality and latency.
+
+Per cell (sampler, steps): `num_samples` unconditional samples (each label in turn for a model
+trained with labels), timed end to end (tokens/s of the sampler call), scored with the standard
+generation figures (eval/generation.py): perplexity under an `evaluator`, grammaticality on the
+built-in corpus, unigram entropy, distinct-n, self-BLEU. Every cell uses the same seed. Plots:
+each quality figure against steps (one line per sampler) and against tokens/s.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError
+from .base import Experiment, register
+from .guidance_sweep import _evaluator
+from .plots import as_float, new_grid, save
+
+
+@register
+class SamplerAblation(Experiment):
+    name = "sampler-ablation"
+    summary = "sampler and number of steps against quality and latency"
+    options = {
+        "checkpoint": None,  # else a model is trained from `base`
+        "samplers": ["ancestral", "cached", "confidence"],
+        "steps": [8, 16, 32, 64],
+        "num_samples": 64,
+        "temperature": None, "top_p": None,
+        "evaluator": None,
+        "seed": 0,
+    }
+
+    def cells(self) -> list[dict[str, Any]]:
+        steps = self.option("steps")
+        if not steps or any(not isinstance(s, int) or s < 1 for s in steps):
+            raise ConfigError("steps must be a list of positive integers (denoising steps)")
+        return [{"cell": f"{sampler}-{n}", "sampler": sampler, "steps": n}
+                for sampler in self.option("samplers") for n in steps]
+
+    def run_cell(self, cell: dict[str, Any], cell_dir: Path) -> list[dict[str, Any]]:
+        from ..model import DiffusionLM
+        from ..eval.generation import generation_figures
+
+        lm = DiffusionLM.load_checkpoint(self.model_checkpoint())
+        n = self.option("num_samples")
+        labels = lm.balanced_labels(n)
+        lm.sample_ids(num_samples=1, sampler=cell["sampler"], steps=cell["steps"], label=labels[:1] if labels else None)  # warm-up
+        start = time.perf_counter()
+        ids = lm.sample_ids(num_samples=n, sampler=cell["sampler"], steps=cell["steps"], label=labels,
+                            seed=self.option("seed"), temperature=self.option("temperature"), top_p=self.option("top_p"))
+        seconds = time.perf_counter() - start
+        texts = lm.decode(ids)
+        cell_dir.mkdir(parents=True, exist_ok=True)
+        (cell_dir / "samples.txt").write_text("".join(t + "\n" for t in texts), encoding="utf-8")
+        figures = generation_figures(texts, [lm.tokenizer.encode(t, add_special_tokens=False) for t in texts],
+                                     evaluator=_evaluator(self.option("evaluator")),
+                                     builtin=lm.cfg.data.dataset.startswith("builtin"), labels=labels,
+                                     label_column=lm.cfg.data.label_column)
+        return [{"sampler": cell["sampler"], "steps": cell["steps"], "samples": n, "seconds": round(seconds, 3),
+                 "tokens_per_s": ids.numel() / seconds, **figures}]
+
+    def plot(self, rows: list[dict[str, str]]) -> list[Path]:
+        names = [k for k in ("gen_ppl", "grammatical", "unigram_entropy", "distinct_2") if k in rows[0]]
+        paths = []
+        for x_key, x_label, file in (("steps", "denoising steps", "quality_vs_steps.png"),
+                                     ("tokens_per_s", "tokens/s", "quality_vs_speed.png")):
+            fig, axes = new_grid(len(names), width=3.6)
+            for ax, name in zip(axes, names):
+                for sampler in sorted({r["sampler"] for r in rows}):
+                    pts = sorted((as_float(r[x_key]), as_float(r[name])) for r in rows if r["sampler"] == sampler)
+                    ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=sampler)
+                ax.set_xscale("log")
+                ax.set_xlabel(x_label)
+                ax.set_title(name)
+                ax.legend(fontsize=7)
+            paths.append(save(fig, self.out_dir / file))
+        return paths
