@@ -104,6 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     plot = sub.add_parser("plot", help="redraw an experiment's plots from its results.csv")
     plot.add_argument("folder", help="the folder `dlms experiment` wrote")
+    plot.add_argument("--copy_to", default=None, help="also copy report.md, the plots and the CSV files here (e.g. docs/)")
     return parser
 
 
@@ -213,16 +214,23 @@ def cmd_experiment(args: argparse.Namespace) -> int:
     from .experiments import load_experiment, run_experiment
 
     exp = load_experiment(args.config, args.name, args.out_dir)
+    exp.out_dir.mkdir(parents=True, exist_ok=True)
+    command = " ".join(["dlms experiment", args.name, "--config", args.config,
+                        *(["--out_dir", args.out_dir] if args.out_dir else [])])
+    (exp.out_dir / "command.txt").write_text(command + "\n", encoding="utf-8")
     results = run_experiment(exp, progress=not args.no_progress)
     print(f"results: {results}")
     return 0
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
-    from .experiments import redraw_plots
+    from .experiments import copy_report, redraw_plots
 
     for path in redraw_plots(args.folder):
         print(f"wrote {path}")
+    if args.copy_to:
+        for path in copy_report(args.folder, args.copy_to):
+            print(f"copied {path}")
     return 0
 
 

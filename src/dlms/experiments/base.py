@@ -91,6 +91,11 @@ class Experiment:
         """Draw the PNG plots from the rows of results.csv (values as strings); return their paths."""
         raise NotImplementedError
 
+    def report(self, rows: list[dict[str, str]], plots: list[Path]) -> str:
+        """A Markdown report made from results.csv alone: the command, the table, the plots."""
+        return "\n".join([f"# {self.name}: {self.summary}", "", *command_lines(self.out_dir), "",
+                          markdown_table(rows), "", *[f"![{p.stem}]({p.name})" for p in plots], ""])
+
 
 def _flatten(data: dict[str, Any], prefix: list[str] | None = None):
     for key, value in data.items():
@@ -117,6 +122,30 @@ def load_experiment(config: str | Path, name: str | None = None, out_dir: str | 
                           f"known keys: {', '.join(sorted(known))}")
     folder = Path(out_dir or spec.get("out_dir") or f"runs/experiments/{named}")
     return cls(spec, folder)
+
+
+def markdown_table(rows: list[dict[str, Any]], columns: list[str] | None = None) -> str:
+    """Rows as a Markdown table; numbers shown with 4 significant digits."""
+    columns = columns or list(rows[0])
+
+    def shown(value: Any) -> str:
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            return str(value)
+        return str(value) if float(number).is_integer() and "." not in str(value) else f"{number:.4g}"
+
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(shown(r.get(c, "")) for c in columns) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def command_lines(out_dir: Path) -> list[str]:
+    """How the folder was made (command.txt, written by `dlms experiment`), as Markdown lines."""
+    command = out_dir / "command.txt"
+    if not command.is_file():
+        return []
+    return ["Made with:", "", "```", command.read_text(encoding="utf-8").strip(), f"dlms plot {out_dir}", "```"]
 
 
 def read_results(out_dir: Path) -> list[dict[str, str]]:
@@ -180,4 +209,20 @@ def redraw_plots(out_dir: str | Path, exp: Experiment | None = None) -> list[Pat
     rows = read_results(out_dir)
     if not rows:
         raise ConfigError(f"'{out_dir / RESULTS}' has no results yet; run the experiment first")
-    return exp.plot(rows)
+    plots = exp.plot(rows)
+    report = out_dir / "report.md"
+    report.write_text(exp.report(rows, plots), encoding="utf-8")
+    return [*plots, report]
+
+
+def copy_report(out_dir: str | Path, dest: str | Path) -> list[Path]:
+    """Copy an experiment's report.md, plots and CSV files into `dest` (e.g. a docs/ folder)."""
+    import shutil
+
+    out_dir, dest = Path(out_dir), Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    copied = []
+    for path in sorted(out_dir.iterdir()):
+        if path.suffix in (".md", ".png", ".csv", ".yaml", ".txt") and path.is_file():
+            copied.append(Path(shutil.copy2(path, dest / path.name)))
+    return copied

@@ -19,7 +19,7 @@ from typing import Any
 
 from ..assembly import dataset_from_config
 from ..errors import ConfigError
-from .base import Experiment, register
+from .base import Experiment, command_lines, markdown_table, register
 from .plots import as_float, new_figure, new_grid, save
 
 
@@ -101,6 +101,26 @@ class DataScaling(Experiment):
             write_csv(self.out_dir / "curves.csv", curves)
         return [self._plot_crossover(rows), self._plot_curves(rows, curves)]
 
+    def report(self, rows: list[dict[str, str]], plots: list[Path]) -> str:
+        columns = ["family", "unique_tokens", "epochs", "best_val_loss", "best_val_se", "best_epoch",
+                   "final_val_loss", "stopped_early", "train_minutes"]
+        budgets = ", ".join(f"{int(u):,}" for u in self.option("unique_tokens"))
+        base = self.run_config()
+        return "\n".join([
+            "# Data-scaling study: AR against diffusion under repeated data", "",
+            f"Data: `{base.data.dataset}` ({base.data.layout} {base.data.seq_len}-token rows, "
+            f"{base.data.vocab_size}-token BPE, validation: the last {base.data.val_fraction:.0%} of the examples). "
+            f"Model: the `{base.model.preset}` preset for every family. Each run trains on the first U tokens of "
+            f"the training split (U = {budgets}) for {self.option('total_tokens'):,} tokens in all, i.e. "
+            "total / U epochs. Best validation loss: the weights of the best validation during training, "
+            f"re-evaluated on the whole validation split ({self.option('final_passes')} Monte Carlo passes of "
+            "the ELBO for diffusion, with its standard error; exact NLL for AR).", "",
+            *command_lines(self.out_dir), "",
+            markdown_table(rows, columns), "",
+            "## What it shows", "", *_verdict(rows), "", *_run_notes(rows), "",
+            *[f"![{p.stem}]({p.name})" for p in plots], "",
+        ])
+
     def _plot_crossover(self, rows: list[dict[str, str]]) -> Path:
         fig, ax = new_figure()
         for family in sorted({r["family"] for r in rows}):
@@ -141,3 +161,42 @@ def validation_curve(metrics_file: Path, steps_per_epoch: int) -> list[dict[str,
                 points.append({"step": record["step"], "epoch": round(record["step"] / steps_per_epoch, 3),
                                "val_nll": record["val_nll"], "val_se": record.get("val_se", 0.0)})
     return points
+
+
+def _verdict(rows: list[dict[str, str]]) -> list[str]:
+    """The comparison the study is about, in words made from the numbers: at the smallest budget
+    is diffusion's best below AR's, and at the largest is AR's below diffusion's?"""
+    families = {r["family"] for r in rows}
+    if "ar" not in families or len(families) < 2:
+        return []
+    budgets = sorted({int(as_float(r["unique_tokens"])) for r in rows})
+    best = {(r["family"], int(as_float(r["unique_tokens"]))): (as_float(r["best_val_loss"]), as_float(r["best_val_se"]))
+            for r in rows}
+    lines = []
+    outcome = {}
+    for name, budget in (("smallest", budgets[0]), ("largest", budgets[-1])):
+        for family in sorted(families - {"ar"}):
+            if (family, budget) not in best or ("ar", budget) not in best:
+                continue
+            (d, d_se), (a, _) = best[(family, budget)], best[("ar", budget)]
+            lower = family if d < a else "ar"
+            outcome[(name, family)] = lower
+            lines.append(f"- {name} budget (U = {budget:,} tokens): {family} best {d:.3f} +- {d_se:.3f}, "
+                         f"ar best {a:.3f}: **{lower}** is lower by {abs(d - a):.3f} nats/token.")
+    for family in sorted(families - {"ar"}):
+        if ("smallest", family) in outcome and ("largest", family) in outcome:
+            reproduced = outcome[("smallest", family)] == family and outcome[("largest", family)] == "ar"
+            lines.append(f"- The paper's qualitative result ({family} better at the smallest budget, ar at the "
+                         f"largest) is **{'reproduced' if reproduced else 'not reproduced'}** here.")
+    return lines
+
+
+def _run_notes(rows: list[dict[str, str]]) -> list[str]:
+    """Per cell: where the best came and why the run ended (overfitting or the token budget)."""
+    notes = []
+    for r in rows:
+        ended = ("stopped early: no new best for several validations (overfitting)" if r["stopped_early"] == "True"
+                 else "ran the whole token budget")
+        notes.append(f"- {r['cell']}: best at epoch {as_float(r['best_epoch']):.1f} of {as_float(r['epochs']):.1f}; "
+                     f"{ended}; {as_float(r['train_minutes']):.1f} min.")
+    return notes
