@@ -10,7 +10,7 @@ from dlms.config import RunConfig, config_from_dict, load_config, save_config
 from dlms.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
-CONFIG_FILES = sorted((REPO / "configs").glob("**/*.yaml"))
+CONFIG_FILES = sorted((REPO / "configs").glob("*.yaml"))  # run configs; experiment specs below
 
 
 def test_defaults_load():
@@ -144,6 +144,17 @@ def test_missing_and_invalid_yaml_files(tmp_path):
 @pytest.mark.parametrize("path", CONFIG_FILES, ids=[p.name for p in CONFIG_FILES])
 def test_shipped_configs_load(path):
     assert isinstance(load_config(path), RunConfig)
+
+
+EXPERIMENT_FILES = sorted((REPO / "configs" / "experiments").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", EXPERIMENT_FILES, ids=[p.name for p in EXPERIMENT_FILES])
+def test_shipped_experiment_configs_load(path):
+    from dlms.experiments import load_experiment
+
+    exp = load_experiment(path)
+    assert exp.cells() and exp.out_dir.parts[0] == "runs"
 
 
 def test_save_then_load_round_trip(tmp_path):
