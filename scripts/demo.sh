@@ -17,7 +17,7 @@ echo "== trained in $(( $(date +%s) - start )) s"
 echo "== autoregressive baseline (a sample per review label in turn, temperature 0.7)"
 dlms eval --checkpoint runs/demo-ar --num_samples 200 --passes 1
 echo "== masked diffusion, confidence-ordered sampler (24 steps, each label in turn, temperature 0.7)"
-dlms eval --checkpoint runs/demo-masked --ar_checkpoint runs/demo-ar --num_samples 200 --passes 8
+dlms eval --checkpoint runs/demo-masked --evaluator runs/demo-ar --num_samples 200 --passes 8
 echo "== for comparison: unconditional samples at temperature 1 (AR; masked ancestral and confidence)"
 dlms eval --checkpoint runs/demo-ar --num_samples 200 --passes 0 --label none --temperature 1 | tail -1
 dlms eval --checkpoint runs/demo-masked --num_samples 200 --passes 0 --label none --temperature 1 --sampler ancestral | tail -1

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import math
-import time
 from pathlib import Path
 from typing import Any
 
@@ -62,7 +61,6 @@ class DataScaling(Experiment):
         evals = evals.get(family, 40) if isinstance(evals, dict) else evals
         every = max(1, round(epochs / evals)) * steps_per_epoch
         t.max_steps, t.num_epochs, t.eval_every, t.save_every = max_steps, None, every, every
-        started = time.perf_counter()
         if (cell_dir / CHECKPOINT / "trainer_state.json").is_file():
             trainer = Trainer.resume(cell_dir)  # a killed experiment continues this run where it stopped
             # settings that do not change the training trajectory follow the spec as it is now
@@ -85,7 +83,7 @@ class DataScaling(Experiment):
             "steps_per_epoch": steps_per_epoch, "steps": summary["step"], "stopped_early": summary["stopped_early"],
             "best_step": best_point["step"], "best_epoch": best_point["epoch"],
             "best_val_loss": final["nll"], "best_val_se": final["se"], "best_val_bound": final["bound"],
-            "final_val_loss": curve[-1]["val_nll"], "train_minutes": round((time.perf_counter() - started) / 60, 2),
+            "final_val_loss": curve[-1]["val_nll"], "train_minutes": round(_training_seconds(cell_dir / "metrics.jsonl") / 60, 2),
         }]
 
     def plot(self, rows: list[dict[str, str]]) -> list[Path]:
@@ -200,3 +198,10 @@ def _run_notes(rows: list[dict[str, str]]) -> list[str]:
         notes.append(f"- {r['cell']}: best at epoch {as_float(r['best_epoch']):.1f} of {as_float(r['epochs']):.1f}; "
                      f"{ended}; {as_float(r['train_minutes']):.1f} min.")
     return notes
+
+
+def _training_seconds(metrics_file: Path, gap: float = 300.0) -> float:
+    """Wall time of a run from its metrics log, leaving out pauses longer than `gap` seconds (a
+    killed experiment waiting to be started again)."""
+    times = [json.loads(line)["time"] for line in metrics_file.read_text(encoding="utf-8").splitlines() if line]
+    return sum(b - a for a, b in zip(times, times[1:]) if b - a < gap)
