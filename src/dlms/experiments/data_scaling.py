@@ -186,7 +186,27 @@ def _verdict(rows: list[dict[str, str]]) -> list[str]:
             reproduced = outcome[("smallest", family)] == family and outcome[("largest", family)] == "ar"
             lines.append(f"- The paper's qualitative result ({family} better at the smallest budget, ar at the "
                          f"largest) is **{'reproduced' if reproduced else 'not reproduced'}** here.")
+            if not reproduced:
+                lines += _why_not(rows, family, budgets[0])
     return lines
+
+
+def _why_not(rows: list[dict[str, str]], family: str, budget: int) -> list[str]:
+    """What limited the diffusion model at the smallest budget, read off its run."""
+    cell = next((r for r in rows if r["family"] == family and int(as_float(r["unique_tokens"])) == budget), None)
+    if cell is None:
+        return []
+    best, total = as_float(cell["best_epoch"]), as_float(cell["epochs"])
+    if cell["stopped_early"] == "True":
+        return [f"- Why: at U = {budget:,} the {family} model overfit too (its best came at epoch {best:.0f} of "
+                f"{total:.0f}, then validation loss rose until the run stopped), so more compute would not lower "
+                "its best: at this model size the unique data, not the epochs, is what limits it."]
+    if best >= 0.8 * total:
+        return [f"- Why: at U = {budget:,} the {family} model was still improving when the token budget ran out "
+                f"(best at epoch {best:.0f} of {total:.0f}): it is limited by compute; a larger total_tokens "
+                "may change the outcome."]
+    return [f"- Why: at U = {budget:,} the {family} model's best came at epoch {best:.0f} of {total:.0f} and "
+            "it did not improve afterwards; see the curves."]
 
 
 def _run_notes(rows: list[dict[str, str]]) -> list[str]:
