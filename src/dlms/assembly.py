@@ -10,6 +10,7 @@ from dataclasses import replace
 import torch
 
 from .backbones import build_backbone, resolve_model_config
+from .backbones.huggingface import BUILTIN, load_hf_config
 from .config import DataConfig, RunConfig
 from .errors import ConfigError
 from .methods import SpecialTokens, build_method
@@ -51,14 +52,37 @@ def resolve_run_config(cfg: RunConfig, method, label_names: dict[str, list[str]]
             raise ConfigError(f"model.num_classes={model.num_classes} but label column "
                               f"'{cfg.data.label_column}' has {len(names)} values; leave it 0")
         model = replace(model, num_classes=len(names))
-    return replace(cfg, model=model)
+    # What the method needs of the backbone: time conditioning, a wider input (gaussian: [z_t, x0, flag]).
+    if getattr(method, "needs_time", False):
+        model = replace(model, time_conditioning=True)
+    input_width = getattr(method, "input_width", None)
+    if input_width is not None:
+        embed_dim = model.d_model if model.backbone == BUILTIN else int(load_hf_config(model.backbone).hidden_size)
+        model = replace(model, input_dim=input_width(embed_dim))
+    # The schedule by its resolved name ("auto" -> the method's default), so saved runs are explicit.
+    method_cfg = replace(cfg.method, schedule=getattr(method, "schedule_name", cfg.method.schedule))
+    return replace(cfg, model=model, method=method_cfg)
 
 
-def build_parts(cfg: RunConfig, tokenizer):
-    """(method, backbone) for a resolved config and its tokenizer."""
+def build_parts(cfg: RunConfig, tokenizer, checkpoint=None):
+    """(method, backbone) for a resolved config and its tokenizer; `checkpoint`: the folder whose
+    weights go in next (a pretrained backbone is rebuilt from the architecture saved there)."""
     special = special_tokens(tokenizer)
     method = build_method(cfg.method, special)
-    return method, build_backbone(cfg.model, special.vocab_size)
+    return method, build_backbone(cfg.model, special.vocab_size, checkpoint)
+
+
+def backbone_tokenizer(cfg: RunConfig) -> RunConfig:
+    """A pretrained backbone brings its tokenizer: `data.tokenizer` null becomes `model.backbone`.
+
+    The backbone is looked up first, so that one that cannot be found is a one-line error
+    before any data work."""
+    if cfg.model.backbone == BUILTIN:
+        return cfg
+    load_hf_config(cfg.model.backbone)
+    if cfg.data.tokenizer is None:
+        cfg = replace(cfg, data=replace(cfg.data, tokenizer=cfg.model.backbone))
+    return cfg
 
 
 def bf16_is_fast(device: torch.device) -> bool:

@@ -27,6 +27,7 @@ TRAIN_FLAGS = {
     "max_steps": ("train.max_steps", int), "dataset": ("data.dataset", str), "max_examples": ("data.max_examples", int),
     "device": ("train.device", str), "seq_len": ("data.seq_len", int), "out_dir": ("train.out_dir", str),
     "preset": ("model.preset", str), "label_column": ("data.label_column", str), "seed": ("train.seed", int),
+    "backbone": ("model.backbone", str),
 }
 
 
@@ -34,13 +35,16 @@ def _add_sampling_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", default=DEFAULT_RUN, help=f"run folder written by `dlms train` (default {DEFAULT_RUN})")
     p.add_argument("--prompt", default=None, help="text the sample starts with (held fixed)")
     p.add_argument("--seq_len", type=int, default=None, help="tokens per sample, prompt included")
-    p.add_argument("--sampler", default=None, help="ancestral, cached, confidence (masked) or ar")
+    p.add_argument("--sampler", default=None, help="ancestral, cached, confidence (masked), ddpm, ddim (gaussian) or ar")
     p.add_argument("--label", default=None, help="class to condition on (models trained with a label column)")
     p.add_argument("--guidance_scale", type=float, default=None, help="classifier-free guidance scale (1 = off)")
     p.add_argument("--temperature", type=float, default=None)
     p.add_argument("--top_k", type=int, default=None)
     p.add_argument("--top_p", type=float, default=None)
     p.add_argument("--tokens_per_step", type=int, default=None, help="confidence sampler: tokens unmasked per step")
+    p.add_argument("--eta", type=float, default=None, help="ddim sampler: 0 deterministic ... 1 as noisy as ddpm")
+    p.add_argument("--clamp", action="store_true", default=None,
+                   help="ddpm/ddim samplers: snap each x0 estimate to the nearest token embedding")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--device", default="auto")
 
@@ -154,7 +158,7 @@ def _load(args: argparse.Namespace):
 def _sampling_kwargs(args: argparse.Namespace) -> dict:
     return {"label": args.label, "sampler": args.sampler, "temperature": args.temperature, "top_k": args.top_k,
             "top_p": args.top_p, "tokens_per_step": args.tokens_per_step, "seed": args.seed,
-            "guidance": args.guidance_scale}
+            "guidance": args.guidance_scale, "eta": args.eta, "clamp": args.clamp}
 
 
 def cmd_generate(args: argparse.Namespace) -> int:

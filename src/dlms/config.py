@@ -25,17 +25,22 @@ _FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 class MethodConfig:
     """Which diffusion (or AR) method, and its noise schedule."""
 
-    name: Literal["masked", "ar"] = "masked"
-    schedule: str = "loglinear"  # a name in dlms.schedules.SCHEDULES
+    name: Literal["masked", "gaussian", "ar"] = "masked"
+    # A name in dlms.schedules.SCHEDULES of the method's kind; auto: the method's default
+    # (masked: loglinear, gaussian: logsnr-cosine). Training saves the resolved name.
+    schedule: str = "auto"
     antithetic: bool = True  # stratified t across the batch: lower-variance loss
-    eps: float = 1e-3  # smallest t, keeps the 1/t weight finite
+    eps: float = 1e-3  # masked: smallest t, keeps the 1/t weight finite
+    freeze_embeddings: bool = False  # gaussian: keep the token embeddings (the diffusion space) fixed
+    prefix_prob: float = 0.5  # gaussian: share of training rows with a clean prompt prefix (the rest: unconditional)
+    mse_weight: float = 1.0  # gaussian: loss = cross-entropy + mse_weight * MSE of the x0 estimate
 
 
 @dataclass
 class ModelConfig:
     """The backbone. `preset` fills every size field left as null."""
 
-    backbone: str = "transformer"
+    backbone: str = "transformer"  # the built-in network, or a Hugging Face causal LM: a folder or Hub id
     preset: Literal["tiny", "small", "base"] = "small"
     d_model: Optional[int] = None
     n_layers: Optional[int] = None
@@ -45,7 +50,12 @@ class ModelConfig:
     causal: Optional[bool] = None  # null: what the method needs
     time_conditioning: bool = False
     num_classes: int = 0  # >0 adds class conditioning with a null class for guidance
+    input_dim: int = 0  # >0: inputs_embeds of this width, projected to d_model (set by the method: gaussian)
     qk_norm: bool = True
+    skip_connections: bool = False  # U-ViT long skips: block i feeds block n-1-i through Linear(2D -> D)
+    # How time/class conditioning enters each block: adaln (shift, scale, gate on the norms)
+    # or film (scale, shift on each block's output); ignored by an unconditioned backbone.
+    time_conditioning_style: Literal["adaln", "film"] = "adaln"
 
 
 @dataclass
@@ -109,6 +119,8 @@ class SampleConfig:
     top_p: float = 1.0
     guidance_scale: float = 1.0
     tokens_per_step: Optional[int] = None
+    eta: float = 0.0  # ddim: 0 deterministic, 1 as stochastic as ddpm
+    clamp: bool = False  # ddpm/ddim: snap each x0 estimate to the nearest token embedding
     seed: int = 0
 
 
@@ -227,6 +239,9 @@ _RANGES = [
     ("train.save_every", lambda v: v >= 1, "at least 1"),
     ("train.log_every", lambda v: v >= 1, "at least 1"),
     ("method.eps", lambda v: 0 < v < 0.5, "in (0, 0.5)"),
+    ("method.prefix_prob", lambda v: 0 <= v <= 1, "in [0, 1]"),
+    ("method.mse_weight", lambda v: v >= 0, "at least 0"),
+    ("sample.eta", lambda v: 0 <= v <= 1, "in [0, 1]"),
     ("sample.num_steps", lambda v: v >= 1, "at least 1"),
     ("eval.elbo_passes", lambda v: v >= 1, "at least 1"),
 ]

@@ -56,7 +56,7 @@ class DiffusionLM:
             tokenizer = load_tokenizer(str(ckpt / "tokenizer"))
         except DlmsError:
             raise CheckpointError(f"checkpoint '{path}' is damaged: its tokenizer folder cannot be read; retrain") from None
-        method, model = build_parts(cfg, tokenizer)
+        method, model = build_parts(cfg, tokenizer, checkpoint=ckpt)
         weights = ckpt / ("ema.safetensors" if use_ema and (ckpt / "ema.safetensors").exists() else "model.safetensors")
         load_weights(model, read_tensors(weights), weights)
         return cls(cfg, method, model, tokenizer, state.get("label_names", {}), resolve_device(device))
@@ -122,16 +122,18 @@ class DiffusionLM:
                guidance: float | None = None, *, label: Label | Sequence[Label] | None = None, num_samples: int = 1,
                sampler: str | None = None, temperature: float | None = None, top_k: int | None = None,
                top_p: float | None = None, tokens_per_step: int | None = None, seed: int | None = None,
+               eta: float | None = None, clamp: bool | None = None,
                callback: Callable[[int, int, list[str]], None] | None = None) -> list[str]:
         """`num_samples` texts of `length` tokens (prompt included; default the training seq_len).
 
         `guidance` is the classifier-free guidance scale for `label` (1 = plain conditional);
         `label` is one class for every sample or a list with one per sample.
+        `eta` and `clamp` are options of the gaussian samplers (ddim noise, snapping x0 to tokens).
         `callback(step, num_steps, texts)` sees the partly denoised texts after every step.
         """
         ids = self.sample_ids(prompt, length, steps, guidance, label=label, num_samples=num_samples,
                               sampler=sampler, temperature=temperature, top_k=top_k, top_p=top_p,
-                              tokens_per_step=tokens_per_step, seed=seed,
+                              tokens_per_step=tokens_per_step, seed=seed, eta=eta, clamp=clamp,
                               callback=(lambda i, n, x: callback(i, n, self.render(x))) if callback else None)
         return self.decode(ids)
 
@@ -179,12 +181,15 @@ class DiffusionLM:
                    num_samples: int = 1,
                    sampler: str | None = None, temperature: float | None = None, top_k: int | None = None,
                    top_p: float | None = None, tokens_per_step: int | None = None, seed: int | None = None,
+                   eta: float | None = None, clamp: bool | None = None,
                    callback: Callable[[int, int, torch.Tensor], None] | None = None) -> torch.Tensor:
         """Like `sample` but returns the token ids [num_samples, length]."""
         s = self.cfg.sample
         canvas, fixed = self.canvas(prompt, length, num_samples)
         if steps is not None and steps < 1:
             raise DlmsError(f"the number of denoising steps must be at least 1, got {steps}")
+        if eta is not None and not 0.0 <= eta <= 1.0:
+            raise DlmsError(f"eta must be in [0, 1] (0: deterministic ddim, 1: as noisy as ddpm), got {eta}")
         labels = self._label_ids(label, num_samples)
         generator = torch.Generator(device=self.device).manual_seed(s.seed if seed is None else seed)
         chosen = build_sampler(sampler or s.sampler, self.method, self.model)
@@ -193,6 +198,7 @@ class DiffusionLM:
             num_steps=steps or s.num_steps, temperature=s.temperature if temperature is None else temperature,
             top_k=s.top_k if top_k is None else top_k, top_p=s.top_p if top_p is None else top_p,
             tokens_per_step=tokens_per_step or s.tokens_per_step, generator=generator, callback=callback,
+            eta=s.eta if eta is None else eta, clamp=s.clamp if clamp is None else clamp,
         )
 
     def decode(self, ids: torch.Tensor) -> list[str]:
@@ -241,8 +247,9 @@ class DiffusionLM:
         `discrete_steps` T: the T-step discrete-time bound (diffusion only) instead of the
         continuous-time one.
         """
-        if discrete_steps is not None and not self.method.stochastic_bound:
-            raise DlmsError(f"a discrete-time bound needs a diffusion model; '{self.method.name}' has an exact NLL")
+        if discrete_steps is not None and not getattr(self.method, "supports_discrete_bound",
+                                                      self.method.stochastic_bound):
+            raise DlmsError(f"a discrete-time bound needs a masked diffusion model; '{self.method.name}' has none")
         e = self.cfg.eval
         data = dataset if (dataset is not None and not isinstance(dataset, (str, Path))) else self.dataset(dataset)
         return evaluate_likelihood(

@@ -16,7 +16,7 @@ CONFIG_FILES = sorted((REPO / "configs").glob("*.yaml"))  # run configs; experim
 def test_defaults_load():
     cfg = load_config()
     assert cfg == RunConfig()
-    assert cfg.method.name == "masked" and cfg.method.schedule == "loglinear"
+    assert cfg.method.name == "masked" and cfg.method.schedule == "auto"
     assert cfg.train.batch_size == 64 and cfg.model.preset == "small"
     assert config_from_dict({}) == RunConfig()
 

@@ -18,7 +18,7 @@ from dlms.config import MethodConfig, ModelConfig
 from dlms.errors import ConfigError
 from dlms.eval.likelihood import evaluate_likelihood
 from dlms.methods import SpecialTokens, build_method
-from dlms.schedules import SCHEDULES
+from dlms.schedules import schedule_names
 
 # pad=0, bos=1, eos=2, mask=3; the real tokens are 4..7.
 SPECIAL = SpecialTokens(pad=0, bos=1, eos=2, mask=3, vocab_size=8)
@@ -103,7 +103,7 @@ def test_corrupt_endpoints():
     assert masked.all() and (xt == SPECIAL.mask).all()
 
 
-@pytest.mark.parametrize("schedule", SCHEDULES.names())
+@pytest.mark.parametrize("schedule", schedule_names("masking"))
 def test_corrupt_masked_fraction_matches_mask_prob(schedule):
     m = method_for(schedule)
     torch.manual_seed(0)
@@ -294,7 +294,7 @@ def expected_elbo(method, model) -> torch.Tensor:
 
 # Every schedule truncates the integral where its mask probability reaches eps (method.t_min),
 # so the dropped sliver is the same for all of them; a fixed t = eps dropped 2% for `linear`.
-@pytest.mark.parametrize("schedule", SCHEDULES.names())
+@pytest.mark.parametrize("schedule", schedule_names("masking"))
 def test_expected_elbo_of_exact_denoiser_is_the_exact_nll(schedule):
     """With the exact denoiser the continuous-time ELBO is tight: E[sequence_nll] = -log p(x)
     up to the eps truncation. A wrong weight w(t), SUBS slip or mask/selection mix-up breaks it."""
@@ -308,7 +308,7 @@ def test_expected_elbo_of_exact_denoiser_is_the_exact_nll(schedule):
     assert (elbo - exact).min() > -2e-3 * exact.max()
 
 
-@pytest.mark.parametrize("schedule", SCHEDULES.names())
+@pytest.mark.parametrize("schedule", schedule_names("masking"))
 def test_expected_elbo_of_worse_model_exceeds_entropy(schedule):
     p = toy_table()
     method = method_for(schedule)

@@ -3,14 +3,17 @@ from __future__ import annotations
 
 from ..config import ModelConfig
 from ..errors import ConfigError
+from .huggingface import BUILTIN, HFBackbone, HFSpec, build_hf_backbone, resolve_hf_model_config
 from .presets import PRESETS
 from .transformer import Transformer, TransformerSpec
+
+_STYLES = ("adaln", "film")  # model.time_conditioning_style
 
 
 def resolve_model_config(cfg: ModelConfig, seq_len: int, causal: bool) -> ModelConfig:
     """Fill every size left null from the preset, `max_seq_len` from the data and `causal` from the method."""
-    if cfg.backbone != "transformer":
-        raise ConfigError(f"unknown backbone '{cfg.backbone}'; the built-in one is 'transformer'")
+    if cfg.backbone != BUILTIN:  # a Hugging Face model (folder or Hub id): its sizes are its own
+        return resolve_hf_model_config(cfg, seq_len, causal)
     preset = PRESETS[cfg.preset]
     values = {k: getattr(cfg, k) if getattr(cfg, k) is not None else v for k, v in preset.items()}
     max_len = cfg.max_seq_len or seq_len
@@ -18,19 +21,33 @@ def resolve_model_config(cfg: ModelConfig, seq_len: int, causal: bool) -> ModelC
         raise ConfigError(f"model.max_seq_len {max_len} is shorter than data.seq_len {seq_len}; raise it or leave it null")
     if cfg.causal is not None and cfg.causal != causal:
         raise ConfigError(f"model.causal={cfg.causal} does not suit this method (it needs causal={causal}); leave it null")
+    if cfg.time_conditioning_style not in _STYLES:
+        raise ConfigError(f"model.time_conditioning_style must be one of {', '.join(map(repr, _STYLES))}, "
+                          f"got {cfg.time_conditioning_style!r}")
+    if cfg.skip_connections and values["n_layers"] < 2:
+        raise ConfigError(f"model.skip_connections needs at least 2 layers, got n_layers={values['n_layers']}")
     from dataclasses import replace
 
     return replace(cfg, **values, max_seq_len=max_len, causal=causal)
 
 
-def build_backbone(cfg: ModelConfig, vocab_size: int) -> Transformer:
-    """A backbone from a resolved ModelConfig (see `resolve_model_config`)."""
+def build_backbone(cfg: ModelConfig, vocab_size: int, checkpoint=None) -> Transformer | HFBackbone:
+    """A backbone from a resolved ModelConfig (see `resolve_model_config`).
+
+    `checkpoint`: a checkpoint folder whose weights are loaded next; a pretrained backbone is
+    then rebuilt from the architecture saved there instead of its pretrained folder or Hub id.
+    """
+    if cfg.backbone != BUILTIN:
+        return build_hf_backbone(cfg, vocab_size, checkpoint)
     spec = TransformerSpec(
         vocab_size=vocab_size, max_seq_len=cfg.max_seq_len, d_model=cfg.d_model, n_layers=cfg.n_layers,
         n_heads=cfg.n_heads, mlp_hidden=cfg.mlp_hidden, causal=bool(cfg.causal),
         time_conditioning=cfg.time_conditioning, num_classes=cfg.num_classes, qk_norm=cfg.qk_norm,
+        skip_connections=cfg.skip_connections, time_conditioning_style=cfg.time_conditioning_style,
+        input_dim=cfg.input_dim,
     )
     return Transformer(spec)
 
 
-__all__ = ["PRESETS", "Transformer", "TransformerSpec", "build_backbone", "resolve_model_config"]
+__all__ = ["PRESETS", "HFBackbone", "HFSpec", "Transformer", "TransformerSpec", "build_backbone",
+           "resolve_model_config"]

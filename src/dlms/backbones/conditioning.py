@@ -1,7 +1,8 @@
 """Conditioning signals for the backbone: diffusion time and class labels.
 
 Both become one vector per sequence, `cond` [B, D], that modulates every block through an
-adaptive norm (shift, scale and gate, zero-initialised so a new model starts unconditioned).
+adaptive norm (shift, scale and gate) or FiLM (scale and shift of the block's output), both
+zero-initialised so a new model starts unconditioned.
 """
 from __future__ import annotations
 

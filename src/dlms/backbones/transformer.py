@@ -28,6 +28,9 @@ class TransformerSpec:
     time_conditioning: bool = False
     num_classes: int = 0
     qk_norm: bool = True
+    skip_connections: bool = False  # U-ViT long skips between mirrored early and late blocks
+    time_conditioning_style: str = "adaln"  # "adaln" or "film"; used only when conditioned
+    input_dim: int = 0  # >0: inputs_embeds [B, L, input_dim] go through Linear(input_dim -> d_model)
 
 
 def _modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
@@ -35,20 +38,34 @@ def _modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torc
 
 
 class Block(nn.Module):
-    """Pre-norm block: x + attn(norm(x)), then x + mlp(norm(x)); adaptive norm when conditioned."""
+    """Pre-norm block: x + attn(norm(x)), then x + mlp(norm(x)).
 
-    def __init__(self, spec: TransformerSpec, rotary: Rotary, conditioned: bool):
+    When conditioned: adaptive norm ("adaln": shift, scale, gate around attn and mlp) or FiLM
+    ("film": x * (1 + scale) + shift on the block's output). With `skip_in` (a late block of a
+    U-ViT backbone) the input is first Linear(2D -> D)(concat(x, skip)).
+    """
+
+    def __init__(self, spec: TransformerSpec, rotary: Rotary, conditioned: bool, skip_in: bool = False):
         super().__init__()
+        self.skip = nn.Linear(2 * spec.d_model, spec.d_model, bias=False) if skip_in else None
         self.norm1 = RMSNorm(spec.d_model)
         self.attn = Attention(spec.d_model, spec.n_heads, rotary, spec.causal, spec.qk_norm)
         self.norm2 = RMSNorm(spec.d_model)
         self.mlp = SwiGLU(spec.d_model, spec.mlp_hidden)
-        self.modulation = AdaptiveModulation(spec.d_model, 6) if conditioned else None
+        self.film = spec.time_conditioning_style == "film"
+        self.modulation = AdaptiveModulation(spec.d_model, 2 if self.film else 6) if conditioned else None
 
-    def forward(self, x: torch.Tensor, cond: torch.Tensor | None, cache: KVCache | None, layer: int) -> torch.Tensor:
-        if self.modulation is None:
+    def forward(self, x: torch.Tensor, cond: torch.Tensor | None, cache: KVCache | None, layer: int,
+                skip: torch.Tensor | None = None) -> torch.Tensor:
+        if self.skip is not None:
+            x = self.skip(torch.cat([x, skip], dim=-1))
+        if self.modulation is None or self.film:
             x = x + self.attn(self.norm1(x), cache, layer)
-            return x + self.mlp(self.norm2(x))
+            x = x + self.mlp(self.norm2(x))
+            if self.modulation is None:
+                return x
+            scale, shift = self.modulation(cond)
+            return _modulate(x, shift, scale)
         shift1, scale1, gate1, shift2, scale2, gate2 = self.modulation(cond)
         x = x + (1 + gate1) * self.attn(_modulate(self.norm1(x), shift1, scale1), cache, layer)
         return x + (1 + gate2) * self.mlp(_modulate(self.norm2(x), shift2, scale2))
@@ -63,10 +80,17 @@ class Transformer(nn.Module):
             raise ValueError(f"d_model {spec.d_model} is not divisible by n_heads {spec.n_heads}")
         self.spec = spec
         self.embed = nn.Embedding(spec.vocab_size, spec.d_model)
+        # Inputs wider than d_model (e.g. gaussian diffusion's [x_t, x0 estimate, flag]) are projected.
+        self.input_proj = nn.Linear(spec.input_dim, spec.d_model) if spec.input_dim > 0 else None
         self.conditioned = spec.time_conditioning or spec.num_classes > 0
         self.conditioner = Conditioner(spec.d_model, spec.time_conditioning, spec.num_classes) if self.conditioned else None
+        if spec.time_conditioning_style not in ("adaln", "film"):
+            raise ValueError(f"time_conditioning_style must be 'adaln' or 'film', got {spec.time_conditioning_style!r}")
         rotary = Rotary(spec.d_model // spec.n_heads, spec.max_seq_len)
-        self.blocks = nn.ModuleList(Block(spec, rotary, self.conditioned) for _ in range(spec.n_layers))
+        # U-ViT: the outputs of the first n//2 blocks feed the last n//2 (block i -> block n-1-i).
+        self.n_skips = spec.n_layers // 2 if spec.skip_connections else 0
+        self.blocks = nn.ModuleList(Block(spec, rotary, self.conditioned, skip_in=i >= spec.n_layers - self.n_skips)
+                                    for i in range(spec.n_layers))
         self.final_norm = RMSNorm(spec.d_model)
         self.final_modulation = AdaptiveModulation(spec.d_model, 2) if self.conditioned else None
         self.reset_parameters()
@@ -79,6 +103,11 @@ class Transformer(nn.Module):
         for block in self.blocks:
             nn.init.normal_(block.attn.out.weight, std=0.02 / (2 * self.spec.n_layers) ** 0.5)
             nn.init.normal_(block.mlp.down.weight, std=0.02 / (2 * self.spec.n_layers) ** 0.5)
+            if block.skip is not None:
+                # [identity | N(0, 0.02)]: the stream passes unchanged plus a small share of the skip,
+                # so its scale is kept and gradients reach the early block through the skip from step 0.
+                with torch.no_grad():
+                    block.skip.weight[:, : self.spec.d_model].copy_(torch.eye(self.spec.d_model))
 
     @property
     def null_class(self) -> int:
@@ -96,13 +125,21 @@ class Transformer(nn.Module):
         With a `cache` (causal models only) the tokens are placed after the cached ones.
         """
         x = self.embed(input_ids) if inputs_embeds is None else inputs_embeds
+        if inputs_embeds is not None and x.shape[-1] != self.spec.d_model:
+            if self.input_proj is None or x.shape[-1] != self.spec.input_dim:
+                raise ValueError(f"inputs_embeds of width {x.shape[-1]}: this backbone takes {self.spec.d_model}"
+                                 + (f" or {self.spec.input_dim}" if self.input_proj is not None else ""))
+            x = self.input_proj(x)
         if labels is not None and self.spec.num_classes == 0:
             raise ValueError("labels were given but this backbone has no class conditioning (model.num_classes=0)")
         cond = None
         if self.conditioner is not None:
             cond = self.conditioner(time, labels, x.shape[0], x.device)
+        skips: list[torch.Tensor] = []
         for i, block in enumerate(self.blocks):
-            x = block(x, cond, cache, i)
+            x = block(x, cond, cache, i, skips.pop() if block.skip is not None else None)
+            if i < self.n_skips:
+                skips.append(x)
         if cache is not None:
             cache.length += x.shape[1]
         x = self.final_norm(x)

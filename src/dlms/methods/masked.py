@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from ..config import MethodConfig
-from ..schedules import MaskingSchedule, build_schedule
+from ..schedules import MaskingSchedule, build_schedule, schedule_names
 from ..errors import ConfigError
 from .base import LossOutput, SpecialTokens, scored_positions, unwrap
 
@@ -21,13 +21,16 @@ class MaskedDiffusion:
     causal = False
     default_sampler = "ancestral"
     stochastic_bound = True  # the likelihood is a Monte Carlo estimate of a bound
+    supports_discrete_bound = True  # sequence_nll(discrete_steps=T): the T-step bound
 
     def __init__(self, cfg: MethodConfig, special: SpecialTokens):
         self.cfg = cfg
         self.special = special
-        self.schedule = build_schedule(cfg.schedule)
+        self.schedule_name = "loglinear" if cfg.schedule == "auto" else cfg.schedule
+        self.schedule = build_schedule(self.schedule_name)
         if not isinstance(self.schedule, MaskingSchedule):
-            raise ConfigError(f"schedule '{cfg.schedule}' is not a masking schedule; use loglinear, cosine or linear")
+            raise ConfigError(f"schedule '{self.schedule_name}' is not a masking schedule; the masked method "
+                              f"needs one of: {', '.join(schedule_names('masking'))} (or auto)")
         # Smallest t: where the mask probability reaches eps (keeps the 1/t-like weight finite).
         self.t_min = self.schedule.time_of_mask_prob(cfg.eps)
 

@@ -4,10 +4,12 @@ from __future__ import annotations
 from ..errors import ConfigError
 from ..registry import Registry
 from .autoregressive import AutoregressiveSampler
+from .gaussian import DDIMSampler, DDPMSampler
 from .masked import AncestralSampler, CachedAncestralSampler, ConfidenceSampler
 
 SAMPLERS: Registry = Registry("sampler")
-for _cls in (AncestralSampler, CachedAncestralSampler, ConfidenceSampler, AutoregressiveSampler):
+for _cls in (AncestralSampler, CachedAncestralSampler, ConfidenceSampler, AutoregressiveSampler, DDPMSampler,
+             DDIMSampler):
     SAMPLERS.register(_cls.name)(_cls)
 
 

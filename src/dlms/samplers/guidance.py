@@ -10,6 +10,12 @@ from typing import Callable
 import torch
 
 
+def mix_guidance(cond: torch.Tensor, uncond: torch.Tensor, scale: float) -> torch.Tensor:
+    """uncond + scale * (cond - uncond), in float32; exactly `cond` at scale 1."""
+    cond, uncond = cond.float(), uncond.float()
+    return cond if scale == 1.0 else uncond + scale * (cond - uncond)
+
+
 def guided_logits(forward: Callable[[torch.Tensor | None], torch.Tensor], labels: torch.Tensor | None,
                   null_label: int, scale: float) -> torch.Tensor:
     """`forward(labels)` -> logits [B, ...]; returns the guided logits [B, ...].
@@ -21,4 +27,4 @@ def guided_logits(forward: Callable[[torch.Tensor | None], torch.Tensor], labels
     null = torch.full_like(labels, null_label)
     both = forward(torch.cat([labels, null]))
     cond, uncond = both.float().chunk(2)
-    return uncond + scale * (cond - uncond)
+    return mix_guidance(cond, uncond, scale)

@@ -1,5 +1,6 @@
 """Noise schedules: maths of t in [0, 1]; they import torch and nothing else of the project."""
-from . import masking  # noqa: F401  (registers the masking schedules)
+from . import gaussian, masking  # noqa: F401  (register the schedules)
+from .gaussian import GaussianSchedule
 from .masking import MaskingSchedule
 from .registry import SCHEDULES
 
@@ -9,4 +10,9 @@ def build_schedule(name: str):
     return SCHEDULES.get(name)()
 
 
-__all__ = ["SCHEDULES", "MaskingSchedule", "build_schedule"]
+def schedule_names(kind: str) -> list[str]:
+    """Registered schedules of one kind ("masking" or "gaussian"), sorted."""
+    return [n for n in SCHEDULES.names() if getattr(SCHEDULES.get(n), "kind", None) == kind]
+
+
+__all__ = ["SCHEDULES", "GaussianSchedule", "MaskingSchedule", "build_schedule", "schedule_names"]

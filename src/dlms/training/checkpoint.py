@@ -57,6 +57,9 @@ def save_checkpoint(run_dir: str | Path, *, cfg: RunConfig, model: torch.nn.Modu
     tmp.mkdir()
     save_config(cfg, tmp / "config.yaml")
     _write_tensors(model.state_dict(), tmp / "model.safetensors")
+    save_architecture = getattr(model, "save_architecture", None)
+    if save_architecture is not None:  # a pretrained backbone's config.json: rebuilt offline from here
+        save_architecture(tmp)
     if ema_state is not None:
         _write_tensors(ema_state, tmp / "ema.safetensors")
     tokenizer.save_pretrained(str(tmp / "tokenizer"))

@@ -10,13 +10,14 @@ import math
 import os
 import time
 from contextlib import nullcontext
+from copy import deepcopy
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from ..assembly import autocast_context, dataset_from_config, resolve_run_config, special_tokens
+from ..assembly import autocast_context, backbone_tokenizer, dataset_from_config, resolve_run_config, special_tokens
 from ..backbones import build_backbone
 from ..config import RunConfig, load_config, save_config
 from ..data import BatchIterator
@@ -37,6 +38,7 @@ class Trainer:
     def __init__(self, cfg: RunConfig | str | Path, dataset=None):
         if not isinstance(cfg, RunConfig):
             cfg = load_config(cfg)
+        cfg = backbone_tokenizer(cfg)  # a pretrained backbone is found first and brings its tokenizer
         self.device = resolve_device(cfg.train.device, int(os.environ.get("LOCAL_RANK", "0")))
         self.dist = init_distributed(self.device)
         if self.dist.enabled and dataset is None and not self.dist.is_main:
@@ -48,6 +50,8 @@ class Trainer:
         self.cfg = resolve_run_config(cfg, self.method, self.dataset.label_names)
         torch.manual_seed(self.cfg.train.seed)  # the same initial weights in every process
         self.model = build_backbone(self.cfg.model, self.method.special.vocab_size).to(self.device)
+        if hasattr(self.method, "prepare_backbone"):  # e.g. frozen embeddings: before DDP and the optimizer
+            self.method.prepare_backbone(self.model)
         self.train_model = (DistributedDataParallel(self.model) if self.dist.enabled else self.model)
         t = self.cfg.train
         self.loader = BatchIterator(self.dataset.train, t.batch_size, seed=t.seed, rank=self.dist.rank,
@@ -188,7 +192,7 @@ class Trainer:
         """The weights to evaluate and sample: the EMA weights when kept, else the live ones."""
         if self.ema is None:
             return self.model
-        copy = build_backbone(self.cfg.model, self.model.spec.vocab_size).to(self.device)
+        copy = deepcopy(self.model)  # not rebuilt: a pretrained backbone would be loaded again
         copy.load_state_dict({k: v.to(copy.state_dict()[k].dtype) for k, v in self.ema.state_dict().items()})
         return copy
 

@@ -1,0 +1,137 @@
+"""Samplers for gaussian (embedding) diffusion: DDPM (ancestral) and DDIM.
+
+Both start from Gaussian noise z_1 [B, L, D] drawn from the generator (or given as `noise`),
+walk a grid of `num_steps` times from 1 to 0, and return the argmax tokens [B, L] of the last
+x0 estimate. Positions held fixed (a prompt) stay at their clean embedding with the clean flag
+at every step and keep their tokens. Each step feeds the previous x0 estimate back to the
+network (self-conditioning). Options:
+
+- `eta` (DDIM): 0 is deterministic (no noise after z_1), 1 has DDPM's variance, in between mixes;
+- `clamp`: snap each x0 estimate to the nearest token embedding before the update;
+- `guidance_scale` (classifier-free): logits = uncond + scale * (cond - uncond), where the
+  unconditional prediction sees the prompt positions noised like the rest (no clean flag) and
+  the null class instead of `labels`.
+
+The callback sees the argmax tokens of the current x0 estimate [B, L] after every step.
+"""
+from __future__ import annotations
+
+import torch
+
+from .common import check_canvas
+from .guidance import mix_guidance
+from .masked import StepCallback
+
+
+def clamp_to_tokens(x0_hat: torch.Tensor, table: torch.Tensor, exclude: int | None = None) -> torch.Tensor:
+    """The nearest row of `table` [V, D] to each vector of x0_hat [..., D] (every row has the same
+    norm, so the nearest is the largest dot product); row `exclude` (the mask token) is never chosen."""
+    scores = x0_hat @ table.t()
+    if exclude is not None:
+        scores[..., exclude] = float("-inf")
+    return table[scores.argmax(-1)]
+
+
+class _GaussianSamplerBase:
+    method_names = ("gaussian",)
+
+    def __init__(self, method, model):
+        self.method = method
+        self.model = model
+
+    def coefficients(self, t: float, s: float) -> tuple[float, float, float, float]:
+        """alpha_t, sigma_t, alpha_s, sigma_s as floats (float64 maths)."""
+        sch = self.method.schedule
+        ts = torch.tensor([t, s], dtype=torch.float64)
+        a, sg = sch.alpha(ts).tolist(), sch.sigma(ts).tolist()
+        return a[0], sg[0], a[1], sg[1]
+
+    def update(self, z: torch.Tensor, x0_hat: torch.Tensor, t: float, s: float, eta: float,
+               generator: torch.Generator | None) -> torch.Tensor:
+        raise NotImplementedError
+
+    def estimate(self, z: torch.Tensor, t: torch.Tensor, fixed: torch.Tensor, prev: tuple, labels, scale: float,
+                 table: torch.Tensor, x0_fixed: torch.Tensor, uncond_noise: torch.Tensor | None):
+        """(log-probs [B, L, V], x0 estimate [B, L, D], x0 estimate of the unconditional branch or
+        None) at time t [B], guided when `uncond_noise` is given."""
+        m = self.method
+        if uncond_noise is None:
+            logits = m.network_logits(self.model, z, t, fixed, prev[0], labels)
+            return (*m.x0_estimate(logits, table), None)
+        alpha, sigma = m.schedule.alpha(t)[:, None, None], m.schedule.sigma(t)[:, None, None]
+        z_uncond = torch.where(fixed[..., None], alpha * x0_fixed + sigma * uncond_noise, z)
+        both_labels = None if labels is None else torch.cat([labels, torch.full_like(labels, self.model.null_class)])
+        prev_both = None if prev[0] is None else torch.cat(prev)
+        logits = m.network_logits(self.model, torch.cat([z, z_uncond]), t.repeat(2),
+                                  torch.cat([fixed, torch.zeros_like(fixed)]), prev_both, both_labels)
+        cond, uncond = logits.chunk(2)
+        logp, x0_hat = m.x0_estimate(mix_guidance(cond, uncond, scale), table)
+        return logp, x0_hat, m.x0_estimate(uncond, table)[1]
+
+    @torch.no_grad()
+    def sample(self, canvas: torch.Tensor, fixed: torch.Tensor | None = None, *, labels: torch.Tensor | None = None,
+               guidance_scale: float = 1.0, num_steps: int = 64, eta: float = 0.0, clamp: bool = False,
+               generator: torch.Generator | None = None, callback: StepCallback = None,
+               noise: torch.Tensor | None = None, **_) -> torch.Tensor:
+        """canvas [B, L] (token ids at the fixed positions), fixed bool [B, L] -> tokens [B, L].
+        `noise` [B, L, D]: the starting z_1 (default: drawn from `generator`)."""
+        fixed = check_canvas(canvas, fixed)
+        m = self.method
+        table = m.token_embeddings(self.model)  # [V, D]
+        batch, length = canvas.shape
+        shape = (batch, length, table.shape[1])
+        if noise is None:
+            noise = torch.randn(shape, generator=generator, device=canvas.device)
+        elif tuple(noise.shape) != shape:
+            raise ValueError(f"noise {tuple(noise.shape)} must have shape {shape}")
+        x0_fixed = table[canvas.clamp(0, table.shape[0] - 1)]
+        z = torch.where(fixed[..., None], x0_fixed, noise.to(table.dtype))
+        guided = guidance_scale != 1.0 and (labels is not None or bool(fixed.any()))
+        uncond_noise = torch.randn(shape, generator=generator, device=canvas.device) if guided else None
+        times = torch.linspace(1.0, 0.0, num_steps + 1, dtype=torch.float64).tolist()
+        prev: tuple = (None, None)
+        tokens = canvas
+        for i in range(num_steps):
+            t, s = times[i], times[i + 1]
+            t_batch = torch.full((batch,), t, device=canvas.device)
+            logp, x0_hat, x0_uncond = self.estimate(z, t_batch, fixed, prev, labels, guidance_scale, table,
+                                                    x0_fixed, uncond_noise)
+            x0_hat = torch.where(fixed[..., None], x0_fixed, x0_hat)
+            prev = (x0_hat, x0_uncond)
+            if clamp:
+                x0_hat = torch.where(fixed[..., None], x0_fixed, clamp_to_tokens(x0_hat, table, m.special.mask))
+            z = torch.where(fixed[..., None], x0_fixed, self.update(z, x0_hat, t, s, eta, generator))
+            tokens = torch.where(fixed, canvas, logp.argmax(-1))
+            if callback:
+                callback(i + 1, num_steps, tokens)
+        return tokens
+
+
+class DDPMSampler(_GaussianSamplerBase):
+    """Ancestral sampling: z_s drawn from the posterior q(z_s | z_t, x0 = x0_hat)."""
+
+    name = "ddpm"
+
+    def update(self, z, x0_hat, t, s, eta, generator):
+        a_t, s_t, a_s, s_s = self.coefficients(t, s)
+        a_ts = a_t / a_s
+        var_ts = max(s_t**2 - a_ts**2 * s_s**2, 0.0)  # variance of q(z_t | z_s)
+        mean = (a_ts * s_s**2 / s_t**2) * z + (a_s * var_ts / s_t**2) * x0_hat
+        std = (var_ts * s_s**2 / s_t**2) ** 0.5
+        return mean + std * torch.randn(z.shape, generator=generator, device=z.device)
+
+
+class DDIMSampler(_GaussianSamplerBase):
+    """DDIM: z_s = alpha_s x0_hat + sqrt(sigma_s^2 - c^2) eps_hat + c * noise, with
+    c = eta * sqrt(sigma_s^2 / sigma_t^2 * (1 - alpha_t^2 / alpha_s^2)); eta = 0 draws no noise."""
+
+    name = "ddim"
+
+    def update(self, z, x0_hat, t, s, eta, generator):
+        a_t, s_t, a_s, s_s = self.coefficients(t, s)
+        eps_hat = (z - a_t * x0_hat) / s_t
+        c = eta * max(s_s**2 / s_t**2 * (1.0 - a_t**2 / a_s**2), 0.0) ** 0.5
+        out = a_s * x0_hat + max(s_s**2 - c**2, 0.0) ** 0.5 * eps_hat
+        if eta > 0:
+            out = out + c * torch.randn(z.shape, generator=generator, device=z.device)
+        return out
