@@ -96,6 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="class of every sample ('none': unconditional); default: each class in turn")
     ev.add_argument("--temperature", type=float, default=None)
     ev.add_argument("--top_p", type=float, default=None)
+    ev.add_argument("--eta", type=float, default=None, help="ddim sampler: 0 deterministic ... 1 as noisy as ddpm")
+    ev.add_argument("--clamp", action="store_true", default=None, help="gaussian samplers: snap x0 estimates to tokens")
     ev.add_argument("--seed", type=int, default=0)
     ev.add_argument("--device", default="auto")
     ev.add_argument("--output", default=None, help="also write the results to this JSON file (and a .md table beside it)")
@@ -199,7 +201,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         passes=args.passes, max_sequences=args.max_sequences, batch_size=args.batch_size,
         discrete_steps=args.discrete_steps, num_samples=args.num_samples, num_steps=args.num_steps,
         sampler=args.sampler, seed=args.seed, device=args.device, label=args.label, temperature=args.temperature,
-        top_p=args.top_p, mauve=args.mauve, classifier=args.classifier, references=args.references,
+        top_p=args.top_p, eta=args.eta, clamp=args.clamp, mauve=args.mauve, classifier=args.classifier, references=args.references,
         multiple_choice=args.multiple_choice, max_items=args.max_items)
     from .eval.report import format_table
 

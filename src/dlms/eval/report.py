@@ -22,7 +22,7 @@ def evaluate_run(checkpoint: str, *, dataset: str | None = None, evaluator: str 
                  batch_size: int | None = None, discrete_steps: int | None = None, num_samples: int = 64,
                  num_steps: int | None = None, sampler: str | None = None, seed: int = 0, device: str = "auto",
                  label: str | None = None, temperature: float | None = None, top_p: float | None = None,
-                 mauve: bool = False, classifier: str | None = None, references: str | None = None,
+                 eta: float | None = None, clamp: bool | None = None, mauve: bool = False, classifier: str | None = None, references: str | None = None,
                  multiple_choice: str | None = None, max_items: int | None = None) -> dict[str, Any]:
     """Evaluate the run in `checkpoint`; returns a flat dict of figures (plus `examples`).
 
@@ -42,7 +42,7 @@ def evaluate_run(checkpoint: str, *, dataset: str | None = None, evaluator: str 
                                    discrete_steps or lm.cfg.sample.num_steps))
     if num_samples > 0:
         results.update(_generation(lm, judge, num_samples, num_steps, sampler, seed, label, temperature, top_p,
-                                   dataset, mauve, classifier))
+                                   dataset, mauve, classifier, {"eta": eta, "clamp": clamp}))
     if references:
         from .tasks import evaluate_references, read_reference_task
 
@@ -77,14 +77,14 @@ def _likelihood(lm, dataset, passes, max_sequences, batch_size, seed, discrete_s
 
 
 def _generation(lm, judge, num_samples, num_steps, sampler, seed, label, temperature, top_p, dataset, mauve,
-                classifier) -> dict[str, Any]:
+                classifier, gaussian_options) -> dict[str, Any]:
     if label is None:
         labels = lm.balanced_labels(num_samples)
     else:
         labels = None if label.lower() == "none" else [label] * num_samples
     start = time.perf_counter()
     ids = lm.sample_ids(num_samples=num_samples, steps=num_steps, sampler=sampler, seed=seed, label=labels,
-                        temperature=temperature, top_p=top_p)
+                        temperature=temperature, top_p=top_p, **gaussian_options)
     elapsed = time.perf_counter() - start
     texts = lm.decode(ids)
     rows = [lm.tokenizer.encode(t, add_special_tokens=False) for t in texts]
