@@ -491,3 +491,14 @@ def test_samplers_and_methods_must_match():
     assert "ddim" in str(info.value) and "ddpm" in str(info.value)
     with pytest.raises(ConfigError, match="ancestral"):
         build_sampler("ddim", build_method(MethodConfig(name="masked"), SPECIAL), model)
+
+
+def test_score_temperature_sharpens_the_interpolation_weights():
+    from dlms.samplers.gaussian import _tempered
+
+    logits = torch.tensor([[1.0, 2.0, 0.5]])
+    assert torch.equal(_tempered(logits, 1.0), logits)
+    assert torch.allclose(_tempered(logits, 0.5), logits * 2)
+    assert _tempered(logits, 0.0).softmax(-1).tolist() == [[0.0, 1.0, 0.0]]
+    # lower temperature: more weight on the likeliest token, so the estimate moves towards its embedding
+    assert _tempered(logits, 0.5).softmax(-1)[0, 1] > logits.softmax(-1)[0, 1]

@@ -51,13 +51,16 @@ class _GaussianSamplerBase:
         raise NotImplementedError
 
     def estimate(self, z: torch.Tensor, t: torch.Tensor, fixed: torch.Tensor, prev: tuple, labels, scale: float,
-                 table: torch.Tensor, x0_fixed: torch.Tensor, uncond_noise: torch.Tensor | None):
+                 table: torch.Tensor, x0_fixed: torch.Tensor, uncond_noise: torch.Tensor | None,
+                 temperature: float = 1.0):
         """(log-probs [B, L, V], x0 estimate [B, L, D], x0 estimate of the unconditional branch or
-        None) at time t [B], guided when `uncond_noise` is given."""
+        None) at time t [B], guided when `uncond_noise` is given. `temperature` scales the logits
+        before score interpolation (below 1 the estimate leans towards the likeliest tokens;
+        0 takes the likeliest token's embedding)."""
         m = self.method
         if uncond_noise is None:
             logits = m.network_logits(self.model, z, t, fixed, prev[0], labels)
-            return (*m.x0_estimate(logits, table), None)
+            return (*m.x0_estimate(_tempered(logits, temperature), table), None)
         alpha, sigma = m.schedule.alpha(t)[:, None, None], m.schedule.sigma(t)[:, None, None]
         z_uncond = torch.where(fixed[..., None], alpha * x0_fixed + sigma * uncond_noise, z)
         both_labels = None if labels is None else torch.cat([labels, torch.full_like(labels, self.model.null_class)])
@@ -65,13 +68,13 @@ class _GaussianSamplerBase:
         logits = m.network_logits(self.model, torch.cat([z, z_uncond]), t.repeat(2),
                                   torch.cat([fixed, torch.zeros_like(fixed)]), prev_both, both_labels)
         cond, uncond = logits.chunk(2)
-        logp, x0_hat = m.x0_estimate(mix_guidance(cond, uncond, scale), table)
-        return logp, x0_hat, m.x0_estimate(uncond, table)[1]
+        logp, x0_hat = m.x0_estimate(_tempered(mix_guidance(cond, uncond, scale), temperature), table)
+        return logp, x0_hat, m.x0_estimate(_tempered(uncond, temperature), table)[1]
 
     @torch.no_grad()
     def sample(self, canvas: torch.Tensor, fixed: torch.Tensor | None = None, *, labels: torch.Tensor | None = None,
                guidance_scale: float = 1.0, num_steps: int = 64, eta: float = 0.0, clamp: bool = False,
-               generator: torch.Generator | None = None, callback: StepCallback = None,
+               temperature: float = 1.0, generator: torch.Generator | None = None, callback: StepCallback = None,
                noise: torch.Tensor | None = None, **_) -> torch.Tensor:
         """canvas [B, L] (token ids at the fixed positions), fixed bool [B, L] -> tokens [B, L].
         `noise` [B, L, D]: the starting z_1 (default: drawn from `generator`)."""
@@ -95,7 +98,7 @@ class _GaussianSamplerBase:
             t, s = times[i], times[i + 1]
             t_batch = torch.full((batch,), t, device=canvas.device)
             logp, x0_hat, x0_uncond = self.estimate(z, t_batch, fixed, prev, labels, guidance_scale, table,
-                                                    x0_fixed, uncond_noise)
+                                                    x0_fixed, uncond_noise, temperature)
             x0_hat = torch.where(fixed[..., None], x0_fixed, x0_hat)
             prev = (x0_hat, x0_uncond)
             if clamp:
@@ -105,6 +108,15 @@ class _GaussianSamplerBase:
             if callback:
                 callback(i + 1, num_steps, tokens)
         return tokens
+
+
+def _tempered(logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """logits / temperature; temperature 0: a one-hot at the argmax (as log-probabilities)."""
+    if temperature == 1.0:
+        return logits
+    if temperature <= 0:
+        return torch.where(logits == logits.amax(-1, keepdim=True), 0.0, float("-inf"))
+    return logits / temperature
 
 
 class DDPMSampler(_GaussianSamplerBase):
