@@ -307,16 +307,17 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     for item in overrides or []:
         key, value = parse_override(item)
         set_dotted(data, key, value)
-    for key, value in _flatten(extra or {}):
+    for key, value in flatten(extra or {}):
         set_dotted(data, key, value)
     return config_from_dict(data)
 
 
-def _flatten(data: dict[str, Any], prefix: list[str] | None = None):
+def flatten(data: dict[str, Any], prefix: list[str] | None = None):
+    """Nested dicts -> (key path, value) pairs, e.g. {'train': {'seed': 1}} -> (['train', 'seed'], 1)."""
     for key, value in data.items():
         path = (prefix or []) + [key]
         if isinstance(value, dict):
-            yield from _flatten(value, path)
+            yield from flatten(value, path)
         else:
             yield path, value
 

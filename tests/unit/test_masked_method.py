@@ -265,6 +265,18 @@ def test_plain_times_are_not_stratified():
 MASK_PATTERNS = torch.tensor(list(itertools.product([False, True], repeat=TOY_LEN)))  # [8, 3]
 
 
+def pattern_cross_entropies(method, model) -> torch.Tensor:
+    """[64, 8]: the summed cross-entropy of the masked tokens for every (sequence, mask pattern);
+    every pattern is forced through `u` (0 = masked, 1 = kept) and the weight at t = 0.5 divided out."""
+    n, k = len(SEQS), len(MASK_PATTERNS)
+    x0 = SEQS.repeat_interleave(k, 0)
+    u = torch.where(MASK_PATTERNS.repeat(n, 1), 0.0, 1.0)
+    t_half = torch.full((n * k,), 0.5)
+    with torch.no_grad():
+        ce = method.sequence_nll(model, x0, t=t_half, u=u).double() / method.schedule.elbo_weight(t_half).double()
+    return ce.view(n, k)
+
+
 def expected_elbo(method, model) -> torch.Tensor:
     """The exact expectation of `sequence_nll` over t ~ U[eps, 1] and the masks, per sequence [64].
 
@@ -272,13 +284,8 @@ def expected_elbo(method, model) -> torch.Tensor:
     Gauss-Legendre quadrature on geometrically spaced pieces.
     """
     eps = method.t_min
-    n, k = len(SEQS), len(MASK_PATTERNS)
-    x0 = SEQS.repeat_interleave(k, 0)
-    u = torch.where(MASK_PATTERNS.repeat(n, 1), 0.0, 1.0)
-    t_half = torch.full((n * k,), 0.5)
-    with torch.no_grad():
-        ce = method.sequence_nll(model, x0, t=t_half, u=u).double() / method.schedule.elbo_weight(t_half).double()
-    ce = ce.view(n, k)  # sum of cross-entropies of the masked tokens, per (sequence, pattern)
+    n = len(SEQS)
+    ce = pattern_cross_entropies(method, model)
     nodes, weights = np.polynomial.legendre.leggauss(48)
     edges = np.geomspace(eps, 1.0, 25)
     n_masked = MASK_PATTERNS.sum(-1).double()
@@ -420,13 +427,7 @@ def test_evaluate_likelihood_se_shrinks_with_passes():
 
 def expected_discrete_elbo(method, model, steps: int) -> torch.Tensor:
     """The exact expectation of the `steps`-step discrete-time ELBO per sequence [64]: t = i / steps."""
-    n, k = len(SEQS), len(MASK_PATTERNS)
-    x0 = SEQS.repeat_interleave(k, 0)
-    u = torch.where(MASK_PATTERNS.repeat(n, 1), 0.0, 1.0)
-    t_half = torch.full((n * k,), 0.5)
-    with torch.no_grad():
-        ce = method.sequence_nll(model, x0, t=t_half, u=u).double() / method.schedule.elbo_weight(t_half).double()
-    ce = ce.view(n, k)
+    ce = pattern_cross_entropies(method, model)
     n_masked = MASK_PATTERNS.sum(-1).double()
     t = torch.arange(1, steps + 1, dtype=torch.float64) / steps
     mp = method.schedule.mask_prob(t)[:, None]

@@ -14,6 +14,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from .evaluator import load_evaluator
 from .generation import generation_figures
 
 
@@ -35,7 +36,8 @@ def evaluate_run(checkpoint: str, *, dataset: str | None = None, evaluator: str 
     from ..model import DiffusionLM
 
     lm = DiffusionLM.load_checkpoint(checkpoint, device=device)
-    judge = _load_evaluator(evaluator or ar_checkpoint, device)
+    judge_spec = evaluator or ar_checkpoint
+    judge = load_evaluator(judge_spec, device=device) if judge_spec else None
     results: dict[str, Any] = {"checkpoint": str(checkpoint), "method": lm.method.name}
     if passes != 0:
         results.update(_likelihood(lm, dataset, passes, max_sequences, batch_size, seed,
@@ -56,14 +58,6 @@ def evaluate_run(checkpoint: str, *, dataset: str | None = None, evaluator: str 
                                       max_items=max_items)
         results.update({f"mc_{k}": v for k, v in mc.items()})
     return results
-
-
-def _load_evaluator(spec: str | None, device: str):
-    if not spec:
-        return None
-    from .evaluator import load_evaluator
-
-    return load_evaluator(spec, device=device)
 
 
 def _likelihood(lm, dataset, passes, max_sequences, batch_size, seed, discrete_steps) -> dict[str, Any]:

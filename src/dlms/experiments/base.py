@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 
 import yaml
 
-from ..config import RunConfig, config_from_dict, read_yaml, set_dotted
+from ..config import RunConfig, config_from_dict, flatten, read_yaml, set_dotted
 from ..errors import ConfigError
 
 EXPERIMENTS: dict[str, type["Experiment"]] = {}
@@ -48,7 +48,7 @@ class Experiment:
         """The base config with nested override dicts applied in order."""
         data = copy.deepcopy(self.base)
         for extra in overrides:
-            for path, value in _flatten(extra):
+            for path, value in flatten(extra):
                 set_dotted(data, path, value)
         return config_from_dict(data)
 
@@ -79,6 +79,15 @@ class Experiment:
             trainer.close()
         return run
 
+    def evaluator(self):
+        """The spec's `evaluator` (a dlms 'ar' run or a Hugging Face causal LM folder), or None."""
+        spec = self.spec.get("evaluator")
+        if not spec:
+            return None
+        from ..eval.evaluator import load_evaluator
+
+        return load_evaluator(spec)
+
     def cells(self) -> list[dict[str, Any]]:
         """The grid: one dict per cell, each with a unique string "cell"."""
         raise NotImplementedError
@@ -95,15 +104,6 @@ class Experiment:
         """A Markdown report made from results.csv alone: the command, the table, the plots."""
         return "\n".join([f"# {self.name}: {self.summary}", "", *command_lines(self.out_dir), "",
                           markdown_table(rows), "", *[f"![{p.stem}]({p.name})" for p in plots], ""])
-
-
-def _flatten(data: dict[str, Any], prefix: list[str] | None = None):
-    for key, value in data.items():
-        path = (prefix or []) + [key]
-        if isinstance(value, dict):
-            yield from _flatten(value, path)
-        else:
-            yield path, value
 
 
 def load_experiment(config: str | Path, name: str | None = None, out_dir: str | Path | None = None) -> Experiment:

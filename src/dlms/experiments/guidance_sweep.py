@@ -60,7 +60,7 @@ class GuidanceSweep(Experiment):
         rows = [lm.tokenizer.encode(t, add_special_tokens=False) for t in texts]
         cell_dir.mkdir(parents=True, exist_ok=True)
         (cell_dir / "samples.txt").write_text("".join(f"{l}\t{t}\n" for l, t in zip(wanted, texts)), encoding="utf-8")
-        figures = generation_figures(texts, rows, evaluator=_evaluator(self.option("evaluator")),
+        figures = generation_figures(texts, rows, evaluator=self.evaluator(),
                                      builtin=lm.cfg.data.dataset.startswith("builtin"), labels=wanted,
                                      label_column=column)
         return [{"scale": cell["scale"], "samples": len(texts), "tokens_per_s": ids.numel() / seconds, **figures}]
@@ -86,11 +86,3 @@ class GuidanceSweep(Experiment):
             ax.set_title("guidance: attribute success against diversity")
             paths.append(save(fig, self.out_dir / "tradeoff.png"))
         return paths
-
-
-def _evaluator(spec: str | None):
-    if not spec:
-        return None
-    from ..eval.evaluator import load_evaluator
-
-    return load_evaluator(spec)

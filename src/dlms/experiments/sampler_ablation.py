@@ -14,7 +14,6 @@ from typing import Any
 
 from ..errors import ConfigError
 from .base import Experiment, register
-from .guidance_sweep import _evaluator
 from .plots import as_float, new_grid, save
 
 
@@ -55,7 +54,7 @@ class SamplerAblation(Experiment):
         cell_dir.mkdir(parents=True, exist_ok=True)
         (cell_dir / "samples.txt").write_text("".join(t + "\n" for t in texts), encoding="utf-8")
         figures = generation_figures(texts, [lm.tokenizer.encode(t, add_special_tokens=False) for t in texts],
-                                     evaluator=_evaluator(self.option("evaluator")),
+                                     evaluator=self.evaluator(),
                                      builtin=lm.cfg.data.dataset.startswith("builtin"), labels=labels,
                                      label_column=lm.cfg.data.label_column)
         return [{"sampler": cell["sampler"], "steps": cell["steps"], "samples": n, "seconds": round(seconds, 3),
