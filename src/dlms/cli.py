@@ -119,15 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--config", required=True, help="a DGLM config YAML (see configs/dglm/)")
     check.add_argument("--device", default=None, help="override the config's device (auto, cpu, cuda)")
 
-    dglm = sub.add_parser("dglm", help="Diffusion Guided Language Modeling")
-    dglm_sub = dglm.add_subparsers(dest="dglm_command", required=True)
-    clf = dglm_sub.add_parser("train-classifier", help="fit a linear attribute classifier on the sentence embeddings")
-    clf.add_argument("--config", default=None, help="a DGLM config YAML (default: the bundled MiniLM encoder)")
-    clf.add_argument("--data", required=True, help="a labelled file (.jsonl, .csv, .tsv), folder, or 'builtin'")
-    clf.add_argument("--label", required=True, help="the label column, e.g. sentiment")
-    clf.add_argument("--out", default=None, help="file stem to write (default: runs/dglm/classifiers/<label>)")
-    clf.add_argument("--max_examples", type=int, default=None)
-    clf.add_argument("--seed", type=int, default=0)
+    from .dglm.cli import add_parsers as add_dglm_parsers
+
+    add_dglm_parsers(sub)
     return parser
 
 
@@ -273,18 +267,9 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def cmd_dglm(args: argparse.Namespace) -> int:
-    from .dglm.config import DglmConfig, load_dglm_config
-    from .dglm.train_classifier import train_classifier
+    from .dglm.cli import cmd_dglm as run
 
-    cfg = load_dglm_config(args.config) if args.config else DglmConfig()
-    out = args.out or f"runs/dglm/classifiers/{args.label}"
-    result = train_classifier(cfg, args.data, args.label, out, args.max_examples, args.seed)
-    accuracy = result["held_out_accuracy"]
-    print(f"{result['attribute']}: {len(result['classes'])} classes, held-out accuracy "
-          f"{'n/a' if accuracy is None else f'{accuracy:.3f}'} on {result['held_out_texts']} texts; "
-          f"saved {result['saved']}")
-    print(json.dumps(result))
-    return 0
+    return run(args)
 
 
 COMMANDS = {"train": cmd_train, "generate": cmd_generate, "view": cmd_view, "eval": cmd_eval,

@@ -44,6 +44,18 @@ def test_too_long_input_is_an_error():
         model(ids(1, L + 1))
 
 
+def test_extended_positions_accept_longer_input_and_keep_the_trained_ones():
+    model = tiny(True)
+    x = ids(2, L + 5)
+    with torch.no_grad():
+        before = model(x[:, :L])
+        model.extend_positions(L + 5)
+        assert model.spec.max_seq_len == L + 5
+        after = model(x)
+    assert after.shape == (2, L + 5, V)
+    assert torch.allclose(after[:, :L], before, atol=1e-5)  # causal: the first L positions are unchanged
+
+
 def test_causal_output_does_not_see_the_future():
     model = tiny(True)
     x = ids(2)

@@ -19,7 +19,7 @@ class CountingEncoder:
         self.inner, self.encoded = inner, 0
         self.name, self.model, self.dim = inner.name, inner.model, inner.dim
 
-    def encode(self, texts, batch_size=64):
+    def encode(self, texts, batch_size=64, show_progress=False):
         self.encoded += len(texts)
         return self.inner.encode(texts, batch_size)
 

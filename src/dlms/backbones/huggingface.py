@@ -61,7 +61,7 @@ class HFSpec:
 
 
 @contextmanager
-def _quiet():
+def quiet_loading():
     """transformers' progress bars and info messages off while a backbone is loaded."""
     from transformers.utils import logging as hf_logging
 
@@ -243,13 +243,13 @@ class HFBackbone(nn.Module):
     def from_pretrained(cls, name: str, **options: Any) -> HFBackbone:
         """Pretrained weights from a folder or Hub id; `options` as for the constructor."""
         config = load_hf_config(name)
-        with _quiet():
+        with quiet_loading():
             return cls(load_pretrained_causal_lm(name, config), name=name, **options)
 
     @classmethod
     def from_checkpoint(cls, ckpt: str | Path, name: str, **options: Any) -> HFBackbone:
         """The architecture saved in a checkpoint folder (random weights, to be overwritten by its own)."""
-        with _quiet():
+        with quiet_loading():
             return cls(_build_from_config(Path(ckpt) / ARCHITECTURE_DIR), name=name, **options)
 
     def save_architecture(self, ckpt: str | Path) -> None:

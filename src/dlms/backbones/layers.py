@@ -23,10 +23,19 @@ class Rotary(nn.Module):
 
     def __init__(self, head_dim: int, max_seq_len: int, base: float = 10000.0):
         super().__init__()
-        inv_freq = 1.0 / (base ** (torch.arange(0, head_dim, 2).float() / head_dim))
-        angles = torch.outer(torch.arange(max_seq_len).float(), inv_freq)  # [Lmax, Dh/2]
+        self.head_dim, self.base = head_dim, base
+        self.register_buffer("rotation", self._table(max_seq_len), persistent=False)
+
+    def _table(self, max_seq_len: int, device: torch.device | None = None) -> torch.Tensor:
+        inv_freq = 1.0 / (self.base ** (torch.arange(0, self.head_dim, 2, device=device).float() / self.head_dim))
+        angles = torch.outer(torch.arange(max_seq_len, device=device).float(), inv_freq)  # [Lmax, Dh/2]
         # One complex multiply rotates each (even, odd) pair: 4x faster than stacking halves.
-        self.register_buffer("rotation", torch.polar(torch.ones_like(angles), angles), persistent=False)
+        return torch.polar(torch.ones_like(angles), angles)
+
+    def extend(self, max_seq_len: int) -> None:
+        """Allow positions up to `max_seq_len` (rotary positions have no weights to learn)."""
+        if max_seq_len > self.rotation.shape[0]:
+            self.rotation = self._table(max_seq_len, self.rotation.device)
 
     def forward(self, x: torch.Tensor, start: int = 0) -> torch.Tensor:
         """x: [B, H, L, Dh] -> the same shape, rotated by position start..start+L-1 (fp32 inside)."""

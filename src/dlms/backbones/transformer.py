@@ -5,7 +5,7 @@ states or logits out. It knows nothing of noise, losses or sampling loops.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
@@ -111,6 +111,15 @@ class Transformer(nn.Module):
                 # so its scale is kept and gradients reach the early block through the skip from step 0.
                 with torch.no_grad():
                     block.skip.weight[:, : self.spec.d_model].copy_(torch.eye(self.spec.d_model))
+
+    def extend_positions(self, max_seq_len: int) -> None:
+        """Accept sequences up to `max_seq_len` tokens, e.g. a decoder given soft prompts on top
+        of the texts it was trained on; positions past the trained length need fine-tuning."""
+        if max_seq_len > self.spec.max_seq_len:
+            for module in self.modules():
+                if isinstance(module, Rotary):
+                    module.extend(max_seq_len)
+            self.spec = replace(self.spec, max_seq_len=max_seq_len)
 
     @property
     def null_class(self) -> int:

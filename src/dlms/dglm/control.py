@@ -84,17 +84,21 @@ def fit_attribute_classifier(embeddings: np.ndarray, labels: list[str], attribut
                             torch.tensor(model.intercept_, dtype=torch.float32), classes, attribute)
 
 
-def guidance_gradient(x_hat: torch.Tensor, controls: list[tuple[LinearClassifier, int]], num_samples: int = 8,
-                      noise_scale: float = 0.1, generator: torch.Generator | None = None,
+def guidance_gradient(x_hat: torch.Tensor, controls: list[tuple[LinearClassifier, int | torch.Tensor]],
+                      num_samples: int = 8, noise_scale: float = 0.1, generator: torch.Generator | None = None,
                       to_embedding=None) -> torch.Tensor:
     """The sum over (classifier, target class) of E_eps[grad_x log p(target | x_hat + noise_scale eps)],
-    averaged over `num_samples` draws: [B, D] for x_hat [B, D]. `to_embedding` maps x_hat's
-    space to the classifier's (e.g. `Standardizer.inverse`); the gradient is taken through it."""
+    averaged over `num_samples` draws: [B, D] for x_hat [B, D]. A target is one class index for
+    every row or a LongTensor [B] of them. `to_embedding` maps x_hat's space to the classifier's
+    (e.g. `Standardizer.inverse`); the gradient is taken through it."""
     total = torch.zeros_like(x_hat)
+    batch = x_hat.shape[0]
     for classifier, target in controls:
         eps = torch.randn((num_samples, *x_hat.shape), generator=generator, device=x_hat.device, dtype=x_hat.dtype)
         x = (x_hat[None] + noise_scale * eps).detach().requires_grad_(True)
         flat = x.reshape(-1, x.shape[-1])
-        logp = classifier.log_probs(to_embedding(flat) if to_embedding else flat)[:, target].sum() / num_samples
-        total = total + torch.autograd.grad(logp, x)[0].sum(0)
+        logp = classifier.log_probs(to_embedding(flat) if to_embedding else flat).view(num_samples, batch, -1)
+        index = torch.as_tensor(target, device=x_hat.device).expand(batch)
+        chosen = logp.gather(-1, index.expand(num_samples, batch)[..., None])
+        total = total + torch.autograd.grad(chosen.sum() / num_samples, x)[0].sum(0)
     return total

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from ..backbones.huggingface import from_hub, load_hf_config, load_pretrained_causal_lm
+from ..backbones.huggingface import from_hub, load_hf_config, load_pretrained_causal_lm, quiet_loading
 from ..training.checkpoint import find_checkpoint
 
 
@@ -44,7 +44,8 @@ def load_decoder(name: str, device: torch.device | str = "cpu") -> LoadedDecoder
     from transformers import AutoTokenizer
 
     config = load_hf_config(name)
-    model = load_pretrained_causal_lm(name, config).to(device).eval()
+    with quiet_loading():
+        model = load_pretrained_causal_lm(name, config).to(device).eval()
     path = Path(name).expanduser()
     source = str(path) if path.is_dir() else name
     tokenizer = from_hub(lambda local: AutoTokenizer.from_pretrained(source, local_files_only=local), name)

@@ -44,7 +44,7 @@ def texts_fingerprint(texts: list[str]) -> str:
 
 
 def encode_cached(encoder: SentenceEncoder, texts: list[str], cache_dir: str | Path | None = None,
-                  batch_size: int = 64) -> np.ndarray:
+                  batch_size: int = 64, show_progress: bool = False) -> np.ndarray:
     """Embeddings [N, D] float32 (rows of norm 1) of `texts`, from the cache when present."""
     if not texts:
         raise DataError("no texts to encode; the data is empty")
@@ -52,7 +52,7 @@ def encode_cached(encoder: SentenceEncoder, texts: list[str], cache_dir: str | P
                            "texts": texts_fingerprint(texts), "count": len(texts)})
     entry = cache.entry_dir(cache_dir or cache.default_cache_dir(), "embeddings", key)
     if not cache.is_complete(entry):
-        vectors = encoder.encode(texts, batch_size=batch_size)
+        vectors = encoder.encode(texts, batch_size=batch_size, show_progress=show_progress)
         with cache.staged_entry(entry) as tmp:
             np.save(tmp / ARRAY_FILE, vectors, allow_pickle=False)
             cache.write_meta(tmp, {"encoder": encoder.name, "rows": len(texts), "dim": int(vectors.shape[1])})

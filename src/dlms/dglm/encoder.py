@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..backbones.huggingface import from_hub
+from ..backbones.huggingface import from_hub, quiet_loading
 from ..errors import ConfigError
 
 BUNDLED = "minilm"
@@ -75,14 +75,19 @@ class SentenceEncoder:
         return sum(p.numel() for p in self.model.parameters())
 
     @torch.no_grad()
-    def encode(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
+    def encode(self, texts: list[str], batch_size: int = 64, show_progress: bool = False) -> np.ndarray:
         out = self.model.encode(list(texts), batch_size=batch_size, convert_to_numpy=True,
-                                normalize_embeddings=True, show_progress_bar=False)
+                                normalize_embeddings=True, show_progress_bar=show_progress)
         return np.asarray(out, dtype=np.float32).reshape(len(texts), self.dim)
 
 
 def load_sentence_encoder(name: str, device: torch.device | str = "cpu") -> SentenceEncoder:
     """A sentence encoder by folder, Hub id or "minilm"; one ConfigError line when it cannot be loaded."""
+    with quiet_loading():
+        return _load_sentence_encoder(name, device)
+
+
+def _load_sentence_encoder(name: str, device: torch.device | str) -> SentenceEncoder:
     from sentence_transformers import SentenceTransformer
 
     device = torch.device(device)

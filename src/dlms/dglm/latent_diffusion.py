@@ -28,7 +28,7 @@ from ..samplers.gaussian import DDIMSampler, DDPMSampler
 from ..samplers.guidance import mix_guidance
 from ..schedules import GaussianSchedule, build_schedule
 from .embeddings import Standardizer
-from .stages import read_stage_meta, write_stage_meta
+from .stages import read_stage_meta, write_stage_meta, write_training_state
 
 STAGE = "latent_diffusion"  # written into the stage's config.json
 
@@ -140,10 +140,11 @@ class LatentDiffusion:
         return x_hat
 
 
-def save_latent_stage(folder: str | Path, diffusion: LatentDiffusion, standardizer: Standardizer) -> Path:
-    """Write the stage atomically: config.json (stage, embed_dim, config), model.safetensors and
-    the standardisation statistics (standardizer.safetensors). An existing folder is replaced
-    only once the new one is complete."""
+def save_latent_stage(folder: str | Path, diffusion: LatentDiffusion, standardizer: Standardizer,
+                      progress: dict | None = None, optimizer_state: dict | None = None) -> Path:
+    """Write the stage atomically: config.json (stage, embed_dim, config), model.safetensors,
+    the standardisation statistics (standardizer.safetensors) and, during training, its
+    progress and optimizer state. An existing folder is replaced only once the new one is complete."""
     folder = Path(folder)
     with staged_entry(folder, replace=True) as tmp:
         model = diffusion.denoiser
@@ -151,6 +152,7 @@ def save_latent_stage(folder: str | Path, diffusion: LatentDiffusion, standardiz
                   str(tmp / "model.safetensors"))
         standardizer.save(tmp / "standardizer.safetensors")
         write_stage_meta(tmp, STAGE, embed_dim=model.embed_dim, config=asdict(model.cfg))
+        write_training_state(tmp, progress, optimizer_state)
     return folder
 
 

@@ -24,7 +24,7 @@ from ..backbones.conditioning import timestep_embedding
 from ..data.cache import staged_entry
 from ..errors import CheckpointError
 from .decoder_loading import load_decoder
-from .stages import read_stage_meta, write_stage_meta
+from .stages import read_stage_meta, write_stage_meta, write_training_state
 
 
 class SoftPrompt(nn.Module):
@@ -42,13 +42,13 @@ class SoftPrompt(nn.Module):
         return self.net(features).view(embedding.shape[0], self.num_tokens, self.hidden_size)
 
 
-class SoftPromptedDecoder(nn.Module):
+class CausalLM(nn.Module):
     """A causal LM read through its input embeddings: `decoder` is a dlms `Transformer` (causal)
-    or a Hugging Face causal LM; `soft_prompt` a `SoftPrompt` of the decoder's hidden size."""
+    or a Hugging Face causal LM. Token embeddings in, logits out, and sampling from there."""
 
-    def __init__(self, decoder: nn.Module, soft_prompt: SoftPrompt):
+    def __init__(self, decoder: nn.Module):
         super().__init__()
-        self.decoder, self.soft_prompt = decoder, soft_prompt
+        self.decoder = decoder
         self.dlms = hasattr(decoder, "hidden") and hasattr(decoder, "logits")
 
     def token_embeddings(self, ids: torch.Tensor) -> torch.Tensor:
@@ -60,6 +60,36 @@ class SoftPromptedDecoder(nn.Module):
         if self.dlms:
             return self.decoder.logits(self.decoder.hidden(inputs_embeds=inputs_embeds)).float()
         return self.decoder(inputs_embeds=inputs_embeds).logits.float()
+
+    @torch.no_grad()
+    def continue_from(self, inputs: torch.Tensor, max_tokens: int, temperature: float = 1.0,
+                      eos_id: int | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Token ids [B, <= max_tokens] that follow the input embeddings [B, L, H] (temperature
+        0: greedy); finished rows repeat eos_id."""
+        out = []
+        done = torch.zeros(inputs.shape[0], dtype=torch.bool, device=inputs.device)
+        for _ in range(max_tokens):
+            last = self.logits(inputs)[:, -1]
+            if temperature <= 0:
+                token = last.argmax(-1)
+            else:
+                token = torch.multinomial(F.softmax(last / temperature, -1), 1, generator=generator)[:, 0]
+            if eos_id is not None:
+                token = torch.where(done, torch.full_like(token, eos_id), token)
+                done |= token == eos_id
+            out.append(token)
+            inputs = torch.cat([inputs, self.token_embeddings(token[:, None])], dim=1)
+            if bool(done.all()):
+                break
+        return torch.stack(out, dim=1)
+
+
+class SoftPromptedDecoder(CausalLM):
+    """A `CausalLM` with a `SoftPrompt` of its hidden size between prefix and continuation."""
+
+    def __init__(self, decoder: nn.Module, soft_prompt: SoftPrompt):
+        super().__init__(decoder)
+        self.soft_prompt = soft_prompt
 
     def inputs(self, prefix_ids: torch.Tensor, embedding: torch.Tensor, t: torch.Tensor,
                continuation_ids: torch.Tensor | None = None) -> torch.Tensor:
@@ -88,38 +118,26 @@ class SoftPromptedDecoder(nn.Module):
                  temperature: float = 1.0, eos_id: int | None = None,
                  generator: torch.Generator | None = None) -> torch.Tensor:
         """Continuation ids [B, <= max_tokens] (temperature 0: greedy); rows stop at eos_id."""
-        inputs = self.inputs(prefix_ids, embedding, t)
-        out = []
-        done = torch.zeros(prefix_ids.shape[0], dtype=torch.bool, device=prefix_ids.device)
-        for _ in range(max_tokens):
-            last = self.logits(inputs)[:, -1]
-            if temperature <= 0:
-                token = last.argmax(-1)
-            else:
-                token = torch.multinomial(F.softmax(last / temperature, -1), 1, generator=generator)[:, 0]
-            if eos_id is not None:
-                token = torch.where(done, torch.full_like(token, eos_id), token)
-                done |= token == eos_id
-            out.append(token)
-            inputs = torch.cat([inputs, self.token_embeddings(token[:, None])], dim=1)
-            if bool(done.all()):
-                break
-        return torch.stack(out, dim=1)
+        return self.continue_from(self.inputs(prefix_ids, embedding, t), max_tokens, temperature, eos_id, generator)
 
 
 STAGE = "decoder"  # written into the stage's config.json
 
 
-def save_decoder_stage(folder: str | Path, model: SoftPromptedDecoder, decoder_name: str) -> Path:
+def save_decoder_stage(folder: str | Path, model: SoftPromptedDecoder, decoder_name: str,
+                       progress: dict | None = None, optimizer_state: dict | None = None) -> Path:
     """Write the decoder stage atomically: config.json (stage, the base decoder's name, sizes),
-    soft_prompt.safetensors and decoder.safetensors (the fine-tuned decoder; tied weights once)."""
+    soft_prompt.safetensors, decoder.safetensors (the fine-tuned decoder; tied weights once) and,
+    during training, its progress and optimizer state."""
     folder = Path(folder)
     sp = model.soft_prompt
     with staged_entry(folder, replace=True) as tmp:
         save_model(sp, str(tmp / "soft_prompt.safetensors"))
         save_model(model.decoder, str(tmp / "decoder.safetensors"))
         write_stage_meta(tmp, STAGE, decoder=decoder_name, embed_dim=sp.net[0].in_features - sp.time_features,
-                         hidden_size=sp.hidden_size, num_tokens=sp.num_tokens, width=sp.net[0].out_features)
+                         hidden_size=sp.hidden_size, num_tokens=sp.num_tokens, width=sp.net[0].out_features,
+                         positions=getattr(getattr(model.decoder, "spec", None), "max_seq_len", None))
+        write_training_state(tmp, progress, optimizer_state)
     return folder
 
 
@@ -130,6 +148,8 @@ def load_decoder_stage(folder: str | Path, device: torch.device | str = "cpu") -
     folder = Path(folder)
     meta = read_stage_meta(folder, STAGE, "decoder")
     base = load_decoder(meta["decoder"], device)
+    if meta.get("positions") and hasattr(base.model, "extend_positions"):
+        base.model.extend_positions(int(meta["positions"]))
     model = SoftPromptedDecoder(base.model, SoftPrompt(meta["embed_dim"], meta["hidden_size"], meta["num_tokens"],
                                                        meta["width"]))
     try:

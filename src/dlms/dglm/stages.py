@@ -29,3 +29,35 @@ def read_stage_meta(folder: str | Path, stage: str, title: str) -> dict[str, Any
         raise CheckpointError(f"'{folder}' is a '{found}' stage, not the {title} stage; "
                               f"pass the folder the {title} stage wrote")
     return meta
+
+
+PROGRESS_FILE = "progress.json"  # {"step": done steps, "steps": planned steps, ...}
+OPTIMIZER_FILE = "optimizer.pt"  # optimizer and LR-schedule state (tensors and plain containers)
+
+
+def write_training_state(folder: Path, progress: dict[str, Any] | None, optimizer_state: dict[str, Any] | None) -> None:
+    """Beside a stage's weights: how far its training got, and the optimizer to resume it."""
+    import torch
+
+    if progress is not None:
+        (folder / PROGRESS_FILE).write_text(json.dumps(progress, indent=2), encoding="utf-8")
+    if optimizer_state is not None:
+        torch.save(optimizer_state, folder / OPTIMIZER_FILE)
+
+
+def read_training_state(folder: str | Path) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """(progress, optimizer state) of a stage folder; ({}, None) when it holds none. Read with
+    `torch.load(weights_only=True)`: no pickled code runs."""
+    import torch
+
+    folder = Path(folder)
+    try:
+        progress = json.loads((folder / PROGRESS_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}, None
+    try:
+        optimizer_state = torch.load(folder / OPTIMIZER_FILE, weights_only=True, map_location="cpu")
+    except Exception:  # noqa: BLE001  (a missing or damaged file means: restart the stage's schedule)
+        raise CheckpointError(f"'{folder / OPTIMIZER_FILE}' is missing or damaged; delete '{folder}' to train "
+                              "that stage again") from None
+    return progress, optimizer_state

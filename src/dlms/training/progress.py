@@ -14,13 +14,14 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 class TrainingProgress:
     """Shows one training run. Use as a context manager; only the main process shows anything."""
 
-    def __init__(self, total_steps: int, start_step: int, enabled: bool, description: str = "train"):
+    def __init__(self, total_steps: int, start_step: int, enabled: bool, description: str = "train",
+                 unit: str = "tok/s"):
         self.enabled = enabled
         self.console = Console(stderr=True)
         self.live = enabled and self.console.is_terminal
         self.progress = Progress(
             TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("loss {task.fields[loss]}"), TextColumn("{task.fields[speed]} tok/s"),
+            TextColumn("loss {task.fields[loss]}"), TextColumn("{task.fields[speed]} " + unit),
             TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
             console=self.console, disable=not self.live,
         )

@@ -17,6 +17,7 @@ from .grammar import (
     iter_examples,
     labels_are_determined,
     sentence_count_lower_bound,
+    sentiment_neutral_words,
     vocabulary,
     write_corpus,
 )
@@ -46,6 +47,7 @@ __all__ = [
     "parses",
     "review_label",
     "sentence_count_lower_bound",
+    "sentiment_neutral_words",
     "vocabulary",
     "write_corpus",
 ]

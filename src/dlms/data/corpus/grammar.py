@@ -250,6 +250,13 @@ def vocabulary() -> set[str]:
     return set().union(*(_words(text_symbol(s, t)) for s in L.SENTIMENTS for t in L.TOPICS))
 
 
+def sentiment_neutral_words() -> set[str]:
+    """Words that texts of every sentiment use: a prefix made only of these leaves the
+    sentiment of its continuation open (used to pick prompts for steering)."""
+    per_sentiment = [set().union(*(_words(text_symbol(s, t)) for t in L.TOPICS)) for s in L.SENTIMENTS]
+    return set.intersection(*per_sentiment)
+
+
 def _always_contains(symbol: str, words: frozenset[str]) -> bool:
     """True iff every string derived from ``symbol`` contains a word of ``words``."""
     if symbol == ARTICLE or not symbol.startswith("<"):

@@ -1,0 +1,157 @@
+"""`dlms dglm ...`: train the pipeline, fit attribute classifiers, generate, evaluate."""
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import replace
+from pathlib import Path
+
+DEFAULT_RUN = "runs/dglm"
+GENERATION_FLAGS = {"cfg_scale": float, "renoise_level": float, "num_steps": int, "temperature": float,
+                    "max_tokens": int, "eta": float}
+
+
+def add_parsers(sub) -> None:
+    dglm = sub.add_parser("dglm", help="Diffusion Guided Language Modeling")
+    dglm_sub = dglm.add_subparsers(dest="dglm_command", required=True)
+
+    train = dglm_sub.add_parser("train", help="train the stages (embed, diffusion, decoder); resumes where it stopped")
+    train.add_argument("--config", required=True, help="a DGLM config YAML (see configs/dglm/)")
+    train.add_argument("--stage", action="append", choices=["embed", "diffusion", "decoder"], default=None,
+                       help="run only this stage (repeatable; default: all three in order)")
+    train.add_argument("--out_dir", default=None, help="override the config's out_dir")
+    train.add_argument("--device", default=None, help="override the config's device (auto, cpu, cuda)")
+
+    clf = dglm_sub.add_parser("train-classifier", help="fit a linear attribute classifier on the sentence embeddings")
+    clf.add_argument("--data", required=True, help="a labelled file (.jsonl, .csv, .tsv), folder, or 'builtin'")
+    clf.add_argument("--label", required=True, help="the label column, e.g. sentiment")
+    clf.add_argument("--run", default=None, help=f"a DGLM run: use its encoder, save into <run>/classifiers/ "
+                                                 f"(default {DEFAULT_RUN})")
+    clf.add_argument("--config", default=None, help="a DGLM config YAML instead of a run (its encoder and out_dir)")
+    clf.add_argument("--out", default=None, help="file stem to write (default: <run>/classifiers/<label>)")
+    clf.add_argument("--max_examples", type=int, default=None)
+    clf.add_argument("--seed", type=int, default=0)
+
+    gen = dglm_sub.add_parser("generate", help="continue prefixes, optionally steered by attribute classifiers")
+    gen.add_argument("--run", default=DEFAULT_RUN, help=f"the folder `dlms dglm train` wrote (default {DEFAULT_RUN})")
+    gen.add_argument("--prefix", action="append", default=None, help="text to continue (repeatable; default: '')")
+    gen.add_argument("--num_samples", type=int, default=5)
+    gen.add_argument("--control", action="append", default=None,
+                     help="attribute=value, e.g. sentiment=positive (repeatable; classifiers add up)")
+    gen.add_argument("--guidance", type=float, default=10.0, help="strength of the attribute guidance (0: off)")
+    gen.add_argument("--plain", action="store_true", help="the base AR decoder alone, without proposals (baseline)")
+    gen.add_argument("--seed", type=int, default=0)
+    gen.add_argument("--device", default=None)
+    _add_generation_overrides(gen)
+
+    ev = dglm_sub.add_parser("eval", help="steering success, fluency and diversity over a sweep of guidance scales, "
+                                          "beside the unguided pipeline and the plain AR decoder")
+    ev.add_argument("--run", default=DEFAULT_RUN)
+    ev.add_argument("--label", required=True, help="the attribute to steer (a classifier in <run>/classifiers/)")
+    ev.add_argument("--target", default=None, help="a class to steer every prefix to, or 'opposite' (default: "
+                                                   "every class on the built-in corpus, else opposite)")
+    ev.add_argument("--guidance", default="0,2,5,10,20", help="comma-separated guidance scales (0: unguided)")
+    ev.add_argument("--num_prefixes", type=int, default=100)
+    ev.add_argument("--reference", default=None, help="AR model for fluency (default: the run's base decoder)")
+    ev.add_argument("--out", default=None, help="folder for results.csv, guidance_sweep.png, report.md "
+                                                "(default: <run>/eval-<label>)")
+    ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--device", default=None)
+    ev.add_argument("--no_plain", action="store_true", help="skip the plain AR decoder row")
+    _add_generation_overrides(ev)
+
+
+def _add_generation_overrides(p: argparse.ArgumentParser) -> None:
+    for flag, kind in GENERATION_FLAGS.items():
+        p.add_argument(f"--{flag}", type=kind, default=None, help="override the run's generation setting")
+    p.add_argument("--sampler", choices=["ddim", "ddpm"], default=None)
+
+
+def _overrides(args: argparse.Namespace) -> dict:
+    return {k: getattr(args, k) for k in (*GENERATION_FLAGS, "sampler")}
+
+
+def _config(args: argparse.Namespace):
+    from .config import load_dglm_config
+
+    cfg = load_dglm_config(args.config)
+    for key in ("out_dir", "device"):
+        if getattr(args, key, None):
+            cfg = replace(cfg, **{key: getattr(args, key)})
+    return cfg
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .train import STAGES, DglmTrainer
+
+    out = DglmTrainer(_config(args)).run(tuple(args.stage) if args.stage else STAGES)
+    print(f"DGLM run in {out}; try: dlms dglm generate --run {out} --prefix \"...\" --num_samples 5")
+    return 0
+
+
+def cmd_train_classifier(args: argparse.Namespace) -> int:
+    from ..config import read_yaml
+    from .config import dglm_config_from_dict
+    from .train import RUN_CONFIG
+    from .train_classifier import train_classifier
+
+    if args.config:
+        cfg = _config(args)
+        run = Path(cfg.out_dir)
+    else:
+        run = Path(args.run or DEFAULT_RUN)
+        config_file = run / RUN_CONFIG
+        cfg = dglm_config_from_dict(read_yaml(config_file) if config_file.is_file() else {})
+    out = args.out or run / "classifiers" / args.label
+    result = train_classifier(cfg, args.data, args.label, out, args.max_examples, args.seed)
+    accuracy = result["held_out_accuracy"]
+    print(f"{result['attribute']}: {len(result['classes'])} classes, held-out accuracy "
+          f"{'n/a' if accuracy is None else f'{accuracy:.3f}'} on {result['held_out_texts']} texts; "
+          f"saved {result['saved']}")
+    print(json.dumps(result))
+    return 0
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from .pipeline import DglmPipeline, parse_controls
+
+    pipe = DglmPipeline.load(args.run, args.device)
+    prefixes = args.prefix or [""]
+    overrides = _overrides(args)
+    if args.plain:
+        texts = pipe.generate_plain(prefixes, args.num_samples, args.seed, **overrides)
+    else:
+        texts = pipe.generate(prefixes, args.num_samples, parse_controls(args.control), args.guidance, args.seed,
+                              **overrides)
+    rows = [p for p in prefixes for _ in range(args.num_samples)]
+    for prefix, text in zip(rows, texts):
+        print(f"{prefix} {text}".strip().replace("\n", "\\n"))
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from ..errors import ConfigError
+    from .evaluate import evaluate, write_report
+    from .pipeline import DglmPipeline
+
+    try:
+        scales = [float(x) for x in args.guidance.split(",") if x.strip()]
+    except ValueError:
+        raise ConfigError(f"--guidance must be comma-separated numbers, e.g. 0,5,10; got '{args.guidance}'") from None
+    pipe = DglmPipeline.load(args.run, args.device)
+    rows, info = evaluate(pipe, args.label, scales, args.num_prefixes, args.target, args.reference, args.seed,
+                          include_plain=not args.no_plain, **_overrides(args))
+    out = Path(args.out) if args.out else Path(args.run) / f"eval-{args.label}"
+    title = f"DGLM steering of '{args.label}' ({pipe.cfg.data.dataset})"
+    for path in write_report(rows, info, out, title):
+        print(f"wrote {path}")
+    print(json.dumps(info))
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "train-classifier": cmd_train_classifier, "generate": cmd_generate,
+            "eval": cmd_eval}
+
+
+def cmd_dglm(args: argparse.Namespace) -> int:
+    return COMMANDS[args.dglm_command](args)
