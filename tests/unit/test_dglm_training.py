@@ -13,8 +13,8 @@ from dlms.errors import TrainingDiverged
 from dlms.training.progress import MetricsLog
 
 
-def run(model, steps: int, saved: dict, fail_at: int | None = None, resume=({}, None), tmp_path=None):
-    cfg = StageTrainConfig(steps=steps, batch_size=4, learning_rate=0.05, warmup_steps=1, save_every=2)
+def run(model, steps: int, saved: dict, fail_at: int | None = None, resume=({}, None), tmp_path=None, ema=0.0):
+    cfg = StageTrainConfig(steps=steps, batch_size=4, learning_rate=0.05, warmup_steps=1, save_every=2, ema_decay=ema)
     data = torch.randn(32, 3, generator=torch.Generator().manual_seed(0))
 
     def loss_fn(gen):
@@ -27,30 +27,37 @@ def run(model, steps: int, saved: dict, fail_at: int | None = None, resume=({}, 
     def save(progress, optimizer_state):
         saved["state"] = (dict(progress), copy.deepcopy(optimizer_state), copy.deepcopy(model.state_dict()))
 
-    return train_stage(name="toy", cfg=cfg, param_groups=[{"params": list(model.parameters())}], loss_fn=loss_fn,
+    return train_stage(name="toy", cfg=cfg, model=model, param_groups=[{"params": list(model.parameters())}], loss_fn=loss_fn,
                        save=save, val_fn=lambda: 0.0, device=torch.device("cpu"), seed=0,
                        metrics=MetricsLog(tmp_path / "m.jsonl", True), resume=resume, log=lambda _: None)
 
 
-def test_an_interrupted_stage_resumed_from_its_checkpoint_repeats_the_uninterrupted_one(tmp_path):
+@pytest.mark.parametrize("ema", [0.0, 0.9])
+def test_an_interrupted_stage_resumed_from_its_checkpoint_repeats_the_uninterrupted_one(tmp_path, ema):
     torch.manual_seed(0)
     straight = torch.nn.Linear(3, 1)
     start = copy.deepcopy(straight.state_dict())
-    run(straight, 6, {}, tmp_path=tmp_path)
+    straight_saved: dict = {}
+    run(straight, 6, straight_saved, tmp_path=tmp_path, ema=ema)
 
     interrupted = torch.nn.Linear(3, 1)
     interrupted.load_state_dict(start)
     saved: dict = {}
     with pytest.raises(KeyboardInterrupt):
-        run(interrupted, 6, saved, fail_at=5, tmp_path=tmp_path)  # dies during step 6; step 4 was saved
+        run(interrupted, 6, saved, fail_at=5, tmp_path=tmp_path, ema=ema)  # dies during step 6; step 4 was saved
     progress, optimizer_state, weights = saved["state"]
     assert progress["step"] == 4
     resumed = torch.nn.Linear(3, 1)
-    resumed.load_state_dict(weights)
-    run(resumed, 6, {}, resume=(progress, optimizer_state), tmp_path=tmp_path)
+    resumed.load_state_dict(weights)  # what the stage saved: the average when ema > 0
+    resumed_saved: dict = {}
+    run(resumed, 6, resumed_saved, resume=(progress, optimizer_state), tmp_path=tmp_path, ema=ema)
     for a, b in zip(straight.parameters(), resumed.parameters()):
         assert torch.allclose(a, b)
+    for name, value in straight_saved["state"][2].items():
+        assert torch.allclose(value, resumed_saved["state"][2][name])
     assert not torch.allclose(straight.weight, torch.nn.Linear(3, 1).weight)
+    averaged = not torch.allclose(straight_saved["state"][2]["weight"], straight.weight)
+    assert averaged == (ema > 0)
 
 
 def test_a_nan_loss_stops_the_stage_and_keeps_the_last_checkpoint(tmp_path):
@@ -64,7 +71,7 @@ def test_a_nan_loss_stops_the_stage_and_keeps_the_last_checkpoint(tmp_path):
         return model(torch.ones(1, 3)).sum() * (float("nan") if i == 3 else 1.0)
 
     with pytest.raises(TrainingDiverged, match="last checkpoint .step 2. was kept"):
-        train_stage(name="toy", cfg=cfg, param_groups=[{"params": list(model.parameters())}], loss_fn=loss_fn,
+        train_stage(name="toy", cfg=cfg, model=model, param_groups=[{"params": list(model.parameters())}], loss_fn=loss_fn,
                     save=lambda p, o: saves.append(p["step"]), val_fn=lambda: 0.0, device=torch.device("cpu"),
                     seed=0, metrics=MetricsLog(tmp_path / "m.jsonl", True), log=lambda _: None)
     assert saves == [2]

@@ -38,6 +38,7 @@ class StageTrainConfig:
     weight_decay: float = 0.01
     grad_clip: float = 1.0
     save_every: int = 500  # steps between checkpoints (resume continues from the last one)
+    ema_decay: float = 0.0  # > 0: sample with an exponential moving average of the weights
 
 
 @dataclass
@@ -79,7 +80,8 @@ class DglmConfig:
     seed: int = 0
     data: DglmDataConfig = field(default_factory=DglmDataConfig)
     latent: LatentDiffusionConfig = field(default_factory=LatentDiffusionConfig)
-    diffusion: StageTrainConfig = field(default_factory=lambda: StageTrainConfig(steps=3000, batch_size=256))
+    diffusion: StageTrainConfig = field(default_factory=lambda: StageTrainConfig(steps=3000, batch_size=256,
+                                                                                 ema_decay=0.999))
     decoder: DecoderStageConfig = field(default_factory=DecoderStageConfig)
     generation: GenerationConfig = field(default_factory=GenerationConfig)
 
@@ -92,6 +94,8 @@ def check_dglm_config(cfg: DglmConfig) -> DglmConfig:
                 raise ConfigError(f"{name}.{key} must be at least 1, got {getattr(stage, key)}")
         if stage.learning_rate <= 0:
             raise ConfigError(f"{name}.learning_rate must be positive, got {stage.learning_rate}")
+        if not 0 <= stage.ema_decay < 1:
+            raise ConfigError(f"{name}.ema_decay must lie in [0, 1), got {stage.ema_decay}")
     if not 0 < cfg.data.val_fraction < 1:
         raise ConfigError(f"data.val_fraction must be between 0 and 1, got {cfg.data.val_fraction}")
     if not 0 <= cfg.generation.renoise_level <= 1 or not 0 < cfg.decoder.max_noise_level <= 1:

@@ -32,14 +32,18 @@ class LoadedDecoder:
         return sum(p.numel() for p in self.model.parameters())
 
 
-def load_decoder(name: str, device: torch.device | str = "cpu") -> LoadedDecoder:
+def load_decoder(name: str, device: torch.device | str = "cpu", positions: int | None = None) -> LoadedDecoder:
     """A dlms 'ar' run (CheckpointError if it is another method) or a Hugging Face causal LM
-    (ConfigError, one line, if it cannot be found or loaded)."""
+    (ConfigError, one line, if it cannot be found or loaded). `positions`: the longest input it
+    will be given (prefix, soft tokens, continuation); a dlms model trained on shorter texts
+    gets room for it (rotary positions need no new weights)."""
     device = torch.device(device)
     if is_dlms_run(name):
         from ..model import DiffusionLM
 
         lm = DiffusionLM.load_checkpoint(find_checkpoint(name), device=str(device), expect_method="ar")
+        if positions:
+            lm.model.extend_positions(positions)
         return LoadedDecoder(name, "dlms-ar", lm.model, lm.tokenizer, int(lm.model.spec.d_model))
     from transformers import AutoTokenizer
 

@@ -125,9 +125,9 @@ def evaluate(pipe: DglmPipeline, attribute: str, guidance_scales: list[float], n
     if unknown:
         raise ConfigError(f"target '{unknown[0]}' is not a class of '{attribute}'; choose from {', '.join(classes)}")
     reference_name = reference or pipe.cfg.auto_regressive_model_name
-    ref = load_decoder(reference_name, pipe.device)
+    ref = load_decoder(reference_name, pipe.device, positions=pipe.positions())
     ref_lm = CausalLM(ref.model).eval()
-    ref_tokens = PairTokenizer(ref.tokenizer, pipe.cfg.decoder.max_prefix_tokens, 64)
+    ref_tokens = PairTokenizer(ref.tokenizer, pipe.cfg.decoder.max_prefix_tokens, pipe.positions())
     info.update(prompts=len(prompts.prefixes), unique_prefixes=len(set(prompts.prefixes)), reference=reference_name,
                 attribute=attribute, target=target or ("every class" if isinstance(judge, BuiltinJudge) else "opposite"))
 

@@ -50,6 +50,8 @@ class DglmPipeline:
         self.diffusion, self.standardizer = load_latent_stage(run_dir / LATENT)
         self.diffusion.denoiser.to(device)
         self.decoder, tokenizer = load_decoder_stage(run_dir / DECODER, device)
+        if hasattr(self.decoder.decoder, "extend_positions"):  # generation.max_tokens may exceed the trained length
+            self.decoder.decoder.extend_positions(self.positions())
         d = cfg.decoder
         self.tokens = PairTokenizer(tokenizer, d.max_prefix_tokens, d.max_continuation_tokens)
         self.encoder = load_sentence_encoder(cfg.sentence_encoder_model_name, device)
@@ -155,7 +157,8 @@ class DglmPipeline:
         if self._plain is None:
             from .decoder_loading import load_decoder
 
-            self._plain = CausalLM(load_decoder(self.cfg.auto_regressive_model_name, self.device).model).eval()
+            self._plain = CausalLM(load_decoder(self.cfg.auto_regressive_model_name, self.device,
+                                                positions=self.positions()).model).eval()
         g = self.settings(**overrides)
         rows = self._rows(prefix, num_samples)
         generator = torch.Generator(device=self.device).manual_seed(seed)
@@ -165,6 +168,11 @@ class DglmPipeline:
             out += self.tokens.decode(self._plain.continue_from(self._plain.token_embeddings(ids), g.max_tokens,
                                                                 g.temperature, self.tokens.eos_id, generator))
         return out
+
+    def positions(self) -> int:
+        """The longest input any decoder here is given: prefix, soft tokens and continuation."""
+        d = self.cfg.decoder
+        return d.max_prefix_tokens + d.num_soft_tokens + max(d.max_continuation_tokens, self.cfg.generation.max_tokens)
 
     def fits(self, prefix: str) -> bool:
         """Whether the prefix is no longer than the prefixes the decoder was trained on."""

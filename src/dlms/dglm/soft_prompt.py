@@ -147,9 +147,7 @@ def load_decoder_stage(folder: str | Path, device: torch.device | str = "cpu") -
     folder is a CheckpointError."""
     folder = Path(folder)
     meta = read_stage_meta(folder, STAGE, "decoder")
-    base = load_decoder(meta["decoder"], device)
-    if meta.get("positions") and hasattr(base.model, "extend_positions"):
-        base.model.extend_positions(int(meta["positions"]))
+    base = load_decoder(meta["decoder"], device, positions=meta.get("positions"))
     model = SoftPromptedDecoder(base.model, SoftPrompt(meta["embed_dim"], meta["hidden_size"], meta["num_tokens"],
                                                        meta["width"]))
     try:

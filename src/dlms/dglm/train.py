@@ -168,7 +168,7 @@ class DglmTrainer:
         params = sum(p.numel() for p in denoiser.parameters())
         self.log(f"diffusion: latent denoiser ({params:,} parameters) on {len(x)} pairs, {cfg.steps} steps, "
                  f"batch {cfg.batch_size}")
-        train_stage(name="diffusion", cfg=cfg, param_groups=[{"params": list(denoiser.parameters())}],
+        train_stage(name="diffusion", cfg=cfg, model=denoiser, param_groups=[{"params": list(denoiser.parameters())}],
                     loss_fn=loss_fn, save=save, val_fn=val_fn, device=self.device, seed=self.cfg.seed,
                     metrics=self.metrics, progress=self._bar(cfg.steps, int(resume[0].get("step", 0)), "diffusion", "pairs/s"),
                     units_per_step=cfg.batch_size, resume=resume, log=self.log)
@@ -182,9 +182,8 @@ class DglmTrainer:
         if resume[0]:
             model, tokenizer = load_decoder_stage(folder, self.device)
         else:
-            base = load_decoder(self.cfg.auto_regressive_model_name, self.device)
-            if hasattr(base.model, "extend_positions"):  # a dlms decoder: room for prefix, soft tokens, continuation
-                base.model.extend_positions(cfg.max_prefix_tokens + cfg.num_soft_tokens + cfg.max_continuation_tokens)
+            base = load_decoder(self.cfg.auto_regressive_model_name, self.device,
+                                positions=cfg.max_prefix_tokens + cfg.num_soft_tokens + cfg.max_continuation_tokens)
             model = SoftPromptedDecoder(base.model, SoftPrompt(std.dim, base.hidden_size, cfg.num_soft_tokens,
                                                                cfg.soft_prompt_width)).to(self.device)
             tokenizer = base.tokenizer
@@ -226,7 +225,7 @@ class DglmTrainer:
         self.log(f"decoder: soft prompt ({sum(p.numel() for p in model.soft_prompt.parameters()):,} parameters, "
                  f"{cfg.num_soft_tokens} tokens) on {self.cfg.auto_regressive_model_name}, {cfg.steps} steps, "
                  f"batch {cfg.batch_size}")
-        train_stage(name="decoder", cfg=cfg, param_groups=groups, loss_fn=loss_fn, save=save, val_fn=val_fn,
+        train_stage(name="decoder", cfg=cfg, model=model, param_groups=groups, loss_fn=loss_fn, save=save, val_fn=val_fn,
                     device=self.device, seed=self.cfg.seed, metrics=self.metrics,
                     progress=self._bar(cfg.steps, int(resume[0].get("step", 0)), "decoder", "pairs/s"),
                     units_per_step=cfg.batch_size, resume=resume, log=self.log)
