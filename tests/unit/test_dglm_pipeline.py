@@ -165,3 +165,37 @@ def test_eval_on_a_labelled_file_steers_to_the_opposite_label(dglm_run, tmp_path
     assert setup["target"] == "opposite" and setup["prompts"] == 4
     assert main(["dglm", "eval", "--run", str(run), "--label", "mood", "--target", "ecstatic", "--guidance", "1",
                  "--num_prefixes", "2", "--out", str(out)]) == 2
+
+
+def test_the_plain_baseline_never_pads_its_prefixes(dglm_run):
+    from dlms.dglm import DglmPipeline
+
+    pipe = DglmPipeline.load(dglm_run["run"])
+    prefixes = ["the", "the chef cooked a", "my dad"]
+    together = pipe.generate_plain(prefixes, temperature=0)
+    assert together == [pipe.generate_plain(p, temperature=0)[0] for p in prefixes]
+
+
+def test_fluency_perplexity_scores_each_text_as_if_alone(dglm_run):
+    import math
+
+    from dlms.dglm import DglmPipeline
+    from dlms.dglm.evaluate import continuation_perplexity
+    from dlms.dglm.soft_prompt import CausalLM
+
+    pipe = DglmPipeline.load(dglm_run["run"])
+    lm = CausalLM(pipe.decoder.decoder).eval()
+    tokens = pipe.tokens
+    rows = [("the", "chef was great ."), ("my dad ate a", "bland steak .")]
+    nll, count = 0.0, 0
+    for prefix, continuation in rows:  # one text at a time: no padding anywhere
+        head = [tokens.bos_id] + tokens.tokenizer.encode(prefix, add_special_tokens=False)
+        tail = tokens.tokenizer.encode(" " + continuation, add_special_tokens=False) + [tokens.eos_id]
+        ids = torch.tensor([head + tail])
+        with torch.no_grad():
+            logp = torch.log_softmax(lm.logits(lm.token_embeddings(ids)), -1)[0]
+        nll -= sum(float(logp[len(head) - 1 + i, tok]) for i, tok in enumerate(tail))
+        count += len(tail)
+    expected = math.exp(nll / count)
+    got = continuation_perplexity(lm, tokens, [p for p, _ in rows], [c for _, c in rows])
+    assert got == pytest.approx(expected, rel=1e-4)

@@ -38,7 +38,8 @@ def add_parsers(sub) -> None:
     gen.add_argument("--num_samples", type=int, default=5)
     gen.add_argument("--control", action="append", default=None,
                      help="attribute=value, e.g. sentiment=positive (repeatable; classifiers add up)")
-    gen.add_argument("--guidance", type=float, default=10.0, help="strength of the attribute guidance (0: off)")
+    gen.add_argument("--guidance", type=float, default=None,
+                     help="strength of the attribute guidance (0: off; default: the run's generation.guidance)")
     gen.add_argument("--plain", action="store_true", help="the base AR decoder alone, without proposals (baseline)")
     gen.add_argument("--seed", type=int, default=0)
     gen.add_argument("--device", default=None)

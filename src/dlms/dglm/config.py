@@ -59,6 +59,7 @@ class GenerationConfig:
     num_steps: int = 50
     eta: float = 0.0
     cfg_scale: float = 1.0  # classifier-free guidance on the prefix (1: off)
+    guidance: float = 10.0  # strength of attribute guidance when a control is given (0: off)
     renoise_level: float = 0.3  # the proposal is re-noised to this level before the decoder reads it
     temperature: float = 1.0  # the decoder's sampling temperature (0: greedy)
     max_tokens: int = 32

@@ -90,16 +90,25 @@ def labelled_prompts(pipe: DglmPipeline, attribute: str, target: str, count: int
 @torch.no_grad()
 def continuation_perplexity(lm: CausalLM, tokens: PairTokenizer, prefixes: list[str], continuations: list[str],
                             batch: int = 64) -> float:
-    """exp(mean NLL per token) of the continuations (+ end token) given their prefixes."""
+    """exp(mean NLL per token) of the continuations (+ end token) given their prefixes. Each row
+    is <bos> prefix continuation <eos>, padded on the right, so a causal model never sees padding
+    before a scored token."""
     total, count = 0.0, 0
+    device = lm_device(lm)
     for start in range(0, len(prefixes), batch):
-        prefix_ids = tokens.prefixes(prefixes[start:start + batch], lm_device(lm))
-        cont_ids, mask = tokens.continuations(continuations[start:start + batch], lm_device(lm))
-        logits = lm.logits(lm.token_embeddings(torch.cat([prefix_ids, cont_ids], dim=1)))
-        pred = logits[:, prefix_ids.shape[1] - 1:-1]
-        nll = torch.nn.functional.cross_entropy(pred.transpose(1, 2), cont_ids, reduction="none")
-        total += float((nll * mask).sum())
-        count += int(mask.sum())
+        rows, scored = [], []
+        for prefix, continuation in zip(prefixes[start:start + batch], continuations[start:start + batch]):
+            head = [tokens.bos_id] + tokens.tokenizer.encode(prefix, add_special_tokens=False)
+            tail = tokens.tokenizer.encode(" " + continuation, add_special_tokens=False) + [tokens.eos_id]
+            rows.append(head + tail)
+            scored.append([False] * len(head) + [True] * len(tail))
+        width = max(len(r) for r in rows)
+        ids = torch.tensor([r + [tokens.pad_id] * (width - len(r)) for r in rows], device=device)
+        mask = torch.tensor([m + [False] * (width - len(m)) for m in scored], device=device)
+        logits = lm.logits(lm.token_embeddings(ids))[:, :-1]
+        nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), ids[:, 1:], reduction="none")
+        total += float((nll * mask[:, 1:]).sum())
+        count += int(mask[:, 1:].sum())
     return math.exp(total / max(count, 1))
 
 

@@ -109,10 +109,12 @@ class DglmPipeline:
         return replace(self.cfg.generation, **{k: v for k, v in overrides.items() if v is not None})
 
     @torch.no_grad()
-    def propose(self, prefixes: list[str], control: dict | None = None, guidance: float = 0.0,
+    def propose(self, prefixes: list[str], control: dict | None = None, guidance: float | None = None,
                 generator: torch.Generator | None = None, **overrides: Any) -> torch.Tensor:
-        """Standardised proposals [B, D] of the continuations' embeddings, one per prefix."""
+        """Standardised proposals [B, D] of the continuations' embeddings, one per prefix
+        (`guidance` None: the run's `generation.guidance`)."""
         g = self.settings(**overrides)
+        guidance = g.guidance if guidance is None else guidance
         prefix = self.standardizer.transform(torch.from_numpy(self.encoder.encode(prefixes)).to(self.device))
         controls = self._controls(control, len(prefixes))
         fn = None
@@ -138,10 +140,11 @@ class DglmPipeline:
         return self.tokens.decode(ids)
 
     def generate(self, prefix: str | list[str], num_samples: int = 1, control: dict | None = None,
-                 guidance: float = 0.0, seed: int = 0, **overrides: Any) -> list[str]:
+                 guidance: float | None = None, seed: int = 0, **overrides: Any) -> list[str]:
         """Continuations: `num_samples` per prefix, in prefix order. `control`: {attribute:
-        value} (a value may also be a list with one entry per row), `guidance`: its strength
-        (0: unguided). Other keywords override the run's `generation` settings."""
+        value} (a value may also be a list with one entry per row: prefix x sample), `guidance`:
+        its strength (0: unguided; None: the run's `generation.guidance`). Other keywords
+        override the run's `generation` settings."""
         rows = self._rows(prefix, num_samples)
         generator = torch.Generator(device=self.device).manual_seed(seed)
         out: list[str] = []
@@ -162,12 +165,18 @@ class DglmPipeline:
         g = self.settings(**overrides)
         rows = self._rows(prefix, num_samples)
         generator = torch.Generator(device=self.device).manual_seed(seed)
-        out: list[str] = []
-        for start in range(0, len(rows), BATCH):
-            ids = self.tokens.prefixes(rows[start:start + BATCH], self.device)
-            out += self.tokens.decode(self._plain.continue_from(self._plain.token_embeddings(ids), g.max_tokens,
-                                                                g.temperature, self.tokens.eos_id, generator))
-        return out
+        # The base model never saw padding: rows are batched by prefix length, so none is needed.
+        lengths = [len(self.tokens.tokenizer.encode(r, add_special_tokens=False)) for r in rows]
+        out: dict[int, str] = {}
+        for length in sorted(set(lengths)):
+            same = [i for i, n in enumerate(lengths) if n == length]
+            for start in range(0, len(same), BATCH):
+                chunk = same[start:start + BATCH]
+                ids = self.tokens.prefixes([rows[i] for i in chunk], self.device)
+                texts = self.tokens.decode(self._plain.continue_from(self._plain.token_embeddings(ids), g.max_tokens,
+                                                                     g.temperature, self.tokens.eos_id, generator))
+                out.update(zip(chunk, texts))
+        return [out[i] for i in range(len(rows))]
 
     def positions(self) -> int:
         """The longest input any decoder here is given: prefix, soft tokens and continuation."""
