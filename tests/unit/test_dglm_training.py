@@ -110,3 +110,28 @@ def test_the_tfidf_judge_reads_the_label_of_the_continuation():
     assert judge.held_out_accuracy == 1.0 and judge.classes == ["neg", "pos"]
     verdict = judge.judge(["x", "x"], ["so great", "so awful"], ["pos", "pos"])
     assert verdict["success"] == [True, False]
+
+
+@pytest.mark.parametrize("data, message", [
+    ({"diffusion": {"steps": 0}}, "diffusion.steps must be at least 1"),
+    ({"decoder": {"learning_rate": -1.0}}, "decoder.learning_rate must be positive"),
+    ({"diffusion": {"ema_decay": 1.0}}, "ema_decay must lie in"),
+    ({"generation": {"renoise_level": 1.5}}, "renoise_level must lie in"),
+    ({"data": {"val_fraction": 0.0}}, "val_fraction must be between"),
+    ({"decoder": {"soft_tokens": 4}}, "unknown config key 'decoder.soft_tokens'"),
+    ({"generation": {"sampler": "euler"}}, "sampler"),
+])
+def test_bad_dglm_config_values_are_one_line_errors(data, message):
+    from dlms.dglm.config import dglm_config_from_dict
+    from dlms.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        dglm_config_from_dict(data)
+
+
+def test_an_unknown_stage_is_refused(tmp_path):
+    from dlms.dglm import DglmConfig, DglmTrainer
+    from dlms.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="unknown stage 'sample'"):
+        DglmTrainer(DglmConfig(out_dir=str(tmp_path), device="cpu")).run(("sample",))

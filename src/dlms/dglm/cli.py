@@ -144,9 +144,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
                           include_plain=not args.no_plain, **_overrides(args))
     out = Path(args.out) if args.out else Path(args.run) / f"eval-{args.label}"
     title = f"DGLM steering of '{args.label}' ({pipe.cfg.data.dataset})"
+    flags = [f"--{k} {v}" for k, v in (("target", args.target), ("reference", args.reference),
+                                       *_overrides(args).items()) if v is not None]
+    info["command"] = " ".join([f"dlms dglm eval --run {args.run} --label {args.label} --guidance {args.guidance}",
+                                f"--num_prefixes {args.num_prefixes} --seed {args.seed}", *flags])
     for path in write_report(rows, info, out, title):
         print(f"wrote {path}")
-    print(json.dumps(info))
+    print(json.dumps({k: v for k, v in info.items() if k != "examples"}))
     return 0
 
 

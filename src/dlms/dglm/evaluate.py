@@ -152,10 +152,14 @@ def evaluate(pipe: DglmPipeline, attribute: str, guidance_scales: list[float], n
                   **{f"distinct_{n}": round(distinct_n(texts, n), 4) for n in (1, 2, 3)},
                   "samples": len(texts), "seconds": round(seconds, 1)}
         log(json.dumps(result))
-        for p, t, text in list(zip(prompts.prefixes, prompts.targets, texts))[:3]:
-            log(f"    [{t}] {p} | {text}")
+        shown = [f"[{t}] {p} | {text}" for p, t, text in list(zip(prompts.prefixes, prompts.targets, texts))[:4]]
+        examples[f"{system}" + ("" if guidance is None else f" (guidance {guidance:g})")] = shown
+        for line in shown:
+            log(f"    {line}")
         return result
 
+    examples: dict[str, list[str]] = {}
+    info["generation"] = {k: v for k, v in vars(pipe.settings(**overrides)).items() if k != "guidance"}
     rows = []
     if include_plain:
         rows.append(row("plain-ar", None, lambda: pipe.generate_plain(prompts.prefixes, 1, seed, **overrides)))
@@ -163,6 +167,7 @@ def evaluate(pipe: DglmPipeline, attribute: str, guidance_scales: list[float], n
         name = "dglm-unguided" if scale == 0 else "dglm-guided"
         rows.append(row(name, scale, lambda s=scale: pipe.generate(prompts.prefixes, 1, {attribute: prompts.targets},
                                                                     s, seed, **overrides)))
+    info["examples"] = examples
     return rows, info
 
 
@@ -194,8 +199,13 @@ def write_report(rows: list[dict[str, Any]], info: dict[str, Any], out: Path, ti
     out.mkdir(parents=True, exist_ok=True)
     write_csv(out / "results.csv", rows)
     plot = plot_sweep(rows, out / "guidance_sweep.png", title)
-    lines = [f"# {title}", "", *(f"- {k}: {v}" for k, v in info.items()), "",
-             markdown_table(rows, COLUMNS), "", f"![guidance sweep]({plot.name})", ""]
+    facts = {k: v for k, v in info.items() if k != "examples"}
+    table = markdown_table([{k: ("-" if v is None else v) for k, v in r.items()} for r in rows], COLUMNS)
+    lines = [f"# {title}", "", *(f"- {k}: {v}" for k, v in facts.items()), "", table, "",
+             f"![guidance sweep]({plot.name})", "", "## First samples of each system", "",
+             "`[target] prefix | continuation`", ""]
+    for system, shown in info.get("examples", {}).items():
+        lines += [f"**{system}**", "", "```", *shown, "```", ""]
     (out / "report.md").write_text("\n".join(lines), encoding="utf-8")
     (out / "setup.json").write_text(json.dumps(info, indent=2), encoding="utf-8")
     return [out / "results.csv", plot, out / "report.md"]
