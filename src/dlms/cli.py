@@ -4,6 +4,8 @@
     dlms generate --checkpoint RUN --prompt "..." --seq_len N --num_steps S [--show_steps]
     dlms view --checkpoint RUN --steps 20 --seq_len 8
     dlms eval --checkpoint RUN [--ar_checkpoint RUN] [--dataset PATH]
+    dlms models check --config DGLM_YAML
+    dlms dglm train|train-classifier|generate|eval ...   (see dlms/dglm/cli.py)
 
 Every user error prints one line `error: ...` and exits with status 2 (`--debug` shows the
 traceback).
