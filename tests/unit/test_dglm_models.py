@@ -108,3 +108,25 @@ def test_models_check_names_an_unreachable_model_in_one_line(tmp_path, monkeypat
     assert main(["models", "check", "--config", str(path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: could not load sentence encoder")
+
+
+def test_a_hugging_face_decoder_stage_loads_without_its_base_folder(tiny_gpt2_folder, tmp_path):
+    import shutil
+
+    import torch
+
+    from dlms.dglm.soft_prompt import SoftPrompt, SoftPromptedDecoder, load_decoder_stage, save_decoder_stage
+
+    base = tmp_path / "gpt2-copy"
+    shutil.copytree(tiny_gpt2_folder, base)
+    decoder = load_decoder(str(base))
+    torch.manual_seed(0)
+    model = SoftPromptedDecoder(decoder.model, SoftPrompt(8, decoder.hidden_size, num_tokens=2, width=16)).eval()
+    with torch.no_grad():
+        model.decoder.get_input_embeddings().weight.add_(0.01)  # "fine-tuned"
+    save_decoder_stage(tmp_path / "stage", model, str(base), decoder.tokenizer)
+    shutil.rmtree(base)
+    loaded, tokenizer = load_decoder_stage(tmp_path / "stage")
+    prefix, emb, t = torch.randint(0, 20, (2, 3)), torch.randn(2, 8), torch.rand(2)
+    torch.testing.assert_close(loaded.logits(loaded.inputs(prefix, emb, t)), model.logits(model.inputs(prefix, emb, t)))
+    assert tokenizer.eos_token_id == decoder.tokenizer.eos_token_id

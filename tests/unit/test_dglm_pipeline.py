@@ -65,11 +65,15 @@ def test_a_finished_run_is_not_retrained_and_more_steps_resume(dglm_run, capsys)
     assert (run / "latent_diffusion" / "model.safetensors").read_bytes() == weights
     cfg = yaml.safe_load(dglm_run["config"].read_text())
     cfg["diffusion"]["steps"] = 9
+    cfg["decoder"]["steps"] = 6
     path = dglm_run["folder"] / "longer.yaml"
     path.write_text(yaml.safe_dump(cfg))
-    assert main(["dglm", "train", "--config", str(path), "--stage", "diffusion"]) == 0
-    assert "resuming at step 6 of 9" in capsys.readouterr().out
+    assert main(["dglm", "train", "--config", str(path), "--stage", "diffusion", "--stage", "decoder"]) == 0
+    out = capsys.readouterr().out
+    assert "resuming at step 6 of 9" in out and "resuming at step 4 of 6" in out
     assert json.loads((run / "latent_diffusion" / "progress.json").read_text())["step"] == 9
+    assert json.loads((run / "decoder" / "progress.json").read_text())["step"] == 6
+    assert (run / "decoder" / "decoder" / "model.safetensors").is_file()  # the stage carries its own decoder
 
 
 def test_one_stage_runs_alone(dglm_run, tmp_path, capsys):

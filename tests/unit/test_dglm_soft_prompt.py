@@ -66,7 +66,13 @@ def test_the_decoder_stage_saves_and_loads(trained_runs, tmp_path):
     model = prompted(load_decoder(str(trained_runs["ar"])), seed=2)
     with torch.no_grad():
         model.decoder.embed.weight.add_(0.01)  # "fine-tuned": differs from the run on disk
-    save_decoder_stage(tmp_path / "decoder", model, str(trained_runs["ar"]))
+    import shutil
+
+    base = tmp_path / "base-run"  # the stage must load without the run it started from
+    shutil.copytree(trained_runs["ar"], base)
+    decoder = load_decoder(str(base))
+    save_decoder_stage(tmp_path / "decoder", model, str(base), decoder.tokenizer)
+    shutil.rmtree(base)
     loaded, tokenizer = load_decoder_stage(tmp_path / "decoder")
     prefix, emb, t = torch.randint(4, 40, (2, 3)), torch.randn(2, 8), torch.rand(2)
     torch.testing.assert_close(loaded.logits(loaded.inputs(prefix, emb, t)), model.eval().logits(model.inputs(prefix, emb, t)))

@@ -2,10 +2,12 @@
 causal LM (GPT-2 family) by folder or Hub id."""
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from safetensors.torch import save_file
 
 from ..backbones.huggingface import from_hub, load_hf_config, load_pretrained_causal_lm, quiet_loading
 from ..training.checkpoint import find_checkpoint
@@ -54,3 +56,22 @@ def load_decoder(name: str, device: torch.device | str = "cpu", positions: int |
     source = str(path) if path.is_dir() else name
     tokenizer = from_hub(lambda local: AutoTokenizer.from_pretrained(source, local_files_only=local), name)
     return LoadedDecoder(name, "huggingface", model, tokenizer, int(config.hidden_size))
+
+
+def save_decoder_copy(dest: Path, source: str, model: torch.nn.Module, tokenizer) -> None:
+    """Write `model`, a fine-tuned copy of the decoder loaded from `source`, as a folder that
+    `load_decoder` reads on its own: a dlms checkpoint (the source's config, trainer state,
+    tokenizer and architecture files beside the new weights) or a Hugging Face model folder."""
+    dest.mkdir(parents=True)
+    if is_dlms_run(source):
+        ckpt = find_checkpoint(source)
+        for item in ("config.yaml", "trainer_state.json", "tokenizer", "backbone"):
+            if (ckpt / item).is_dir():
+                shutil.copytree(ckpt / item, dest / item)
+            elif (ckpt / item).is_file():
+                shutil.copy2(ckpt / item, dest / item)
+        save_file({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()},
+                  str(dest / "model.safetensors"))
+    else:
+        model.save_pretrained(str(dest))
+        tokenizer.save_pretrained(str(dest))

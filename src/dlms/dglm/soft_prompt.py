@@ -23,7 +23,7 @@ from torch import nn
 from ..backbones.conditioning import timestep_embedding
 from ..data.cache import staged_entry
 from ..errors import CheckpointError
-from .decoder_loading import load_decoder
+from .decoder_loading import load_decoder, save_decoder_copy
 from .stages import read_stage_meta, write_stage_meta, write_training_state
 
 
@@ -122,18 +122,21 @@ class SoftPromptedDecoder(CausalLM):
 
 
 STAGE = "decoder"  # written into the stage's config.json
+DECODER_DIR = "decoder"  # the fine-tuned decoder, inside the stage folder
 
 
-def save_decoder_stage(folder: str | Path, model: SoftPromptedDecoder, decoder_name: str,
-                       progress: dict | None = None, optimizer_state: dict | None = None) -> Path:
+def save_decoder_stage(folder: str | Path, model: SoftPromptedDecoder, decoder_name: str, tokenizer=None,
+                       source: str | None = None, progress: dict | None = None,
+                       optimizer_state: dict | None = None) -> Path:
     """Write the decoder stage atomically: config.json (stage, the base decoder's name, sizes),
-    soft_prompt.safetensors, decoder.safetensors (the fine-tuned decoder; tied weights once) and,
-    during training, its progress and optimizer state."""
+    soft_prompt.safetensors, `decoder/` (the fine-tuned decoder as a folder that loads on its
+    own, see `save_decoder_copy`; `source`: where its base was loaded from, default
+    `decoder_name`) and, during training, its progress and optimizer state."""
     folder = Path(folder)
     sp = model.soft_prompt
     with staged_entry(folder, replace=True) as tmp:
         save_model(sp, str(tmp / "soft_prompt.safetensors"))
-        save_model(model.decoder, str(tmp / "decoder.safetensors"))
+        save_decoder_copy(tmp / DECODER_DIR, source or decoder_name, model.decoder, tokenizer)
         write_stage_meta(tmp, STAGE, decoder=decoder_name, embed_dim=sp.net[0].in_features - sp.time_features,
                          hidden_size=sp.hidden_size, num_tokens=sp.num_tokens, width=sp.net[0].out_features,
                          positions=getattr(getattr(model.decoder, "spec", None), "max_seq_len", None))
@@ -142,18 +145,17 @@ def save_decoder_stage(folder: str | Path, model: SoftPromptedDecoder, decoder_n
 
 
 def load_decoder_stage(folder: str | Path, device: torch.device | str = "cpu") -> tuple[SoftPromptedDecoder, object]:
-    """(the soft-prompted decoder, its tokenizer) from a folder written by `save_decoder_stage`.
-    The base decoder is rebuilt from the name saved there; a missing, damaged or other-stage
-    folder is a CheckpointError."""
+    """(the soft-prompted decoder, its tokenizer) from a folder written by `save_decoder_stage`;
+    it needs nothing outside that folder. A missing, damaged or other-stage folder is a
+    CheckpointError."""
     folder = Path(folder)
     meta = read_stage_meta(folder, STAGE, "decoder")
-    base = load_decoder(meta["decoder"], device, positions=meta.get("positions"))
-    model = SoftPromptedDecoder(base.model, SoftPrompt(meta["embed_dim"], meta["hidden_size"], meta["num_tokens"],
-                                                       meta["width"]))
     try:
+        base = load_decoder(str(folder / DECODER_DIR), device, positions=meta.get("positions"))
+        model = SoftPromptedDecoder(base.model, SoftPrompt(meta["embed_dim"], meta["hidden_size"], meta["num_tokens"],
+                                                           meta["width"]))
         load_model(model.soft_prompt, str(folder / "soft_prompt.safetensors"))
-        load_model(model.decoder, str(folder / "decoder.safetensors"))
-    except Exception as exc:  # noqa: BLE001  (safetensors raises several types for damaged files)
+    except Exception as exc:  # noqa: BLE001  (safetensors, transformers and dlms raise several types)
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise CheckpointError(f"decoder stage '{folder}' is damaged ({first}); retrain the decoder stage") from None
     return model.to(device).eval(), base.tokenizer

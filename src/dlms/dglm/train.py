@@ -179,8 +179,10 @@ class DglmTrainer:
         data, folder, cfg = self._embedded(), self.out / DECODER, self.cfg.decoder
         std = data.standardizer
         resume = read_training_state(folder)
+        source = self.cfg.auto_regressive_model_name  # where the decoder's config and tokenizer are copied from
         if resume[0]:
             model, tokenizer = load_decoder_stage(folder, self.device)
+            source = str(folder / "decoder")
         else:
             base = load_decoder(self.cfg.auto_regressive_model_name, self.device,
                                 positions=cfg.max_prefix_tokens + cfg.num_soft_tokens + cfg.max_continuation_tokens)
@@ -215,7 +217,8 @@ class DglmTrainer:
                                   for i in range(0, stop, cfg.batch_size)]))
 
         def save(progress: dict, optimizer_state: dict) -> None:
-            save_decoder_stage(folder, model, self.cfg.auto_regressive_model_name, progress, optimizer_state)
+            save_decoder_stage(folder, model, self.cfg.auto_regressive_model_name, tokenizer, source, progress,
+                               optimizer_state)
 
         groups = [{"params": list(model.soft_prompt.parameters()), "lr": cfg.learning_rate}]
         if cfg.decoder_learning_rate > 0:
