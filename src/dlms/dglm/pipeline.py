@@ -117,14 +117,14 @@ class DglmPipeline:
         guidance = g.guidance if guidance is None else guidance
         prefix = self.standardizer.transform(torch.from_numpy(self.encoder.encode(prefixes)).to(self.device))
         controls = self._controls(control, len(prefixes))
-        fn = None
-        if controls and guidance:
-            def fn(x_hat: torch.Tensor) -> torch.Tensor:
-                return guidance_gradient(x_hat, controls, g.control_samples, g.control_noise, generator,
-                                         to_embedding=self.standardizer.inverse)
+
+        def steer(x_hat: torch.Tensor) -> torch.Tensor:
+            return guidance_gradient(x_hat, controls, g.control_samples, g.control_noise, generator,
+                                     to_embedding=self.standardizer.inverse)
+
         return self.diffusion.sample(prefix, num_steps=g.num_steps, sampler=g.sampler, eta=g.eta,
-                                     guidance_scale=g.cfg_scale, generator=generator, control=fn,
-                                     control_scale=guidance)
+                                     guidance_scale=g.cfg_scale, generator=generator,
+                                     control=steer if controls and guidance else None, control_scale=guidance)
 
     @torch.no_grad()
     def write(self, prefixes: list[str], proposals: torch.Tensor, generator: torch.Generator | None = None,
