@@ -74,6 +74,12 @@ class PairTokenizer:
         mask = torch.tensor([[True] * len(r) + [False] * (width - len(r)) for r in rows], device=device)
         return ids, mask
 
+    def whole(self, prefix: str, continuation: str) -> tuple[list[int], int]:
+        """(<bos> prefix continuation <eos>, the count of leading prefix ids), untruncated: the
+        same pieces as `prefixes` and `continuations`, for scoring one text as a whole."""
+        head = [self.bos_id] + self._ids(prefix)
+        return head + self._ids(" " + continuation) + [self.eos_id], len(head)
+
     def decode(self, ids: torch.Tensor) -> list[str]:
         """Continuation ids [B, L] -> texts, cut at the first end token."""
         texts = []

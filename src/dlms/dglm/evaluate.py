@@ -94,14 +94,13 @@ def continuation_perplexity(lm: CausalLM, tokens: PairTokenizer, prefixes: list[
     is <bos> prefix continuation <eos>, padded on the right, so a causal model never sees padding
     before a scored token."""
     total, count = 0.0, 0
-    device = lm_device(lm)
+    device = next(lm.parameters()).device
     for start in range(0, len(prefixes), batch):
         rows, scored = [], []
         for prefix, continuation in zip(prefixes[start:start + batch], continuations[start:start + batch]):
-            head = [tokens.bos_id] + tokens.tokenizer.encode(prefix, add_special_tokens=False)
-            tail = tokens.tokenizer.encode(" " + continuation, add_special_tokens=False) + [tokens.eos_id]
-            rows.append(head + tail)
-            scored.append([False] * len(head) + [True] * len(tail))
+            ids, head = tokens.whole(prefix, continuation)
+            rows.append(ids)
+            scored.append([False] * head + [True] * (len(ids) - head))
         width = max(len(r) for r in rows)
         ids = torch.tensor([r + [tokens.pad_id] * (width - len(r)) for r in rows], device=device)
         mask = torch.tensor([m + [False] * (width - len(m)) for m in scored], device=device)
@@ -110,10 +109,6 @@ def continuation_perplexity(lm: CausalLM, tokens: PairTokenizer, prefixes: list[
         total += float((nll * mask[:, 1:]).sum())
         count += int(mask[:, 1:].sum())
     return math.exp(total / max(count, 1))
-
-
-def lm_device(lm: torch.nn.Module) -> torch.device:
-    return next(lm.parameters()).device
 
 
 def evaluate(pipe: DglmPipeline, attribute: str, guidance_scales: list[float], num_prefixes: int = 100,
@@ -140,6 +135,8 @@ def evaluate(pipe: DglmPipeline, attribute: str, guidance_scales: list[float], n
     info.update(prompts=len(prompts.prefixes), unique_prefixes=len(set(prompts.prefixes)), reference=reference_name,
                 attribute=attribute, target=target or ("every class" if isinstance(judge, BuiltinJudge) else "opposite"))
 
+    examples: dict[str, list[str]] = {}  # the first samples of each system, for the report
+
     def row(system: str, guidance: float | None, make: Callable[[], list[str]]) -> dict[str, Any]:
         tic = time.perf_counter()
         texts = make()
@@ -158,7 +155,6 @@ def evaluate(pipe: DglmPipeline, attribute: str, guidance_scales: list[float], n
             log(f"    {line}")
         return result
 
-    examples: dict[str, list[str]] = {}
     info["generation"] = {k: v for k, v in vars(pipe.settings(**overrides)).items() if k != "guidance"}
     rows = []
     if include_plain:

@@ -15,7 +15,6 @@ from ..errors import DataError
 
 class BuiltinJudge:
     name = "exact grammar checker"
-    judges_grammar = True
 
     def judge(self, prefixes: list[str], continuations: list[str], targets: list[str]) -> dict[str, list[bool]]:
         from ..data.corpus import check_text
@@ -31,7 +30,6 @@ class TfidfJudge:
     held_out_accuracy: float = 0.0
     pipeline: object = field(default=None, repr=False)
     name: str = "TF-IDF logistic regression"
-    judges_grammar = False
 
     @classmethod
     def fit(cls, attribute: str, train: tuple[list[str], list], held_out: tuple[list[str], list]) -> "TfidfJudge":

@@ -25,7 +25,7 @@ from .control import LinearClassifier, guidance_gradient
 from .data import PairTokenizer
 from .encoder import load_sentence_encoder
 from .latent_diffusion import load_latent_stage
-from .soft_prompt import CausalLM, load_decoder_stage
+from .soft_prompt import CausalLM, load_decoder_stage, noise_embedding
 from .train import DECODER, LATENT, RUN_CONFIG
 
 BATCH = 128  # rows generated at once
@@ -132,9 +132,7 @@ class DglmPipeline:
         """Continuations written by the decoder from standardised proposals [B, D]."""
         g = self.settings(**overrides)
         t = torch.full((len(prefixes),), g.renoise_level, device=self.device)
-        schedule = self.diffusion.schedule
-        eps = torch.randn(proposals.shape, generator=generator, device=self.device)
-        z = schedule.alpha(t)[:, None] * proposals + schedule.sigma(t)[:, None] * eps
+        z = noise_embedding(self.diffusion.schedule, proposals, t, generator)
         ids = self.decoder.generate(self.tokens.prefixes(prefixes, self.device), z, t, g.max_tokens,
                                     g.temperature, self.tokens.eos_id, generator)
         return self.tokens.decode(ids)

@@ -27,6 +27,14 @@ from .decoder_loading import load_decoder, save_decoder_copy
 from .stages import read_stage_meta, write_stage_meta, write_training_state
 
 
+def noise_embedding(schedule, embedding: torch.Tensor, t: torch.Tensor,
+                    generator: torch.Generator | None = None) -> torch.Tensor:
+    """z = alpha(t) x + sigma(t) eps for standardised embeddings x [B, D] and levels t [B]: how
+    the decoder sees the true embedding in training and a proposal at generation."""
+    eps = torch.randn(embedding.shape, generator=generator, device=embedding.device)
+    return schedule.alpha(t)[:, None] * embedding + schedule.sigma(t)[:, None] * eps
+
+
 class SoftPrompt(nn.Module):
     """embedding [B, D], noise level t [B] -> soft tokens [B, P, H]."""
 

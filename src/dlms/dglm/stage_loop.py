@@ -2,8 +2,9 @@
 
 AdamW with linear warmup and cosine decay (`training.optim.lr_factor`), gradient clipping, an
 optional exponential moving average of the weights (what is saved for sampling; the raw
-weights travel with the optimizer state for resume), a progress bar, a checkpoint every `save_every` steps and at the end (written by the stage's own
-`save` function, atomically), and exact resume: step k draws its batch and noise from a
+weights travel with the optimizer state for resume), a progress bar, a checkpoint every
+`save_every` steps and at the end (written by the stage's own `save` function, atomically),
+and exact resume: step k draws its batch and noise from a
 generator seeded by (seed, k), so an interrupted run continued from its checkpoint repeats the
 uninterrupted one. A NaN or infinite loss stops the stage before anything is overwritten.
 """

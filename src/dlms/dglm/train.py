@@ -33,7 +33,7 @@ from .embeddings import Standardizer, encode_cached
 from .encoder import load_sentence_encoder
 from .latent_diffusion import LatentDenoiser, LatentDiffusion, save_latent_stage
 from .pairs import cut_pairs
-from .soft_prompt import SoftPrompt, SoftPromptedDecoder, load_decoder_stage, save_decoder_stage
+from .soft_prompt import SoftPrompt, SoftPromptedDecoder, load_decoder_stage, noise_embedding, save_decoder_stage
 from .stage_loop import train_stage
 from .stages import read_stage_meta, read_training_state, write_stage_meta
 
@@ -199,9 +199,7 @@ class DglmTrainer:
             cont_ids, mask = pair_tokens.continuations([c for _, c in pairs], self.device)
             emb = emb.to(self.device)
             t = torch.rand(len(pairs), generator=gen, device=self.device) * cfg.max_noise_level
-            eps = torch.randn(emb.shape, generator=gen, device=self.device)
-            z = schedule.alpha(t)[:, None] * emb + schedule.sigma(t)[:, None] * eps
-            return model.loss(prefix_ids, cont_ids, z, t, mask)
+            return model.loss(prefix_ids, cont_ids, noise_embedding(schedule, emb, t, gen), t, mask)
 
         def loss_fn(gen: torch.Generator) -> torch.Tensor:
             model.train()
