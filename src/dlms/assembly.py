@@ -99,10 +99,27 @@ def bf16_is_fast(device: torch.device) -> bool:
     return any(getattr(cpu, name, lambda: False)() for name in checks)
 
 
-def autocast_context(device: torch.device, precision: str):
-    """bf16 autocast on CPU and CUDA, or nothing for fp32; 'auto' picks bf16 where it is fast."""
+def resolve_precision(device: torch.device, precision: str) -> str:
+    """'auto' -> 'bf16' where bf16 is fast on `device`, else 'fp32'; 'bf16' and 'fp32' as given."""
     if precision == "auto":
-        precision = "bf16" if bf16_is_fast(device) else "fp32"
-    if precision == "bf16":
+        return "bf16" if bf16_is_fast(device) else "fp32"
+    if precision not in ("bf16", "fp32"):
+        raise ConfigError(f"precision must be one of 'auto', 'bf16', 'fp32', got {precision!r}")
+    return precision
+
+
+def precision_note(device: torch.device, asked: str) -> str:
+    """What a run prints about its precision, e.g. 'bf16 (auto: native bf16 on this cpu)'."""
+    chosen = resolve_precision(device, asked)
+    if asked != "auto":
+        return chosen
+    why = "native bf16" if chosen == "bf16" else "no native bf16"
+    return f"{chosen} (auto: {why} on this {device.type})"
+
+
+def autocast_context(device: torch.device, precision: str):
+    """bf16 autocast on CPU and CUDA, or nothing for fp32; 'auto' picks bf16 where it is fast.
+    Weights stay float32 (the optimiser's master copy); autocast picks the compute dtype."""
+    if resolve_precision(device, precision) == "bf16":
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
     return nullcontext()

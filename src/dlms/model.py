@@ -12,7 +12,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from .assembly import autocast_context, build_parts, dataset_from_config
+from .assembly import autocast_context, build_parts, dataset_from_config, resolve_precision
 from .config import RunConfig
 from .errors import CheckpointError, DlmsError
 from .eval.likelihood import evaluate_likelihood
@@ -29,19 +29,27 @@ class DiffusionLM:
     """A trained model ready to sample and evaluate (any method: masked, ar, ...)."""
 
     def __init__(self, cfg: RunConfig, method, model: torch.nn.Module, tokenizer, label_names: dict[str, list[str]],
-                 device: torch.device):
+                 device: torch.device, precision: str | None = None):
+        """`precision`: 'bf16', 'fp32' or 'auto' for sampling and evaluation (None: the run's own,
+        `cfg.train.precision`, which training saves resolved)."""
         self.cfg = cfg
         self.method = method
         self.model = model.to(device).eval()
         self.tokenizer = tokenizer
         self.label_names = label_names
         self.device = device
+        self.precision = resolve_precision(device, precision or cfg.train.precision)
+
+    def autocast(self):
+        """The autocast context of this model's precision (bf16 autocast, or nothing for fp32)."""
+        return autocast_context(self.device, self.precision)
 
     # ------------------------------------------------------------------ loading
     @classmethod
     def load_checkpoint(cls, path: str | Path, device: str = "auto", expect_method: str | None = None,
-                        use_ema: bool = True) -> "DiffusionLM":
-        """Load a run folder (or its checkpoint folder) written by `dlms train`; needs nothing else."""
+                        use_ema: bool = True, precision: str | None = None) -> "DiffusionLM":
+        """Load a run folder (or its checkpoint folder) written by `dlms train`; needs nothing else.
+        `precision` ('bf16', 'fp32', 'auto'; None: the run's own) is used to sample and evaluate."""
         ckpt = find_checkpoint(path)
         state = read_trainer_state(ckpt)
         if expect_method is not None and state["method"] != expect_method:
@@ -59,7 +67,7 @@ class DiffusionLM:
         method, model = build_parts(cfg, tokenizer, checkpoint=ckpt)
         weights = ckpt / ("ema.safetensors" if use_ema and (ckpt / "ema.safetensors").exists() else "model.safetensors")
         load_weights(model, read_tensors(weights), weights)
-        return cls(cfg, method, model, tokenizer, state.get("label_names", {}), resolve_device(device))
+        return cls(cfg, method, model, tokenizer, state.get("label_names", {}), resolve_device(device), precision)
 
     @classmethod
     def from_trainer(cls, trainer) -> "DiffusionLM":
@@ -193,13 +201,14 @@ class DiffusionLM:
         labels = self._label_ids(label, num_samples)
         generator = torch.Generator(device=self.device).manual_seed(s.seed if seed is None else seed)
         chosen = build_sampler(sampler or s.sampler, self.method, self.model)
-        return chosen.sample(
-            canvas, fixed, labels=labels, guidance_scale=s.guidance_scale if guidance is None else guidance,
-            num_steps=steps or s.num_steps, temperature=s.temperature if temperature is None else temperature,
-            top_k=s.top_k if top_k is None else top_k, top_p=s.top_p if top_p is None else top_p,
-            tokens_per_step=tokens_per_step or s.tokens_per_step, generator=generator, callback=callback,
-            eta=s.eta if eta is None else eta, clamp=s.clamp if clamp is None else clamp,
-        )
+        with self.autocast():
+            return chosen.sample(
+                canvas, fixed, labels=labels, guidance_scale=s.guidance_scale if guidance is None else guidance,
+                num_steps=steps or s.num_steps, temperature=s.temperature if temperature is None else temperature,
+                top_k=s.top_k if top_k is None else top_k, top_p=s.top_p if top_p is None else top_p,
+                tokens_per_step=tokens_per_step or s.tokens_per_step, generator=generator, callback=callback,
+                eta=s.eta if eta is None else eta, clamp=s.clamp if clamp is None else clamp,
+            )
 
     def decode(self, ids: torch.Tensor) -> list[str]:
         """Token rows [B, L] -> texts: the start tokens dropped, cut at the first end-of-text."""
@@ -239,7 +248,7 @@ class DiffusionLM:
         return dataset_from_config(self.cfg.data, path, self.tokenizer)
 
     def evaluate(self, dataset: Any = None, *, passes: int | None = None, batch_size: int | None = None,
-                 max_sequences: int | None = None, seed: int | None = None, precision: str = "fp32",
+                 max_sequences: int | None = None, seed: int | None = None, precision: str | None = None,
                  discrete_steps: int | None = None) -> dict[str, Any]:
         """Validation NLL per token (the ELBO bound for diffusion), perplexity and MC standard error.
 
@@ -255,7 +264,7 @@ class DiffusionLM:
         return evaluate_likelihood(
             self.method, self.model, data.val, batch_size=batch_size or e.batch_size, passes=passes or e.elbo_passes,
             seed=e.seed if seed is None else seed, max_sequences=max_sequences, label_column=self.cfg.data.label_column,
-            autocast=autocast_context(self.device, precision), discrete_steps=discrete_steps,
+            autocast=autocast_context(self.device, precision or self.precision), discrete_steps=discrete_steps,
         )
 
     def score_continuations(self, pairs: Sequence[tuple[str, str]], *, passes: int | None = None, seed: int = 0,

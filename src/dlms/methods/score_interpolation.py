@@ -8,6 +8,10 @@ Given logits [N, V], token vectors [V, D] and targets [N], it returns
 with a hand-written backward. The result equals `log_softmax`, `exp`, `@` and `gather` chained
 through autograd, but it stores only the probabilities and makes about half as many passes over
 the [N, V] tensor. On a CPU, with a small model, those passes cost as much as the network.
+
+It always runs in float32, outside any autocast region: under bf16 autocast the product
+`probs @ table` would come out in bf16 while the table stays float32, and the backward's
+products would mix the two dtypes. Softmax and the cross-entropy want float32 anyway.
 """
 from __future__ import annotations
 
@@ -44,8 +48,10 @@ class _InterpolateWithNLL(torch.autograd.Function):
 
 def interpolate_with_nll(logits: torch.Tensor, table: torch.Tensor,
                          targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """logits [..., V] float32, table [V, D], targets [...] long -> (x0 estimate [..., D],
-    -log p(target) [...])."""
+    """logits [..., V], table [V, D], targets [...] long -> (x0 estimate [..., D] float32,
+    -log p(target) [...] float32), whatever the autocast state and the inputs' dtypes."""
     shape = logits.shape[:-1]
-    x0_hat, nll = _InterpolateWithNLL.apply(logits.reshape(-1, logits.shape[-1]), table, targets.reshape(-1))
+    with torch.autocast(device_type=logits.device.type, enabled=False):
+        x0_hat, nll = _InterpolateWithNLL.apply(logits.reshape(-1, logits.shape[-1]).float(), table.float(),
+                                                targets.reshape(-1))
     return x0_hat.view(*shape, table.shape[1]), nll.view(shape)

@@ -11,13 +11,15 @@ import os
 import time
 from contextlib import nullcontext
 from copy import deepcopy
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from ..assembly import autocast_context, backbone_tokenizer, dataset_from_config, resolve_run_config, special_tokens
+from ..assembly import (autocast_context, backbone_tokenizer, dataset_from_config, precision_note, resolve_precision,
+                        resolve_run_config, special_tokens)
 from ..backbones import build_backbone
 from ..config import RunConfig, load_config, save_config
 from ..data import BatchIterator
@@ -48,6 +50,10 @@ class Trainer:
             barrier(self.dist)
         self.method = build_method(cfg.method, special_tokens(self.dataset.tokenizer))
         self.cfg = resolve_run_config(cfg, self.method, self.dataset.label_names)
+        # Saved resolved: the run trains, resumes and samples in the precision it was started with.
+        self.precision_note = precision_note(self.device, cfg.train.precision)
+        self.cfg = replace(self.cfg, train=replace(self.cfg.train,
+                                                   precision=resolve_precision(self.device, cfg.train.precision)))
         torch.manual_seed(self.cfg.train.seed)  # the same initial weights in every process
         self.model = build_backbone(self.cfg.model, self.method.special.vocab_size).to(self.device)
         if hasattr(self.method, "prepare_backbone"):  # e.g. frozen embeddings: before DDP and the optimizer
@@ -113,7 +119,8 @@ class Trainer:
         tokens_per_s = 0.0
         with TrainingProgress(self.total_steps, self.step, t.progress and self.dist.is_main) as progress:
             progress.log(f"training {self.method.name} ({sum(p.numel() for p in self.model.parameters()):,} parameters) "
-                         f"for {self.total_steps} steps on {self.device}, {len(self.dataset.train):,} training rows")
+                         f"for {self.total_steps} steps on {self.device}, precision {self.precision_note}, "
+                         f"{len(self.dataset.train):,} training rows")
             while self.step < self.total_steps:
                 metrics = self._optimizer_step()
                 self.step += 1
