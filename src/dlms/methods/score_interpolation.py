@@ -48,10 +48,14 @@ class _InterpolateWithNLL(torch.autograd.Function):
 
 def interpolate_with_nll(logits: torch.Tensor, table: torch.Tensor,
                          targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """logits [..., V], table [V, D], targets [...] long -> (x0 estimate [..., D] float32,
-    -log p(target) [...] float32), whatever the autocast state and the inputs' dtypes."""
+    """logits [..., V], table [V, D], targets [...] long -> (x0 estimate [..., D], -log p(target)
+    [...]), in float32 (float64 for float64 inputs) whatever the autocast state."""
     shape = logits.shape[:-1]
     with torch.autocast(device_type=logits.device.type, enabled=False):
-        x0_hat, nll = _InterpolateWithNLL.apply(logits.reshape(-1, logits.shape[-1]).float(), table.float(),
-                                                targets.reshape(-1))
+        x0_hat, nll = _InterpolateWithNLL.apply(_at_least_float32(logits.reshape(-1, logits.shape[-1])),
+                                                _at_least_float32(table), targets.reshape(-1))
     return x0_hat.view(*shape, table.shape[1]), nll.view(shape)
+
+
+def _at_least_float32(x: torch.Tensor) -> torch.Tensor:
+    return x if x.dtype in (torch.float32, torch.float64) else x.float()
