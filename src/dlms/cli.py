@@ -13,12 +13,12 @@ traceback).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import traceback
 from pathlib import Path
 
-from .errors import DlmsError
+from .errors import ArgumentError, DlmsError
+from .jsonsafe import dumps
 
 DEFAULT_RUN = "runs/default"
 
@@ -60,6 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("overrides", nargs="*", help="config overrides such as train.batch_size=16")
     train.add_argument("--config", default=None, help="YAML config (see configs/)")
     train.add_argument("--resume", default=None, metavar="RUN", help="continue the run in this folder")
+    train.add_argument("--overwrite", action="store_true",
+                       help="replace a run already in the output folder (without it, that is an error)")
     for flag, (key, typ) in TRAIN_FLAGS.items():
         train.add_argument(f"--{flag}", type=typ, default=None, help=f"sets {key}")
     train.add_argument("--samples", type=int, default=3, help="samples printed after training")
@@ -141,7 +143,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     flags = {key: getattr(args, flag) for flag, (key, _) in TRAIN_FLAGS.items() if getattr(args, flag) is not None}
     if args.resume:
-        if args.overrides or args.config or set(flags) - {"train.max_steps"}:
+        if args.overrides or args.config or args.overwrite or set(flags) - {"train.max_steps"}:
             raise DlmsError("--resume continues a run as configured; only --max_steps may be given with it")
         trainer = Trainer.resume(args.resume, max_steps=flags.get("train.max_steps"))
     else:
@@ -149,7 +151,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         for key, value in flags.items():
             section, name = key.split(".")
             extra.setdefault(section, {})[name] = value
-        trainer = Trainer(load_config(args.config, args.overrides, extra))
+        trainer = Trainer(load_config(args.config, args.overrides, extra), overwrite=args.overwrite)
     summary = trainer.train()
     if trainer.dist.is_main and args.samples > 0:
         from .model import DiffusionLM
@@ -159,8 +161,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             print(f"  sample: {one_line(text)}")
     trainer.close()
     if trainer.dist.is_main:
-        print(json.dumps({"run_dir": summary["run_dir"], "step": summary["step"], "loss": round(summary["loss"], 4),
-                          "best_val_nll": round(summary["best_val"], 4)}))
+        print(dumps({"run_dir": summary["run_dir"], "step": summary["step"], "loss": round(summary["loss"], 4),
+                     "best_val_nll": round(summary["best_val"], 4)}))
     return 0
 
 
@@ -177,6 +179,8 @@ def _sampling_kwargs(args: argparse.Namespace) -> dict:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
+    if args.step_interval < 1:
+        raise DlmsError(f"--step_interval must be at least 1, got {args.step_interval}")
     lm = _load(args)
     callback = None
     if args.show_steps:
@@ -193,6 +197,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_view(args: argparse.Namespace) -> int:
+    from .checks import check_int
+
+    check_int("steps", args.steps, 1)
     lm = _load(args)
 
     def callback(step: int, total: int, texts: list[str]) -> None:
@@ -206,9 +213,34 @@ def cmd_view(args: argparse.Namespace) -> int:
     return 0
 
 
+def writable_file(path: str, flag: str) -> Path:
+    """`path` as a file this process can write (its folder created if needed); checked before
+    long work so a bad output path fails at once. DlmsError naming `flag` otherwise."""
+    out = Path(path)
+    if out.is_dir():
+        raise DlmsError(f"{flag} '{path}' is a folder; give a file name such as {out / 'results.json'}")
+    parent = next((p for p in out.parents if p.exists()), None)
+    if parent is not None and not parent.is_dir():
+        raise DlmsError(f"{flag} '{path}' lies under '{parent}', which is a file; choose another path")
+    existed = out.exists()
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with out.open("a", encoding="utf-8"):
+            pass
+    except OSError as exc:
+        raise DlmsError(f"cannot write {flag} '{path}' ({exc.strerror or type(exc).__name__}); "
+                        "choose a path you can write to") from None
+    if not existed:
+        out.unlink()
+    return out
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from .eval.report import evaluate_run
 
+    if args.output:
+        writable_file(args.output, "--output")
+        writable_file(str(Path(args.output).with_suffix(".md")), "--output")
     results = evaluate_run(
         args.checkpoint, dataset=args.dataset, evaluator=args.evaluator, ar_checkpoint=args.ar_checkpoint,
         passes=args.passes, max_sequences=args.max_sequences, batch_size=args.batch_size,
@@ -220,11 +252,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     table = format_table(results)
     print(table)
-    print(json.dumps(results))
+    print(dumps(results))
     if args.output:
         out = Path(args.output)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+        out.write_text(dumps(results, indent=2) + "\n", encoding="utf-8")
         out.with_suffix(".md").write_text(table + "\n", encoding="utf-8")
     return 0
 
@@ -264,7 +295,7 @@ def cmd_models(args: argparse.Namespace) -> int:
         cfg = replace(cfg, device=args.device)
     rows = check_models(cfg)
     print(format_rows(rows))
-    print(json.dumps({"config": args.config, "models": rows}))
+    print(dumps({"config": args.config, "models": rows}))
     return 0
 
 
@@ -272,6 +303,34 @@ def cmd_dglm(args: argparse.Namespace) -> int:
     from .dglm.cli import cmd_dglm as run
 
     return run(args)
+
+
+# Python arguments whose command-line flag has another name (the rest are `--<name>`).
+FLAG_ALIASES = {"length": "seq_len", "steps": "num_steps", "guidance": "guidance_scale"}
+
+
+def _flag_namer(parser: argparse.ArgumentParser, argv: list[str] | None):
+    """name -> how the command line calls it: `--seq_len` for `length` where the command has that
+    flag, else the name as it is."""
+    words = list(sys.argv[1:] if argv is None else argv)
+    flags: set[str] = set()
+    current = parser
+    while True:  # walk down the subcommands the user typed, collecting the last one's flags
+        subs = [a for a in current._actions if isinstance(a, argparse._SubParsersAction)]
+        nxt = next((subs[0].choices[w] for w in words if subs and w in subs[0].choices), None)
+        if nxt is None:
+            break
+        current = nxt
+    for action in current._actions:
+        flags.update(action.option_strings)
+
+    def rename(name: str) -> str:
+        for candidate in (f"--{name}", f"--{FLAG_ALIASES.get(name, name)}"):
+            if candidate in flags:
+                return candidate
+        return name
+
+    return rename
 
 
 COMMANDS = {"train": cmd_train, "generate": cmd_generate, "view": cmd_view, "eval": cmd_eval,
@@ -292,7 +351,8 @@ def main(argv: list[str] | None = None) -> int:
     except DlmsError as exc:
         if args.debug:
             traceback.print_exc()
-        print(f"error: {exc}", file=sys.stderr)
+        message = exc.renamed(_flag_namer(parser, argv)) if isinstance(exc, ArgumentError) else str(exc)
+        print(f"error: {one_line(message)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("error: interrupted; the last checkpoint is kept", file=sys.stderr)

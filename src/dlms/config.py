@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import types
 import typing
@@ -197,10 +198,15 @@ def _check_value(key: str, value: Any, tp: Any) -> Any:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
     elif tp is float:
+        number = None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str) and _FLOAT.fullmatch(value.strip()):
-            return float(value)  # YAML 1.1 reads '3e-4' (no dot) as a string
+            number = float(value)
+        elif isinstance(value, str) and _FLOAT.fullmatch(value.strip()):
+            number = float(value)  # YAML 1.1 reads '3e-4' (no dot) as a string
+        if number is not None:
+            if not math.isfinite(number):
+                raise ConfigError(f"config key '{key}' must be a finite number, got {value!r}")
+            return number
     elif tp is str:
         if isinstance(value, str):
             return value
@@ -234,7 +240,7 @@ def _build(cls: type, data: Any, prefix: str) -> Any:
 _RANGES = [
     ("data.seq_len", lambda v: v >= 4, "at least 4"),
     ("data.vocab_size", lambda v: v >= 260, "at least 260 (256 bytes + 4 special tokens)"),
-    ("data.val_fraction", lambda v: 0 <= v < 1, "in [0, 1)"),
+    ("data.val_fraction", lambda v: 0 < v < 1, "in (0, 1): runs are validated on held-out data"),
     ("data.max_examples", lambda v: v is None or v >= 1, "at least 1 (or null)"),
     ("data.train_tokens", lambda v: v is None or v >= 1, "at least 1 (or null)"),
     ("train.eval_passes", lambda v: v >= 1, "at least 1"),
@@ -242,6 +248,14 @@ _RANGES = [
     ("data.builtin_examples", lambda v: v >= 1, "at least 1"),
     ("train.batch_size", lambda v: v >= 1, "at least 1"),
     ("train.learning_rate", lambda v: v > 0, "positive"),
+    ("train.min_lr_ratio", lambda v: 0 <= v <= 1, "in [0, 1] (the floor of the decay, as a share of the peak rate)"),
+    ("train.weight_decay", lambda v: v >= 0, "at least 0"),
+    ("train.beta1", lambda v: 0 <= v < 1, "in [0, 1)"),
+    ("train.beta2", lambda v: 0 <= v < 1, "in [0, 1)"),
+    ("train.warmup_steps", lambda v: v >= 0, "at least 0"),
+    ("train.grad_clip", lambda v: v > 0, "positive (the largest gradient norm kept)"),
+    ("train.eval_batches", lambda v: v >= 1, "at least 1"),
+    ("train.seed", lambda v: v >= 0, "at least 0"),
     ("train.max_steps", lambda v: v >= 1, "at least 1"),
     ("train.num_epochs", lambda v: v is None or v > 0, "positive (or null)"),
     ("train.grad_accum", lambda v: v >= 1, "at least 1"),
@@ -255,9 +269,26 @@ _RANGES = [
     ("method.mse_weight", lambda v: v >= 0, "at least 0"),
     ("method.embedding_norm", lambda v: v > 0, "positive"),
     ("method.embed_dim", lambda v: v is None or v >= 0, "at least 0 (or null)"),
+    ("model.d_model", lambda v: v is None or v >= 1, "at least 1 (or null)"),
+    ("model.n_layers", lambda v: v is None or v >= 1, "at least 1 (or null)"),
+    ("model.n_heads", lambda v: v is None or v >= 1, "at least 1 (or null)"),
+    ("model.mlp_hidden", lambda v: v is None or v >= 1, "at least 1 (or null)"),
+    ("model.max_seq_len", lambda v: v is None or v >= 4, "at least 4 (or null)"),
+    ("model.num_classes", lambda v: v >= 0, "at least 0"),
+    ("model.input_dim", lambda v: v >= 0, "at least 0"),
+    ("model.token_table_dim", lambda v: v >= 0, "at least 0"),
     ("sample.eta", lambda v: 0 <= v <= 1, "in [0, 1]"),
     ("sample.num_steps", lambda v: v >= 1, "at least 1"),
+    ("sample.num_samples", lambda v: v >= 1, "at least 1"),
+    ("sample.temperature", lambda v: v >= 0, "at least 0 (0: greedy)"),
+    ("sample.top_k", lambda v: v >= 0, "at least 0 (0: off)"),
+    ("sample.top_p", lambda v: 0 < v <= 1, "in (0, 1] (1: off)"),
+    ("sample.tokens_per_step", lambda v: v is None or v >= 1, "at least 1 (or null)"),
+    ("sample.seed", lambda v: v >= 0, "at least 0"),
     ("eval.elbo_passes", lambda v: v >= 1, "at least 1"),
+    ("eval.batch_size", lambda v: v >= 1, "at least 1"),
+    ("eval.max_batches", lambda v: v is None or v >= 1, "at least 1 (or null)"),
+    ("eval.seed", lambda v: v >= 0, "at least 0"),
 ]
 
 

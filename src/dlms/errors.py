@@ -24,3 +24,26 @@ class CheckpointError(DlmsError):
 
 class TrainingDiverged(DlmsError):
     """The loss became NaN or infinite; the last good checkpoint was kept."""
+
+
+class ArgumentError(DlmsError):
+    """A value given to a function (or a command) that is out of range or does not fit.
+
+    The message names the value by its Python argument (`length`); the command line shows the
+    same message with its flag (`--seq_len`) through `renamed`. `template` holds `{arg}`-style
+    placeholders, `names` maps each to the argument's name.
+    """
+
+    def __init__(self, template: str, **names: str):
+        self.template = template
+        self.names = names
+        super().__init__(template.format(**names))
+
+    def renamed(self, rename) -> str:
+        """The message with every argument name passed through `rename(name) -> shown name`."""
+        return self.template.format(**{key: rename(name) for key, name in self.names.items()})
+
+
+def literal(text: object) -> str:
+    """`text` safe to embed in an ArgumentError template (braces doubled)."""
+    return str(text).replace("{", "{{").replace("}", "}}")

@@ -14,7 +14,8 @@ import torch
 
 from .assembly import autocast_context, build_parts, dataset_from_config, resolve_precision
 from .config import RunConfig
-from .errors import CheckpointError, DlmsError
+from .checks import check_int, check_number
+from .errors import ArgumentError, CheckpointError, DlmsError
 from .eval.likelihood import evaluate_likelihood
 from .samplers import build_sampler
 from .training.checkpoint import (find_checkpoint, load_weights, read_config, read_tensors, read_trainer_state,
@@ -165,16 +166,17 @@ class DiffusionLM:
 
     def canvas(self, prompt: str | None, length: int | None, num_samples: int) -> tuple[torch.Tensor, torch.Tensor]:
         """The starting state: (tokens [N, L] with the prompt and masks elsewhere, fixed bool [N, L])."""
-        length = length or self.cfg.data.seq_len
-        if length < 2 or num_samples < 1:
-            raise DlmsError(f"need a sequence length of at least 2 and at least 1 sample (got {length}, {num_samples})")
+        check_int("length", length, 2)
+        check_int("num_samples", num_samples, 1, optional=False)
+        length = self.cfg.data.seq_len if length is None else length
         max_len = self.model.spec.max_seq_len
         if length > max_len:
-            raise DlmsError(f"sequence length {length} exceeds the model's maximum {max_len}; lower --seq_len")
+            raise ArgumentError(f"{{length}} {length} exceeds the model's maximum of {max_len} tokens (its training "
+                                "length); lower {length}", length="length")
         prefix = self.encode_prompt(prompt)
         if len(prefix) >= length:
-            raise DlmsError(f"the prompt is {len(prefix)} tokens, not shorter than the sequence length {length}; "
-                            "raise --seq_len or shorten the prompt")
+            raise ArgumentError(f"the prompt is {len(prefix)} tokens (with the start token), not shorter than {{length}} "
+                                f"{length}; raise {{length}} or shorten the prompt", length="length")
         if self.method.causal and not prefix:
             raise DlmsError("an autoregressive model needs a prompt or a start token")
         canvas = torch.full((num_samples, length), self.method.special.mask, dtype=torch.long, device=self.device)
@@ -193,11 +195,15 @@ class DiffusionLM:
                    callback: Callable[[int, int, torch.Tensor], None] | None = None) -> torch.Tensor:
         """Like `sample` but returns the token ids [num_samples, length]."""
         s = self.cfg.sample
+        check_int("steps", steps, 1)
+        check_number("eta", eta, 0.0, 1.0, note="0: deterministic ddim, 1: as noisy as ddpm")
+        check_number("temperature", temperature, 0.0, note="0: greedy")
+        check_int("top_k", top_k, 0)
+        check_number("top_p", top_p, 0.0, 1.0, low_open=True, note="1: off")
+        check_number("guidance", guidance, note="classifier-free guidance scale, 1: off")
+        check_int("tokens_per_step", tokens_per_step, 1)
+        check_int("seed", seed, 0)
         canvas, fixed = self.canvas(prompt, length, num_samples)
-        if steps is not None and steps < 1:
-            raise DlmsError(f"the number of denoising steps must be at least 1, got {steps}")
-        if eta is not None and not 0.0 <= eta <= 1.0:
-            raise DlmsError(f"eta must be in [0, 1] (0: deterministic ddim, 1: as noisy as ddpm), got {eta}")
         labels = self._label_ids(label, num_samples)
         generator = torch.Generator(device=self.device).manual_seed(s.seed if seed is None else seed)
         chosen = build_sampler(sampler or s.sampler, self.method, self.model)
@@ -206,7 +212,8 @@ class DiffusionLM:
                 canvas, fixed, labels=labels, guidance_scale=s.guidance_scale if guidance is None else guidance,
                 num_steps=steps or s.num_steps, temperature=s.temperature if temperature is None else temperature,
                 top_k=s.top_k if top_k is None else top_k, top_p=s.top_p if top_p is None else top_p,
-                tokens_per_step=tokens_per_step or s.tokens_per_step, generator=generator, callback=callback,
+                tokens_per_step=s.tokens_per_step if tokens_per_step is None else tokens_per_step,
+                generator=generator, callback=callback,
                 eta=s.eta if eta is None else eta, clamp=s.clamp if clamp is None else clamp,
             )
 
@@ -256,6 +263,11 @@ class DiffusionLM:
         `discrete_steps` T: the T-step discrete-time bound (diffusion only) instead of the
         continuous-time one.
         """
+        check_int("passes", passes, 1)
+        check_int("batch_size", batch_size, 1)
+        check_int("max_sequences", max_sequences, 1)
+        check_int("seed", seed, 0)
+        check_int("discrete_steps", discrete_steps, 1)
         if discrete_steps is not None and not getattr(self.method, "supports_discrete_bound",
                                                       self.method.stochastic_bound):
             raise DlmsError(f"a discrete-time bound needs a masked diffusion model; '{self.method.name}' has none")
@@ -273,6 +285,9 @@ class DiffusionLM:
         the ELBO (a lower bound, with its Monte Carlo `se`) for diffusion. See eval/scoring.py."""
         from .eval.scoring import encode_pair, score_sequences
 
+        check_int("passes", passes, 1)
+        check_int("batch_size", batch_size, 1, optional=False)
+        check_int("seed", seed, 0, optional=False)
         max_len = self.model.spec.max_seq_len
         rows = [encode_pair(self.tokenizer, self._start_tokens, c, x, max_len) for c, x in pairs]
         labels = None if label is None else [self._label_id(label)] * len(rows)

@@ -24,6 +24,9 @@ def resolve_model_config(cfg: ModelConfig, seq_len: int, causal: bool) -> ModelC
     if cfg.time_conditioning_style not in _STYLES:
         raise ConfigError(f"model.time_conditioning_style must be one of {', '.join(map(repr, _STYLES))}, "
                           f"got {cfg.time_conditioning_style!r}")
+    if values["d_model"] % values["n_heads"] or (values["d_model"] // values["n_heads"]) % 2:
+        raise ConfigError(f"model.d_model ({values['d_model']}) must split into model.n_heads ({values['n_heads']}) "
+                          "heads of an even width (rotary positions rotate pairs); e.g. d_model=128, n_heads=4")
     if cfg.skip_connections and values["n_layers"] < 2:
         raise ConfigError(f"model.skip_connections needs at least 2 layers, got n_layers={values['n_layers']}")
     from dataclasses import replace

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..errors import DataError
 from ..methods.base import unwrap
 
 
@@ -45,11 +46,16 @@ def evaluate_likelihood(method, model, split, *, batch_size: int = 32, passes: i
     """Negative log-likelihood per token (a bound for diffusion) with its MC standard error.
 
     `discrete_steps` T: the T-step discrete-time bound instead of the continuous-time one.
-    Returns {"nll", "ppl", "se", "tokens", "sequences", "passes", "bound"}; `se` is in nats/token.
+    Returns {"nll", "ppl", "se", "tokens", "sequences", "passes", "bound"}; `se` is in nats/token:
+    0 for an exact likelihood (AR), None for a bound estimated from one pass (it has none).
+    An empty split is a DataError, never a perfect score.
     """
     model.eval()
     device = next(unwrap(model).parameters()).device
     n = len(split) if max_sequences is None else min(len(split), max_sequences)
+    if n == 0:
+        raise DataError("the validation split is empty, so there is nothing to score; raise data.val_fraction "
+                        "or use more data")
     labels_all = split_labels(split, label_column)
     passes = passes if method.stochastic_bound else 1
     total, variance, tokens = 0.0, 0.0, 0
@@ -75,12 +81,14 @@ def evaluate_likelihood(method, model, split, *, batch_size: int = 32, passes: i
             else:
                 total += method.sequence_nll(model, x0, labels).float().sum().item()
         tokens += int(method.scored_tokens(x0).sum())
-    tokens = max(tokens, 1)
+    if tokens == 0:
+        raise DataError("the validation rows hold no scored tokens (only padding); check the data")
     nll = total / tokens
+    one_pass = method.stochastic_bound and passes < 2
     return {
         "nll": nll,
         "ppl": math.exp(min(nll, 50.0)),
-        "se": math.sqrt(variance) / tokens,
+        "se": None if one_pass else math.sqrt(variance) / tokens,
         "tokens": tokens,
         "sequences": n,
         "passes": passes,

@@ -33,8 +33,14 @@ def evaluate_run(checkpoint: str, *, dataset: str | None = None, evaluator: str 
     `ar_checkpoint`): a dlms 'ar' run or a Hugging Face causal LM folder. `discrete_steps`
     defaults to the run's sampling steps.
     """
+    from ..checks import check_int
     from ..model import DiffusionLM
 
+    check_int("passes", passes, 0)
+    check_int("num_samples", num_samples, 0, optional=False)
+    for name, value in (("batch_size", batch_size), ("max_sequences", max_sequences), ("num_steps", num_steps),
+                        ("discrete_steps", discrete_steps), ("max_items", max_items)):
+        check_int(name, value, 1)
     lm = DiffusionLM.load_checkpoint(checkpoint, device=device)
     judge_spec = evaluator or ar_checkpoint
     judge = load_evaluator(judge_spec, device=device) if judge_spec else None

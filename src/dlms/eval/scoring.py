@@ -75,9 +75,10 @@ def score_sequences(method, model, rows: Sequence[tuple[list[int], int]], *, pas
                     -method.sequence_nll(model, x, lab, t=torch.stack([n[0][k] for n in noise]),
                                          u=torch.stack([n[1][k] for n in noise]), maskable=score).float()
                     for k in range(passes)])  # [K, B]
-                se = (est.var(0, unbiased=True) / passes).sqrt() if passes > 1 else torch.zeros(len(chunk))
+                # One pass has no standard error (None), not a zero one.
+                se = (est.var(0, unbiased=True) / passes).sqrt().tolist() if passes > 1 else [None] * len(chunk)
                 for j, i in enumerate(chunk):
-                    out[i] = {"logprob": float(est[:, j].mean()), "se": float(se[j]), "tokens": rows[i][1],
+                    out[i] = {"logprob": float(est[:, j].mean()), "se": se[j], "tokens": rows[i][1],
                               "greedy": False}
     return out
 

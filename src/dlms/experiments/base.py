@@ -72,7 +72,7 @@ class Experiment:
             trainer = Trainer.resume(run)
         else:
             log(f"{self.name}: training the model to sample from into {run}")
-            trainer = Trainer(cfg)
+            trainer = Trainer(cfg, overwrite=True)  # the experiment's own folder; no checkpoint yet to lose
         try:
             trainer.train()
         finally:

@@ -61,17 +61,23 @@ class DataScaling(Experiment):
         evals = evals.get(family, 40) if isinstance(evals, dict) else evals
         every = max(1, round(epochs / evals)) * steps_per_epoch
         t.max_steps, t.num_epochs, t.eval_every, t.save_every = max_steps, None, every, every
-        if (cell_dir / CHECKPOINT / "trainer_state.json").is_file():
-            trainer = Trainer.resume(cell_dir)  # a killed experiment continues this run where it stopped
-            # settings that do not change the training trajectory follow the spec as it is now
-            for key in ("eval_passes", "early_stop_patience"):
-                setattr(trainer.cfg.train, key, getattr(t, key))
+        state = _saved_state(cell_dir / CHECKPOINT / "trainer_state.json")
+        patience = t.early_stop_patience
+        if state and (state["step"] >= max_steps or 0 < patience <= state.get("evals_since_best", 0)):
+            # trained to the end by a run killed before it wrote its row: nothing left to train
+            summary = {"step": state["step"], "stopped_early": state["step"] < max_steps}
         else:
-            trainer = Trainer(cfg, dataset=dataset)
-        try:
-            summary = trainer.train()
-        finally:
-            trainer.close()
+            if state:
+                trainer = Trainer.resume(cell_dir)  # a killed experiment continues this run where it stopped
+                # settings that do not change the training trajectory follow the spec as it is now
+                for key in ("eval_passes", "early_stop_patience"):
+                    setattr(trainer.cfg.train, key, getattr(t, key))
+            else:  # a cell killed before its first checkpoint starts over
+                trainer = Trainer(cfg, dataset=dataset, overwrite=True)
+            try:
+                summary = trainer.train()
+            finally:
+                trainer.close()
         curve = validation_curve(cell_dir / "metrics.jsonl", steps_per_epoch)
         best = DiffusionLM.load_checkpoint(cell_dir / "best")
         final = best.evaluate(passes=self.option("final_passes"))
@@ -147,6 +153,11 @@ class DataScaling(Experiment):
             ax.set_ylabel("validation loss (nats/token)")
             ax.legend()
         return save(fig, self.out_dir / "curves.png")
+
+
+def _saved_state(path: Path) -> dict | None:
+    """A cell's trainer_state.json, or None when it has no checkpoint yet."""
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
 
 def validation_curve(metrics_file: Path, steps_per_epoch: int) -> list[dict[str, Any]]:

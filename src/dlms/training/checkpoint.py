@@ -21,6 +21,7 @@ from safetensors.torch import load_file, save_file
 
 from ..config import RunConfig, config_from_dict, read_yaml, save_config
 from ..errors import CheckpointError, DlmsError
+from ..jsonsafe import dumps
 
 CHECKPOINT = "checkpoint"
 FORMAT_VERSION = 1
@@ -66,7 +67,7 @@ def save_checkpoint(run_dir: str | Path, *, cfg: RunConfig, model: torch.nn.Modu
     if optimizer_state is not None:
         torch.save(optimizer_state, tmp / "optimizer.pt")
     state = {"format_version": FORMAT_VERSION, **trainer_state}
-    (tmp / "trainer_state.json").write_text(json.dumps(state, indent=2), encoding="utf-8")
+    (tmp / "trainer_state.json").write_text(dumps(state, indent=2), encoding="utf-8")  # inf best_val -> null
     # Swap: the previous checkpoint survives until the new one is complete.
     shutil.rmtree(old, ignore_errors=True)
     if final.exists():
@@ -128,11 +129,26 @@ def read_optimizer_state(ckpt: Path) -> dict[str, Any]:
                               "resume from another checkpoint or start a new run") from None
 
 
-def truncate_metrics(run_dir: Path, step: int) -> None:
-    """Drop metric lines after `step` (written by a run that was interrupted after its last save)."""
+def truncate_metrics(run_dir: Path, step: int) -> int:
+    """Drop metric lines after `step` (written by a run that was interrupted after its last save)
+    and lines that do not parse (a line torn by a kill mid-write); returns how many unreadable
+    lines were dropped. The file is rewritten atomically."""
     path = run_dir / "metrics.jsonl"
     if not path.exists():
-        return
-    kept = [line for line in path.read_text(encoding="utf-8").splitlines()
-            if line.strip() and json.loads(line).get("step", 0) <= step]
-    path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+        return 0
+    kept, torn = [], 0
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            record_step = int(record.get("step", 0))
+        except (ValueError, TypeError, AttributeError):
+            torn += 1
+            continue
+        if record_step <= step:
+            kept.append(line)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+    tmp.replace(path)
+    return torn

@@ -23,7 +23,7 @@ from ..assembly import (autocast_context, backbone_tokenizer, dataset_from_confi
 from ..backbones import build_backbone
 from ..config import RunConfig, load_config, save_config
 from ..data import BatchIterator
-from ..errors import CheckpointError, TrainingDiverged
+from ..errors import ArgumentError, CheckpointError, ConfigError, TrainingDiverged, literal
 from ..eval.likelihood import evaluate_likelihood
 from ..methods import build_method
 from .checkpoint import (find_checkpoint, load_weights, read_config, read_optimizer_state, read_tensors,
@@ -32,17 +32,24 @@ from .distributed import barrier, init_distributed, mean_across, resolve_device,
 from .ema import EMA
 from .optim import build_optimizer, build_scheduler
 from .progress import MetricsLog, TrainingProgress
+from .run_folder import RunLock, check_out_dir, clear_run, describe_run, ensure_free, tidy
 
 
 class Trainer:
     """Trains one model described by a RunConfig (or a path to its YAML file)."""
 
-    def __init__(self, cfg: RunConfig | str | Path, dataset=None):
+    def __init__(self, cfg: RunConfig | str | Path, dataset=None, *, overwrite: bool = False, resuming: bool = False):
+        """`overwrite`: replace a run already in `train.out_dir` (else that is an error: use
+        `Trainer.resume` to continue it). `resuming` is set by `Trainer.resume`."""
         if not isinstance(cfg, RunConfig):
             cfg = load_config(cfg)
+        self.run_dir = Path(cfg.train.out_dir)
+        self.overwrite, self.resuming = overwrite, resuming
         cfg = backbone_tokenizer(cfg)  # a pretrained backbone is found first and brings its tokenizer
         self.device = resolve_device(cfg.train.device, int(os.environ.get("LOCAL_RANK", "0")))
         self.dist = init_distributed(self.device)
+        if self.dist.is_main:  # before any data work: a run folder that cannot be used fails at once
+            self._check_run_folder()
         if self.dist.enabled and dataset is None and not self.dist.is_main:
             barrier(self.dist)  # let the main process tokenize and cache first
         self.dataset = dataset if dataset is not None else dataset_from_config(cfg.data)
@@ -70,9 +77,10 @@ class Trainer:
         self.scheduler = build_scheduler(self.optimizer, t, self.total_steps)
         self.ema = EMA(self.model, t.ema_decay) if t.ema_decay > 0 else None
         self.step = 0
+        self.last_saved_step = 0
         self.best_val = float("inf")
         self.evals_since_best = 0
-        self.run_dir = Path(t.out_dir)
+        self.lock = RunLock(self.run_dir)
         self.metrics = MetricsLog(self.run_dir / "metrics.jsonl", self.dist.is_main)
         self.autocast = autocast_context(self.device, t.precision)
         self.tokens_per_step = t.batch_size * t.grad_accum * self.dist.world_size * self.cfg.data.seq_len
@@ -88,32 +96,53 @@ class Trainer:
             cfg.train.max_steps = max_steps
             cfg.train.num_epochs = None
         cfg.train.out_dir = str(Path(run_dir))
-        trainer = cls(cfg)
+        if max_steps is not None and (not isinstance(max_steps, int) or isinstance(max_steps, bool) or max_steps < 1):
+            raise ArgumentError(f"{{max_steps}} must be an integer of at least 1, got {literal(repr(max_steps))}",
+                                max_steps="max_steps")
+        step = state.get("step")
+        if not isinstance(step, int) or isinstance(step, bool) or step < 0 or not isinstance(state.get("data"), dict):
+            raise CheckpointError(f"checkpoint '{ckpt}' is damaged (trainer_state.json has no valid step or data "
+                                  "position); resume from another checkpoint or start again with --overwrite")
+        if cfg.train.num_epochs is None:  # known before any data work
+            _check_steps_left(run_dir, step, cfg.train.max_steps, max_steps)
+        trainer = cls(cfg, resuming=True)
         if state["method"] != trainer.method.name:
             raise CheckpointError(f"checkpoint '{ckpt}' is of method '{state['method']}', not '{trainer.method.name}'")
+        _check_steps_left(run_dir, step, trainer.total_steps, max_steps)
         load_weights(trainer.model, read_tensors(ckpt / "model.safetensors"), ckpt)
-        if trainer.ema is not None and (ckpt / "ema.safetensors").exists():
-            trainer.ema.load_state_dict(read_tensors(ckpt / "ema.safetensors"))
-        opt = read_optimizer_state(ckpt)
-        trainer.optimizer.load_state_dict(opt["optimizer"])
-        trainer.scheduler.load_state_dict(opt["scheduler"])
-        if "torch_rng" in opt:
-            torch.set_rng_state(opt["torch_rng"])
-        trainer.step = int(state["step"])
-        trainer.best_val = float(state.get("best_val", float("inf")))
-        trainer.evals_since_best = int(state.get("evals_since_best", 0))
-        trainer.loader.load_state_dict(state["data"])
-        if trainer.dist.is_main:
-            truncate_metrics(trainer.run_dir, trainer.step)
+        try:
+            if trainer.ema is not None and (ckpt / "ema.safetensors").exists():
+                trainer.ema.load_state_dict(read_tensors(ckpt / "ema.safetensors"))
+            opt = read_optimizer_state(ckpt)
+            trainer.optimizer.load_state_dict(opt["optimizer"])
+            trainer.scheduler.load_state_dict(opt["scheduler"])
+            _check_optimizer_state(trainer.optimizer)
+            if "torch_rng" in opt:
+                torch.set_rng_state(opt["torch_rng"])
+            trainer.loader.load_state_dict(state["data"])
+            best = state.get("best_val")  # null: no validation yet
+            trainer.best_val = float("inf") if best is None else float(best)
+            trainer.evals_since_best = int(state.get("evals_since_best", 0))
+        except CheckpointError:
+            raise
+        except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as exc:
+            raise CheckpointError(f"checkpoint '{ckpt}' does not fit this run ({type(exc).__name__}: "
+                                  f"{str(exc).splitlines()[0] if str(exc) else 'bad state'}); resume from another "
+                                  "checkpoint or start again with --overwrite") from None
+        trainer.step = trainer.last_saved_step = step
         return trainer
 
     # ------------------------------------------------------------------ loop
     def train(self) -> dict[str, Any]:
         """Run until the configured number of steps; returns a summary of the run."""
+        notes = self._take_run_folder() if self.dist.is_main else []
+        try:
+            return self._train_loop(notes)
+        finally:
+            self.lock.release()
+
+    def _train_loop(self, notes: list[str]) -> dict[str, Any]:
         t = self.cfg.train
-        if self.dist.is_main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            save_config(self.cfg, self.run_dir / "config.yaml")
         self.train_model.train()
         last_loss, window_start, window_tokens = float("nan"), time.perf_counter(), 0
         tokens_per_s = 0.0
@@ -121,6 +150,8 @@ class Trainer:
             progress.log(f"training {self.method.name} ({sum(p.numel() for p in self.model.parameters()):,} parameters) "
                          f"for {self.total_steps} steps on {self.device}, precision {self.precision_note}, "
                          f"{len(self.dataset.train):,} training rows")
+            for note in notes:
+                progress.log(note)
             while self.step < self.total_steps:
                 metrics = self._optimizer_step()
                 self.step += 1
@@ -172,9 +203,15 @@ class Trainer:
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.grad_clip)
         if not (torch.isfinite(loss) and torch.isfinite(grad_norm)):
             self.optimizer.zero_grad(set_to_none=True)
-            raise TrainingDiverged(
-                f"the loss became {loss.item()} at step {self.step + 1}; the last good checkpoint in "
-                f"'{self.run_dir}' was kept. Lower train.learning_rate or use train.precision=fp32, then resume")
+            what = "loss" if not torch.isfinite(loss) else "gradient norm"
+            value = (loss if what == "loss" else grad_norm).item()
+            if self.last_saved_step > 0:
+                kept = (f"the last good checkpoint (step {self.last_saved_step}) in '{self.run_dir}' was kept. "
+                        f"Lower train.learning_rate or use train.precision=fp32, then resume with --resume {self.run_dir}")
+            else:
+                kept = (f"no checkpoint had been saved yet (the first save comes at step {self.cfg.train.save_every}). "
+                        "Lower train.learning_rate or use train.precision=fp32, then train again with --overwrite")
+            raise TrainingDiverged(f"the {what} became {value} at step {self.step + 1}; {kept}")
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
@@ -235,8 +272,71 @@ class Trainer:
             save_checkpoint(self.run_dir, cfg=self.cfg, model=self.model, tokenizer=self.dataset.tokenizer,
                             trainer_state=state, optimizer_state=optimizer_state,
                             ema_state=self.ema.state_dict() if self.ema else None)
+        self.last_saved_step = self.step
         barrier(self.dist)
 
     def close(self) -> None:
+        self.lock.release()
         shutdown(self.dist)
+
+    # ------------------------------------------------------------------ the run folder
+    def _check_run_folder(self) -> None:
+        """Fail fast, before any data work: the folder must be writable, free, and (unless
+        resuming or overwriting) hold no run."""
+        existed = self.run_dir.exists()
+        check_out_dir(self.run_dir)
+        if not existed:
+            self.run_dir.rmdir()  # leave nothing behind if a later check fails; train() creates it
+        ensure_free(self.run_dir)
+        held = describe_run(self.run_dir)
+        if held and not (self.resuming or self.overwrite):
+            raise ConfigError(f"run folder '{self.run_dir}' already holds {held}; continue it with "
+                              f"--resume {self.run_dir}, replace it with --overwrite, or choose a new --out_dir")
+
+    def _take_run_folder(self) -> list[str]:
+        """Lock the run folder for this training and make it ready; returns notes to print."""
+        check_out_dir(self.run_dir)
+        self.lock.acquire()
+        notes = []
+        held = describe_run(self.run_dir)
+        if held and not self.resuming:
+            if not self.overwrite:
+                self.lock.release()
+                raise ConfigError(f"run folder '{self.run_dir}' already holds {held}; continue it with "
+                                  f"--resume {self.run_dir}, replace it with --overwrite, or choose a new --out_dir")
+            clear_run(self.run_dir)
+            notes.append(f"replaced {held} in {self.run_dir} (--overwrite)")
+        leftovers = tidy(self.run_dir)
+        if leftovers:
+            notes.append(f"removed what an interrupted save left in {self.run_dir}: {', '.join(leftovers)}")
+        if self.resuming:
+            torn = truncate_metrics(self.run_dir, self.step)
+            if torn:
+                notes.append(f"repaired {self.run_dir / 'metrics.jsonl'}: dropped {torn} unreadable line(s) "
+                             "(a write cut short by a crash)")
+        save_config(self.cfg, self.run_dir / "config.yaml")
+        return notes
+
+
+def _check_steps_left(run_dir, step: int, total: int, max_steps: int | None) -> None:
+    """ArgumentError when a resumed run would not train a single step."""
+    if step < total:
+        return
+    run = literal(run_dir)
+    if max_steps is not None:
+        raise ArgumentError(f"run '{run}' is already at step {step}, so {{max_steps}} of {max_steps} would not train "
+                            f"it further; pass {{max_steps}} above {step}", max_steps="max_steps")
+    raise ArgumentError(f"run '{run}' has finished (step {step} of {total}); to train it longer, resume it with "
+                        f"{{max_steps}} above {step}", max_steps="max_steps")
+
+
+def _check_optimizer_state(optimizer: torch.optim.Optimizer) -> None:
+    """ValueError if a loaded optimizer state does not fit the parameters (AdamW's moments must
+    have each parameter's shape: load_state_dict does not check that)."""
+    for group in optimizer.param_groups:
+        for param in group["params"]:
+            for name, value in optimizer.state.get(param, {}).items():
+                if isinstance(value, torch.Tensor) and value.dim() > 0 and value.shape != param.shape:
+                    raise ValueError(f"optimizer state '{name}' has shape {tuple(value.shape)}, "
+                                     f"the parameter {tuple(param.shape)}")
 
