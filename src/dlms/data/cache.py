@@ -31,6 +31,8 @@ from typing import Any
 
 import numpy as np
 
+from dlms.errors import DataError
+
 FORMAT_VERSION = 1
 META_FILE = "meta.json"
 _HEADER_BYTES = 128  # fixed .npy header size: room for any realistic shape, patched at close
@@ -49,8 +51,16 @@ def cache_key(parts: dict[str, Any]) -> str:
 
 
 def entry_dir(cache_dir: str | Path, kind: str, key: str) -> Path:
-    """`<cache_dir>/<kind>/<key>`; kind is "datasets" or "tokenizers"."""
-    return Path(cache_dir).expanduser() / kind / key
+    """`<cache_dir>/<kind>/<key>`; kind is "datasets" or "tokenizers". DataError when the cache
+    folder cannot be made there (it, or a folder above it, is a file)."""
+    folder = Path(cache_dir).expanduser() / kind
+    for part in (folder, *folder.parents):
+        if part.exists():
+            if not part.is_dir():
+                raise DataError(f"the cache folder '{cache_dir}' cannot be used: '{part}' is a file; point "
+                                "DLMS_CACHE_DIR (or data.cache_dir) at a folder")
+            break
+    return folder / key
 
 
 def is_complete(entry: Path) -> bool:
@@ -66,9 +76,13 @@ def staged_entry(final: Path, replace: bool = False) -> Iterator[Path]:
     unless `replace` is set (a forced rebuild), in which case the old entry is swapped out.
     On an exception the temporary folder is removed.
     """
-    final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.parent / f".tmp-{final.name[:16]}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp.mkdir()
+    except OSError as exc:
+        raise DataError(f"cannot write the cache folder '{final.parent}' ({exc.strerror or type(exc).__name__}); "
+                        "point DLMS_CACHE_DIR (or data.cache_dir) at a folder you can write to") from None
     try:
         yield tmp
     except BaseException:

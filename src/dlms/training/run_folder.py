@@ -82,8 +82,7 @@ class RunLock:
             except OSError:
                 holder = os.pread(fd, 64, 0).decode("ascii", "replace").strip() or "unknown"
                 os.close(fd)
-                raise RunFolderBusy(f"run folder '{self.path.parent}' is in use by another training (pid {holder}); "
-                                    "wait for it to finish, or train into another folder with --out_dir") from None
+                raise RunFolderBusy(_busy_message(self.path.parent, holder)) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)
         self._fd = fd
@@ -106,9 +105,27 @@ class RunLock:
 
 
 def ensure_free(run_dir: str | Path) -> None:
-    """RunFolderBusy if another process holds the folder's lock (checked without keeping it)."""
-    if (Path(run_dir) / LOCK_FILE).exists():
-        RunLock(run_dir).acquire().release()
+    """RunFolderBusy if another process holds the folder's lock; checked without taking the lock
+    and without writing anything."""
+    path = Path(run_dir) / LOCK_FILE
+    if fcntl is None or not path.is_file():
+        return
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return  # unreadable: `RunLock.acquire` reports it when the training starts
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError:
+        holder = os.pread(fd, 64, 0).decode("ascii", "replace").strip() or "unknown"
+        raise RunFolderBusy(_busy_message(path.parent, holder)) from None
+    finally:
+        os.close(fd)
+
+
+def _busy_message(run: Path, holder: str) -> str:
+    return (f"run folder '{run}' is in use by another training (pid {holder}); wait for it to finish, "
+            "or train into another folder with --out_dir")
 
 
 def describe_run(run_dir: str | Path) -> str | None:
