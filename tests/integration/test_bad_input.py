@@ -81,6 +81,16 @@ def _wrong_shaped_optimizer(ctx):
     torch.save(state, opt_file)
 
 
+def _nan_weights(ctx):
+    from safetensors.torch import save_file
+
+    weights = _copy(ctx, "nan-weights") / "checkpoint" / "model.safetensors"
+    tensors = load_file(str(weights))
+    first = next(k for k, v in tensors.items() if v.is_floating_point())
+    tensors[first] = torch.full_like(tensors[first], float("nan"))
+    save_file(tensors, str(weights))
+
+
 def _bad_yaml_type(ctx):
     (ctx["tmp"] / "bad.yaml").write_text("train:\n  batch_size: many\n")
 
@@ -226,6 +236,8 @@ CASES = [
     ("missing-checkpoint", ["generate", "--checkpoint", "{tmp}/nope"], ["does not exist"], None),
     ("not-a-checkpoint", ["eval", "--checkpoint", "{tmp}"], ["no checkpoint"], None),
     ("damaged-checkpoint", ["generate", "--checkpoint", "{tmp}/damaged"], ["damaged"], _damaged_weights),
+    ("nan-weights", ["generate", "--checkpoint", "{tmp}/nan-weights"], ["NaN", "another checkpoint"], _nan_weights),
+    ("nan-weights-eval", ["eval", "--checkpoint", "{tmp}/nan-weights"], ["NaN"], _nan_weights),
     ("evaluator-of-another-method", ["eval", "--checkpoint", "{run}", "--evaluator", "{run}", "--num_samples", "2",
                                      "--passes", "0"], ["masked", "'ar'"], None),
     # eval flags

@@ -47,3 +47,54 @@ def test_resume_of_a_folder_without_checkpoint_is_a_clear_error(tmp_path):
 
     with pytest.raises(CheckpointError, match="no checkpoint"):
         Trainer.resume(tmp_path)
+
+
+def test_resume_repairs_a_torn_metrics_line_and_removes_leftovers(tmp_path, capsys):
+    from dlms.cli import main
+
+    run = tmp_path / "run"
+    assert main(["train", "--samples", "0", *tiny_overrides(run, steps=8, **{"train.progress": True})]) == 0
+    (run / ".checkpoint.tmp-99999").mkdir()  # a save killed half way
+    (run / ".checkpoint.tmp-99999" / "model.safetensors").write_bytes(b"partial")
+    with (run / "metrics.jsonl").open("a") as f:
+        f.write('{"step": 9, "lo')  # a write killed half way
+    capsys.readouterr()
+    assert main(["train", "--resume", str(run), "--max_steps", "10", "--samples", "0"]) == 0
+    err = capsys.readouterr().err
+    assert "dropped 1 unreadable line" in err and ".checkpoint.tmp-99999" in err
+    assert not (run / ".checkpoint.tmp-99999").exists()
+    assert sorted(_losses(run)) == list(range(1, 11))
+
+
+def test_training_into_a_run_needs_resume_or_overwrite(tmp_path, capsys):
+    from dlms.cli import main
+
+    run = tmp_path / "run"
+    assert main(["train", "--samples", "0", *tiny_overrides(run, steps=4)]) == 0
+    first = (run / "checkpoint" / "model.safetensors").read_bytes()
+    assert main(["train", "--samples", "0", *tiny_overrides(run, steps=2)]) == 2
+    assert "already holds a run at step 4 of 4" in capsys.readouterr().err
+    assert (run / "checkpoint" / "model.safetensors").read_bytes() == first
+    assert main(["train", "--samples", "0", "--overwrite", *tiny_overrides(run, steps=2)]) == 0
+    assert sorted(_losses(run)) == [1, 2]  # the old run's metrics went with it
+    assert json.loads((run / "checkpoint" / "trainer_state.json").read_text())["step"] == 2
+
+
+def test_the_python_api_also_refuses_to_overwrite(tmp_path):
+    from dlms.errors import ConfigError
+
+    run = tmp_path / "run"
+    Trainer(load_config(None, tiny_overrides(run, steps=2))).train()
+    with pytest.raises(ConfigError, match="already holds"):
+        Trainer(load_config(None, tiny_overrides(run, steps=2)))
+    Trainer(load_config(None, tiny_overrides(run, steps=3)), overwrite=True).train()
+    assert sorted(_losses(run)) == [1, 2, 3]
+
+
+def test_the_saved_config_records_the_resolved_precision(tmp_path):
+    import yaml
+
+    run = tmp_path / "run"
+    Trainer(load_config(None, tiny_overrides(run, steps=1, **{"train.precision": "auto"}))).train()
+    saved = yaml.safe_load((run / "checkpoint" / "config.yaml").read_text())
+    assert saved["train"]["precision"] in ("bf16", "fp32")

@@ -117,6 +117,11 @@ def load_weights(model: torch.nn.Module, tensors: dict[str, torch.Tensor], sourc
                   else f"shape of {bad_shape[:3]}")
         raise CheckpointError(f"weights in '{source}' do not fit the model in its config.yaml ({detail}); "
                               "the checkpoint is damaged or from another version")
+    broken = [k for k, v in tensors.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if broken:  # such a model samples blank texts and scores NaN: refuse it instead
+        raise CheckpointError(f"weights in '{source}' hold NaN or infinite values ({broken[0]}"
+                              f"{f' and {len(broken) - 1} more' if len(broken) > 1 else ''}); the run diverged or the "
+                              "file is damaged: use another checkpoint or retrain")
     model.load_state_dict(tensors)
 
 
