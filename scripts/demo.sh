@@ -8,8 +8,9 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 source "$ROOT/scripts/env.sh"
 cd "$ROOT"
 start=$(date +%s)
-dlms train --config configs/demo-ar.yaml "$@"
-dlms train --config configs/demo-masked.yaml "$@"
+# --overwrite: running the demo again trains its two runs afresh (other runs are never replaced silently).
+dlms train --config configs/demo-ar.yaml --overwrite "$@"
+dlms train --config configs/demo-masked.yaml --overwrite "$@"
 echo "== trained in $(( $(date +%s) - start )) s"
 # Both models are conditioned on the corpus's review label; the eval draws the same number of
 # samples for every label (so samples follow the corpus's own label distribution) at the
