@@ -291,8 +291,9 @@ class DiffusionLM:
         max_len = self.model.spec.max_seq_len
         rows = [encode_pair(self.tokenizer, self._start_tokens, c, x, max_len) for c, x in pairs]
         labels = None if label is None else [self._label_id(label)] * len(rows)
-        return score_sequences(self.method, self.model, rows, passes=passes or self.cfg.eval.elbo_passes,
-                               seed=seed, batch_size=batch_size, labels=labels, device=self.device)
+        with self.autocast():
+            return score_sequences(self.method, self.model, rows, passes=passes or self.cfg.eval.elbo_passes,
+                                   seed=seed, batch_size=batch_size, labels=labels, device=self.device)
 
     @torch.no_grad()
     def score_texts(self, texts: Sequence[str]) -> dict[str, float]:

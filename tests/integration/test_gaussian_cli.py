@@ -86,4 +86,4 @@ def test_mismatched_checkpoint_or_sampler_is_one_clear_error(gaussian_run, capsy
     assert code == 2 and len(err) == 1
     assert err[0].startswith("error: sampler 'confidence' does not work with method 'gaussian'") and "ddim" in err[0]
     assert main(["generate", "--checkpoint", str(gaussian_run), "--eta", "2", "--num_samples", "1"]) == 2
-    assert capsys.readouterr().err.startswith("error: eta must be in [0, 1]")
+    assert capsys.readouterr().err.startswith("error: --eta must be in [0, 1]")

@@ -24,6 +24,7 @@ is rebuilt with `from_config` and its saved weights: the pretrained folder is no
 """
 from __future__ import annotations
 
+import inspect
 import os
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -233,6 +234,9 @@ class HFBackbone(nn.Module):
                 self.time_mlp[2].bias.zero_()
             if self.class_embed is not None:
                 self.class_embed.weight.zero_()
+        # transformers 5.x renames `past_key_values` to `cache` (the old name warns, then goes in 5.40).
+        forward_args = inspect.signature(hf_model.base_model.forward).parameters
+        self._cache_arg = "cache" if "cache" in forward_args else "past_key_values"
         self._aliases = self._tied_aliases()
         self.register_state_dict_post_hook(_drop_aliases)
         self.register_load_state_dict_pre_hook(_fill_aliases)
@@ -351,7 +355,7 @@ class HFBackbone(nn.Module):
         offset = self._condition(time, labels, x.shape[0], x)
         if offset is not None:
             x = x + offset
-        out = self.hf.base_model(inputs_embeds=x, past_key_values=cache, use_cache=cache is not None)
+        out = self.hf.base_model(inputs_embeds=x, use_cache=cache is not None, **{self._cache_arg: cache})
         return out.last_hidden_state
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:

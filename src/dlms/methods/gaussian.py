@@ -36,7 +36,7 @@ from ..config import MethodConfig
 from ..errors import ConfigError, DlmsError
 from ..schedules import SCHEDULES, GaussianSchedule, build_schedule, schedule_names
 from .base import LossOutput, SpecialTokens, scored_positions, unwrap
-from .score_interpolation import interpolate_with_nll
+from .score_interpolation import at_least_float32, interpolate_with_nll
 
 DEFAULT_SCHEDULE = "logsnr-cosine"
 
@@ -60,6 +60,16 @@ def embedding_table(model) -> torch.Tensor:
     if hasattr(backbone, "get_input_embeddings"):
         return backbone.get_input_embeddings().weight
     raise TypeError(f"{type(backbone).__name__} exposes no input embeddings (`embed` or `get_input_embeddings()`)")
+
+
+def float32_region(x: torch.Tensor):
+    """Autocast off on `x`'s device: what runs inside keeps its inputs' dtype (float32 here).
+
+    Under bf16 autocast a matrix product with the token table comes out in bf16: the x0
+    estimate is then off by ~2e-3 per coordinate, which the bound's SNR weight (up to ~1e5
+    near t = 0) turns into nats, and the likelihood logits (hundreds of nats near t = 0) lose
+    whole nats. So these products run in float32, like training's `interpolate_with_nll`."""
+    return torch.autocast(device_type=x.device.type, enabled=False)
 
 
 def _seeded_normal(u: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
@@ -169,7 +179,8 @@ class GaussianDiffusion:
                           table: torch.Tensor, exclude_mask: bool = False) -> torch.Tensor:
         """log q(z_t | x0 = token v) up to a constant in v, gated to high SNR:
         g(t) (alpha / sigma^2) <z_t, e_v>, [B, L, V] (every e_v has the same norm, so the quadratic
-        term is the same for all v); zero at clean positions.
+        term is the same for all v); zero at clean positions. Float32 under autocast too
+        (`float32_region`): near t = 0 these logits reach hundreds of nats.
 
         Added to the network's logits (Plaid's "output prior"), so near t = 0 the posterior
         sharpens as fast as the SNR grows: the diffusion term of the bound stays finite and the
@@ -183,17 +194,20 @@ class GaussianDiffusion:
         alpha, sigma = self.schedule.alpha(t.float()), self.schedule.sigma(t.float())
         gate = torch.sigmoid(lam - self.gate_logsnr)
         weight = (gate * alpha / sigma.pow(2).clamp_min(1e-12))[:, None, None] * (~clean)[..., None]
+        table = at_least_float32(table)
         bias = None
         if exclude_mask:
             bias = torch.zeros(table.shape[0], dtype=table.dtype, device=table.device)
             bias[self.special.mask] = MASK_LOGIT
-        return F.linear(z.to(table.dtype) * weight.to(table.dtype), table, bias)
+        with float32_region(z):
+            return F.linear(z.to(table.dtype) * weight.to(table.dtype), table, bias)
 
     def x0_estimate(self, logits: torch.Tensor, table: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Score interpolation: (log-probs [B, L, V], x0 estimate [B, L, D] = sum_v p(v) table[v])
-        of logits from `network_logits` (which already rule out the mask token)."""
-        logp = F.log_softmax(logits, dim=-1)
-        return logp, logp.exp() @ table
+        of logits from `network_logits` (which already rule out the mask token); float32 under autocast too."""
+        logp = F.log_softmax(at_least_float32(logits), dim=-1)
+        with float32_region(logp):
+            return logp, logp.exp() @ table.to(logp.dtype)
 
     def self_conditioning_estimate(self, model, z: torch.Tensor, t: torch.Tensor, clean: torch.Tensor,
                                    labels: torch.Tensor | None, table: torch.Tensor) -> torch.Tensor:
@@ -202,7 +216,8 @@ class GaussianDiffusion:
         drew different coins then still make the same collective calls."""
         with torch.no_grad():
             logits = self.network_logits(unwrap(model), z, t, clean, None, labels, table)
-            return F.softmax(logits, dim=-1) @ table
+            with float32_region(logits):
+                return F.softmax(logits, dim=-1) @ table.to(logits.dtype)
 
     def denoise(self, model, z: torch.Tensor, t: torch.Tensor, clean: torch.Tensor, labels: torch.Tensor | None,
                 table: torch.Tensor, self_condition: bool = True) -> tuple[torch.Tensor, torch.Tensor]:

@@ -52,10 +52,11 @@ def interpolate_with_nll(logits: torch.Tensor, table: torch.Tensor,
     [...]), in float32 (float64 for float64 inputs) whatever the autocast state."""
     shape = logits.shape[:-1]
     with torch.autocast(device_type=logits.device.type, enabled=False):
-        x0_hat, nll = _InterpolateWithNLL.apply(_at_least_float32(logits.reshape(-1, logits.shape[-1])),
-                                                _at_least_float32(table), targets.reshape(-1))
+        x0_hat, nll = _InterpolateWithNLL.apply(at_least_float32(logits.reshape(-1, logits.shape[-1])),
+                                                at_least_float32(table), targets.reshape(-1))
     return x0_hat.view(*shape, table.shape[1]), nll.view(shape)
 
 
-def _at_least_float32(x: torch.Tensor) -> torch.Tensor:
+def at_least_float32(x: torch.Tensor) -> torch.Tensor:
+    """x in float32, or as it is when already float32 or float64."""
     return x if x.dtype in (torch.float32, torch.float64) else x.float()

@@ -8,6 +8,16 @@ from .guidance import guided_logits
 from .masked import StepCallback
 
 
+def compute_dtype(param: torch.Tensor) -> torch.dtype:
+    """The dtype a network with weights like `param` computes keys and values in: autocast's
+    (bf16) inside an autocast region on its device, else the weights' own. A KV cache of that
+    dtype stores them as they are; a float32 cache under bf16 autocast takes twice the memory
+    and is cast back to bf16, all of it, at every step."""
+    if torch.is_autocast_enabled(param.device.type):
+        return torch.get_autocast_dtype(param.device.type)
+    return param.dtype
+
+
 class AutoregressiveSampler:
     """Left-to-right decoding; the fixed positions must be a prompt prefix (the same length
     in every row). Rows that emitted end-of-text are padded from there on."""
@@ -32,7 +42,7 @@ class AutoregressiveSampler:
         guided = labels is not None and guidance_scale != 1.0
         reps = 2 if guided else 1
         param = next(self.model.parameters())
-        cache = self.model.new_cache(batch * reps, length, param.device, param.dtype)
+        cache = self.model.new_cache(batch * reps, length, param.device, compute_dtype(param))
         out = canvas.clone()
         done = torch.zeros(batch, dtype=torch.bool, device=canvas.device)
         step_input = out[:, :prefix]

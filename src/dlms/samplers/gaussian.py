@@ -25,8 +25,10 @@ from .masked import StepCallback
 
 def clamp_to_tokens(x0_hat: torch.Tensor, table: torch.Tensor, exclude: int | None = None) -> torch.Tensor:
     """The nearest row of `table` [V, D] to each vector of x0_hat [..., D] (every row has the same
-    norm, so the nearest is the largest dot product); row `exclude` (the mask token) is never chosen."""
-    scores = x0_hat @ table.t()
+    norm, so the nearest is the largest dot product); row `exclude` (the mask token) is never chosen.
+    The dot products are float32 under autocast too: in bf16 near neighbours tie."""
+    with torch.autocast(device_type=x0_hat.device.type, enabled=False):
+        scores = x0_hat.to(table.dtype) @ table.t()
     if exclude is not None:
         scores[..., exclude] = float("-inf")
     return table[scores.argmax(-1)]
