@@ -79,7 +79,10 @@ class DataConfig:
     builtin_examples: int = 50000
     tokenizer: Optional[str] = None  # name or path; null trains a byte-level BPE
     vocab_size: int = 1024
-    seq_len: int = 32
+    # Tokens per row; null fits the data: the 99th percentile of the training examples' lengths
+    # (special tokens included), rounded up to a multiple of 32, at least 32 and at most 512.
+    # Training saves the number it used.
+    seq_len: Optional[int] = None
     layout: Literal["packed", "padded"] = "padded"
     val_fraction: float = 0.05
     max_examples: Optional[int] = None
@@ -238,7 +241,7 @@ def _build(cls: type, data: Any, prefix: str) -> Any:
 
 # (key, test, what the value must be): checked after the types.
 _RANGES = [
-    ("data.seq_len", lambda v: v >= 4, "at least 4"),
+    ("data.seq_len", lambda v: v is None or v >= 4, "at least 4 (or null: fit the data)"),
     ("data.vocab_size", lambda v: v >= 260, "at least 260 (256 bytes + 4 special tokens)"),
     ("data.val_fraction", lambda v: 0 < v < 1, "in (0, 1): runs are validated on held-out data"),
     ("data.max_examples", lambda v: v is None or v >= 1, "at least 1 (or null)"),

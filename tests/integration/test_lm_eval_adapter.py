@@ -12,7 +12,7 @@ pytest.importorskip("lm_eval")
 from lm_eval.api.instance import Instance
 
 from dlms.errors import DlmsError
-from dlms.eval.lm_eval_adapter import DlmsLM
+from dlms.eval.lm_eval_adapter import DlmsLM, with_default_device
 
 PAIRS = [("the chef", " cooked a meal"), ("", "the market was busy"), ("a long day", " ended"), ("the chef", " slept")]
 
@@ -33,7 +33,8 @@ def runs(tmp_path_factory):
 @pytest.fixture(scope="module")
 def adapters(runs):
     # numbers as strings, and lm-eval's own extras, as its command line hands them over
-    return {m: DlmsLM.create_from_arg_string(f"checkpoint={run},passes='3',seed='5',steps='4'",
+    # steps: denoising steps, an option of the masked samplers (an AR run takes none)
+    return {m: DlmsLM.create_from_arg_string(f"checkpoint={run},passes='3',seed='5'" + (",steps='4'" if m == "masked" else ""),
                                              {"batch_size": "2", "max_batch_size": None, "device": "cpu"})
             for m, run in runs.items()}
 
@@ -45,7 +46,8 @@ def _requests(kind, args_list):
 @pytest.mark.parametrize("method", ["masked", "ar"])
 def test_loglikelihood_matches_score_continuations(adapters, method):
     adapter = adapters[method]
-    assert (adapter.passes, adapter.seed, adapter.batch_size, adapter.steps) == (3, 5, 2, 4)
+    assert (adapter.passes, adapter.seed, adapter.batch_size) == (3, 5, 2)
+    assert adapter.steps == (4 if method == "masked" else None)
     got = adapter.loglikelihood(_requests("loglikelihood", PAIRS))
     want = adapter.lm.score_continuations(PAIRS, passes=3, seed=5)
     assert [lp for lp, _ in got] == [w["logprob"] for w in want]
@@ -99,33 +101,82 @@ def test_generate_until_stops_at_stop_string(adapters, method):
     assert len(outs) == 2 and all(isinstance(o, str) and "\n" not in o for o in outs)
 
 
-def test_simple_evaluate_on_local_task(runs, tmp_path, monkeypatch):
-    import lm_eval
-    from lm_eval.tasks import TaskManager
-
-    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+def write_tiny_task(folder) -> str:
+    """A 4-question multiple-choice lm-eval task read from a local jsonl file; returns its name."""
     rows = [{"question": "the chef", "choices": [" cooked a meal", " flew away", " was blue"], "answer": 0},
             {"question": "the market was", "choices": [" busy", " a number", " seven"], "answer": 0},
             {"question": "a long day", "choices": [" ended", " jumped", " of"], "answer": 0},
             {"question": "she walked to the", "choices": [" market", " blue", " ran"], "answer": 0}]
-    data = tmp_path / "tiny_mc.jsonl"
+    data = folder / "tiny_mc.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    (tmp_path / "tiny_mc.yaml").write_text(
+    (folder / "tiny_mc.yaml").write_text(
         "task: dlms_tiny_mc\n"
         "dataset_path: json\n"
         "dataset_kwargs:\n"
         f"  data_files:\n    test: {json.dumps(str(data))}\n"
-        f"  cache_dir: {json.dumps(str(tmp_path / 'hf-datasets'))}\n"
+        f"  cache_dir: {json.dumps(str(folder / 'hf-datasets'))}\n"
         "test_split: test\n"
         "output_type: multiple_choice\n"
         "doc_to_text: '{{question}}'\n"
         "doc_to_choice: '{{choices}}'\n"
         "doc_to_target: '{{answer}}'\n"
         "metric_list:\n  - metric: acc\n    aggregation: mean\n    higher_is_better: true\n")
+    return "dlms_tiny_mc"
+
+
+def test_simple_evaluate_on_local_task(runs, tmp_path, monkeypatch):
+    import lm_eval
+    from lm_eval.tasks import TaskManager
+
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    task = write_tiny_task(tmp_path)
     results = lm_eval.simple_evaluate(model="dlms", model_args=f"checkpoint={runs['masked']},passes=2",
-                                      tasks=["dlms_tiny_mc"], task_manager=TaskManager(include_path=str(tmp_path)),
+                                      tasks=[task], task_manager=TaskManager(include_path=str(tmp_path)),
                                       batch_size=4, device="cpu", log_samples=False)
     acc = results["results"]["dlms_tiny_mc"]["acc,none"]
     assert 0.0 <= acc <= 1.0
     assert results["config"]["dlms_method"] == "masked"
+
+
+def test_default_device_is_the_one_dlms_picks(tmp_path):
+    from dlms.training.distributed import resolve_device
+
+    picked = str(resolve_device("auto"))  # cpu on a machine without a GPU
+    evaluate = ["--model", "dlms", "--tasks", "t"]
+    assert with_default_device(evaluate) == [*evaluate, "--device", picked]
+    assert with_default_device(["run", *evaluate]) == ["run", *evaluate, "--device", picked]
+    for given in (["--device", "cuda:1"], ["--device=cpu"], ["--dev", "cpu"]):  # argparse takes a unique prefix
+        assert with_default_device([*evaluate, *given]) == [*evaluate, *given]
+    for nothing_to_run in ([], ["run"], ["ls", "tasks"], ["validate", "--tasks", "t"], ["--help"], ["run", "-h"]):
+        assert with_default_device(nothing_to_run) == nothing_to_run
+    with_device, without = tmp_path / "with.yaml", tmp_path / "without.yaml"
+    with_device.write_text("model: dlms\ndevice: cuda:3\n")
+    without.write_text("model: dlms\n")
+    for form in (["--config", str(with_device)], [f"--config={with_device}"], ["-C", str(with_device)],
+                 [f"-C{with_device}"]):
+        assert with_default_device(form) == form
+    assert with_default_device(["-C", str(without)]) == ["-C", str(without), "--device", picked]
+
+
+def test_command_line_runs_on_this_machine_without_device(runs, tmp_path, monkeypatch):
+    """`dlms-lm-eval` with no --device: lm-eval alone would ask for cuda:0."""
+    from dlms.eval.lm_eval_adapter import main
+
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    task = write_tiny_task(tmp_path)
+    common = ["--tasks", task, "--include_path", str(tmp_path), "--batch_size", "4"]
+    assert main(["--model", "dlms", "--model_args", f"checkpoint={runs['ar']}", *common,
+                 "--output_path", str(tmp_path / "out")]) == 0
+    results = [json.loads(p.read_text()) for p in (tmp_path / "out").rglob("results*.json")]
+    assert len(results) == 1 and 0.0 <= results[0]["results"][task]["acc,none"] <= 1.0
+
+
+def test_a_device_in_model_args_wins_over_lm_evals_device(runs):
+    # lm-eval's command line always passes a device; without this it failed with "multiple values".
+    adapter = DlmsLM.create_from_arg_string(f"checkpoint={runs['ar']},device=cpu",
+                                            {"batch_size": 1, "max_batch_size": None, "device": "cuda:0"})
+    assert adapter.lm.device.type == "cpu"
+    adapter = DlmsLM.create_from_arg_obj({"checkpoint": str(runs["ar"])}, {"device": "cpu", "batch_size": None})
+    assert adapter.lm.device.type == "cpu"

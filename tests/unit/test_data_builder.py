@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import csv
+import inspect
 import json
+import math
 
 import numpy as np
 import pytest
 
+from dlms.data import auto_length
 from dlms.data import builder as builder_mod
 from dlms.data.builder import DatasetBuilder, TokenizedDataset
 from dlms.data.sources import content_fingerprint, read_examples
@@ -328,6 +331,116 @@ def test_empty_text_rows_are_skipped_and_bad_json_is_reported(tmp_path):
     f.write_text('{"text": "ok"}\n{"text": broken}\n', encoding="utf-8")
     with pytest.raises(DataError, match="line 2 is not valid JSON"):
         list(read_examples(str(f)))
+
+
+def test_build_from_raw_on_the_class_uses_the_default_settings(tmp_path, corpus):
+    from dlms.data import cache
+
+    ds = DatasetBuilder.build_from_raw(str(corpus), 300, 8)
+    defaults = DatasetBuilder()
+    assert ds.seq_len == 8 and ds.train.ids.shape[1] == 8
+    assert (ds.layout, ds.meta["val_fraction"], ds.meta["split"]) == (defaults.layout, defaults.val_fraction, "tail")
+    assert ds.cache_path.parent == cache.default_cache_dir() / "datasets"
+    # On an instance it is an ordinary method, with the instance's settings.
+    mine = builder(tmp_path, seq_len=12, layout="padded", val_fraction=0.1).build_from_raw(str(corpus), 300)
+    assert (mine.seq_len, mine.layout, len(mine.val)) == (12, "padded", 6)
+    assert list(inspect.signature(DatasetBuilder.build_from_raw).parameters) == ["path", "vocab", "seq_len"]
+    assert "default settings" in DatasetBuilder.build_from_raw.__doc__
+
+
+# ---------------------------------------------------------------------------------------------
+# seq_len=None: fitted to the data
+
+
+def sized_docs(word_counts: list[int]) -> list[str]:
+    return [f"doc{i} " + " ".join(WORDS[(i + j) % len(WORDS)] for j in range(n)) for i, n in enumerate(word_counts)]
+
+
+def row_lengths(ds, docs: list[str], extra: int) -> np.ndarray:
+    """Tokens each document takes in a row (extra: bos + eos = 2 padded, eos = 1 packed)."""
+    return np.asarray([len(ds.tokenizer.encode(d, add_special_tokens=False)) + extra for d in docs])
+
+
+def test_auto_seq_len_fits_the_99th_percentile_of_long_documents(tmp_path):
+    counts = [40 + (i * 37) % 50 for i in range(200)]  # 40..89 words
+    f = write_lines(tmp_path / "long.txt", sized_docs(counts))
+    ds = builder(tmp_path, seq_len=None, layout="padded", val_fraction=0.1).build_from_raw(str(f), 300)
+    lengths = row_lengths(ds, sized_docs(counts)[:180], extra=2)  # tail split: the first 180 are training
+    auto = ds.meta["seq_len_auto"]
+    assert auto["measured_examples"] == 180 and auto["p99_tokens"] == int(np.sort(lengths)[math.ceil(0.99 * 179)])
+    assert auto["p99_tokens"] > 64  # long documents: more than the 32 default
+    assert ds.seq_len == auto["chosen"] == math.ceil(auto["p99_tokens"] / 32) * 32
+    assert ds.train.ids.shape == (180, ds.seq_len) and ds.val.ids.shape[1] == ds.seq_len
+    assert (lengths <= ds.seq_len).mean() >= 0.99
+    assert auto["truncated_examples"] == int((lengths > ds.seq_len).sum()) == ds.meta["splits"]["train"]["truncated"]
+    assert ds.seq_len_note.startswith(f"seq_len {ds.seq_len} fitted to the data: 99% of the 180 training examples")
+
+
+def test_auto_seq_len_of_short_documents_is_32(tmp_path, corpus):
+    ds = builder(tmp_path, seq_len=None, layout="padded", val_fraction=0.1).build_from_raw(str(corpus), 300)
+    assert ds.seq_len == 32 and ds.meta["seq_len_auto"]["p99_tokens"] < 32
+    assert ds.meta["seq_len_auto"]["truncated_examples"] == 0 and "longer" not in ds.seq_len_note
+    explicit = builder(tmp_path, seq_len=32, layout="padded", val_fraction=0.1).build_from_raw(str(corpus), 300)
+    assert explicit.meta["seq_len_auto"] is None and explicit.seq_len_note is None
+
+
+def test_auto_seq_len_is_capped_and_counts_the_cut_examples(tmp_path):
+    counts = [150 + 10 * (i % 3) for i in range(10)] + [700] * 30  # 30 documents far over the cap
+    docs = [d.replace(" ", " x") for d in sized_docs(counts)]  # words and " x": several tokens a word
+    f = write_lines(tmp_path / "huge.txt", docs)
+    ds = builder(tmp_path, seq_len=None, layout="padded", val_fraction=0.0).build_from_raw(str(f), 300)
+    lengths = row_lengths(ds, docs, extra=2)
+    assert lengths.max() > auto_length.CAP
+    assert ds.seq_len == auto_length.CAP == ds.meta["seq_len_auto"]["cap"]
+    assert ds.meta["seq_len_auto"]["truncated_examples"] == int((lengths > 512).sum()) == 30
+    assert ds.meta["splits"]["train"]["truncated"] == 30
+    assert "capped at 512" in ds.seq_len_note and "30 longer example(s) are cut" in ds.seq_len_note
+
+
+def test_auto_seq_len_measures_packed_documents_with_their_eos(tmp_path, monkeypatch):
+    counts = [30] * 100 + [34]  # p99 lands on 30 words; the one longer document does not count
+    docs = sized_docs(counts)
+    f = write_lines(tmp_path / "p.txt", docs)
+    monkeypatch.setattr(auto_length, "MULTIPLE", 1)  # see the exact measured length
+    monkeypatch.setattr(auto_length, "MINIMUM", 1)
+    ds = builder(tmp_path, seq_len=None, layout="packed", val_fraction=0.0).build_from_raw(str(f), 300)
+    lengths = row_lengths(ds, docs, extra=1)
+    assert ds.seq_len == ds.meta["seq_len_auto"]["p99_tokens"] == int(np.sort(lengths)[99])
+    assert ds.train.ids.shape[1] == ds.seq_len and ds.meta["seq_len_auto"]["truncated_examples"] >= 1
+    assert "continue into the next row" in ds.seq_len_note
+
+
+def test_auto_seq_len_measures_at_most_the_sample(tmp_path, monkeypatch):
+    counts = [5] * 20 + [60] * 20  # only the short documents are measured
+    f = write_lines(tmp_path / "s.txt", sized_docs(counts))
+    monkeypatch.setattr(auto_length, "SAMPLE", 20)
+    ds = builder(tmp_path, seq_len=None, layout="padded", val_fraction=0.0).build_from_raw(str(f), 300)
+    assert ds.meta["seq_len_auto"]["measured_examples"] == 20 and ds.seq_len == 32
+    assert ds.meta["splits"]["train"]["truncated"] == 20  # the long ones, not measured, are cut
+
+
+def test_auto_seq_len_is_cached_apart_from_explicit_lengths(tmp_path, corpus, monkeypatch):
+    b = builder(tmp_path, seq_len=None, layout="padded", val_fraction=0.1)
+    first = b.build_from_raw(str(corpus), 300)
+
+    def boom(*a, **k):
+        raise AssertionError("cache miss: re-tokenized or retrained")
+
+    monkeypatch.setattr(builder_mod, "encode_texts", boom)
+    monkeypatch.setattr(builder_mod, "train_bpe_tokenizer", boom)
+    again = b.build_from_raw(str(corpus), 300)
+    assert again.from_cache and again.cache_path == first.cache_path
+    assert again.seq_len == first.seq_len == 32 and again.meta["seq_len_auto"] == first.meta["seq_len_auto"]
+    monkeypatch.undo()
+    # The same number given explicitly is its own entry, with the same rows; "auto" overrides a builder's length.
+    explicit = builder(tmp_path, seq_len=32, layout="padded", val_fraction=0.1).build_from_raw(str(corpus), 300)
+    assert not explicit.from_cache and explicit.cache_path != first.cache_path
+    assert np.array_equal(explicit.train.ids, first.train.ids)
+    overridden = builder(tmp_path, seq_len=16, layout="padded", val_fraction=0.1).build_from_raw(
+        str(corpus), 300, seq_len="auto")
+    assert overridden.from_cache and overridden.cache_path == first.cache_path
+    with pytest.raises(ConfigError, match="or None to fit the data"):
+        builder(tmp_path, seq_len=1)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -4,6 +4,13 @@
 into train/validation by document, gets a tokenizer (trains a byte-level BPE on the training
 split, or loads one), tokenizes in chunks and writes the arrays into the cache (see cache.py).
 A second call with the same inputs loads the cached arrays without tokenizing (or training).
+`DatasetBuilder.build_from_raw(path, vocab, seq_len)` called on the class builds with the
+default settings.
+
+`seq_len=None` fits the row length to the data (see auto_length.py): the 99th percentile of the
+training examples' token lengths (special tokens of the layout included), rounded up to a
+multiple of 32, within [32, 512]; `meta["seq_len_auto"]` and `TokenizedDataset.seq_len_note`
+say how it was chosen.
 
 Row layouts, both int32 [N, seq_len]:
 
@@ -16,14 +23,17 @@ Row layouts, both int32 [N, seq_len]:
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterator, Sequence
+import inspect
+import itertools
+import types
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from dlms.data import cache
+from dlms.data import auto_length, cache
 from dlms.data.sources import content_fingerprint, parse_builtin, read_examples
 from dlms.data.tokenizer import (
     encode_texts,
@@ -85,8 +95,9 @@ class TokenSplit:
             counts = np.cumsum([np.count_nonzero(row != self.pad_id) for row in np.asarray(self.ids[: budget + 1])])
             rows = int(np.searchsorted(counts, budget) + 1)
         if rows > len(self):
-            raise DataError(f"the training split has {self.num_tokens:,} tokens, fewer than data.train_tokens="
-                            f"{budget:,}; lower data.train_tokens or use more data")
+            raise DataError(f"the training split has {self.num_tokens:,} tokens, fewer than the budget of "
+                            f"{budget:,} asked for (data.train_tokens in a run config); ask for fewer tokens "
+                            "or use more data")
         rows = max(1, rows)
         return TokenSplit(self.ids[:rows], None if self.labels is None else self.labels[:rows],
                           list(self.label_columns), self.pad_id)
@@ -132,6 +143,13 @@ class TokenizedDataset:
     @property
     def vocab_size(self) -> int:
         return len(self.tokenizer)
+
+    @property
+    def seq_len_note(self) -> str | None:
+        """One line on how `seq_len` was fitted to the data (built with seq_len=None); None when
+        seq_len was given explicitly."""
+        auto = self.meta.get("seq_len_auto")
+        return auto_length.describe(auto, self.layout) if auto else None
 
     @classmethod
     def load(cls, path: str | Path, tokenizer: PreTrainedTokenizerBase | None = None) -> TokenizedDataset:
@@ -190,16 +208,46 @@ def split_mask(num_examples: int, val_fraction: float, split: str, seed: int) ->
     return mask
 
 
+class class_or_instance_method:
+    """A method that works on an instance as usual and on the class with default settings.
+
+    `builder.method(...)` calls it on `builder`; `Class.method(...)` calls it on a fresh
+    `Class()` (the constructor's defaults). Used for `DatasetBuilder.build_from_raw`.
+    """
+
+    def __init__(self, func: Callable[..., Any]) -> None:
+        self.func = func
+        functools.update_wrapper(self, func)
+
+    def __get__(self, obj: Any, owner: type | None = None) -> Callable[..., Any]:
+        if obj is not None:
+            return types.MethodType(self.func, obj)
+        func = self.func
+
+        @functools.wraps(func)
+        def with_default_settings(*args: Any, **kwargs: Any) -> Any:
+            return func(owner(), *args, **kwargs)
+
+        signature = inspect.signature(func)  # shown by help(): without `self`
+        with_default_settings.__signature__ = signature.replace(  # type: ignore[attr-defined]
+            parameters=list(signature.parameters.values())[1:])
+        return with_default_settings
+
+
 class DatasetBuilder:
     """Builds (or loads from the cache) a `TokenizedDataset` from raw text.
 
     Examples after `max_examples` (the first N are kept) are split by document before packing,
     so no validation text reaches the training rows or a trained tokenizer.
+
+    seq_len: tokens per row; None fits it to the training data (see the module docstring and
+    `TokenizedDataset.seq_len_note`). `build_from_raw` works on an instance and, with the
+    default settings, on the class.
     """
 
     def __init__(
         self,
-        seq_len: int = 128,
+        seq_len: int | None = 128,
         layout: Literal["packed", "padded"] = "packed",
         val_fraction: float = 0.05,
         max_examples: int | None = None,
@@ -238,29 +286,41 @@ class DatasetBuilder:
         self.use_cache = use_cache
 
     @staticmethod
-    def _check_seq_len(seq_len: Any) -> int:
+    def _check_seq_len(seq_len: Any) -> int | None:
+        """The row length, or None for "fit the data" (seq_len=None or "auto")."""
+        if seq_len is None or seq_len == "auto":
+            return None
         if not isinstance(seq_len, int) or isinstance(seq_len, bool) or seq_len < 2:
-            raise ConfigError(f"seq_len must be an integer >= 2, got {seq_len!r}")
+            raise ConfigError(f"seq_len must be an integer >= 2, or None to fit the data, got {seq_len!r}")
         return seq_len
 
     # ----------------------------------------------------------------------------------------
 
+    @class_or_instance_method
     def build_from_raw(
-        self, path: str, vocab: int | str | PreTrainedTokenizerBase, seq_len: int | None = None
+        self,
+        path: str,
+        vocab: int | str | PreTrainedTokenizerBase,
+        seq_len: int | Literal["auto"] | None = None,
     ) -> TokenizedDataset:
         """Build or load the dataset for `path`.
 
         vocab: an int trains a byte-level BPE of that size on the training split; a str is a
         tokenizer folder or Hub name; a tokenizer object is used as is (missing special tokens
         are added to it in place).
+        seq_len: None uses the builder's `seq_len`; "auto" fits it to the data (as a builder
+        made with seq_len=None does: see the module docstring).
+
+        Called on the class, `DatasetBuilder.build_from_raw(path, vocab, seq_len)`, it builds with
+        the default settings of `DatasetBuilder()`.
         """
         path = str(path)
-        seq_len = self._check_seq_len(self.seq_len if seq_len is None else seq_len)
+        seq_len = self.seq_len if seq_len is None else self._check_seq_len(seq_len)
         fingerprint = content_fingerprint(path, self.builtin_examples, self.seed)
         tokenizer, tok_key = self._resolve_vocab(vocab)
-        key = cache.cache_key(
-            {**self._key_parts(fingerprint), "seq_len": seq_len, "layout": self.layout, **tok_key}
-        )
+        # An automatic length is keyed on its rule, not the number it gave: found without measuring.
+        length_key = auto_length.cache_key_part() if seq_len is None else seq_len
+        key = cache.cache_key({**self._key_parts(fingerprint), "seq_len": length_key, "layout": self.layout, **tok_key})
         entry = cache.entry_dir(self.cache_dir, "datasets", key)
         if self.use_cache and cache.is_complete(entry):
             ds = TokenizedDataset.load(entry, tokenizer)
@@ -270,6 +330,10 @@ class DatasetBuilder:
         val_mask = split_mask(self._count(path), self.val_fraction, self.split, self.seed)
         if tokenizer is None:
             tokenizer = self._trained_tokenizer(path, int(vocab), fingerprint, val_mask)
+        seq_len_auto = None
+        if seq_len is None:
+            seq_len_auto = self._fit_seq_len(path, tokenizer, val_mask)
+            seq_len = seq_len_auto["chosen"]
         label_names = self._label_names(path, val_mask)
         with cache.staged_entry(entry, replace=not self.use_cache) as tmp:
             stats = self._write_arrays(tmp, path, tokenizer, val_mask, label_names, seq_len)
@@ -281,6 +345,7 @@ class DatasetBuilder:
                 "fingerprint": fingerprint,
                 "layout": self.layout,
                 "seq_len": seq_len,
+                "seq_len_auto": seq_len_auto,  # None when seq_len was given
                 "split": self.split,
                 "val_fraction": self.val_fraction,
                 "seed": self.seed,
@@ -344,6 +409,16 @@ class DatasetBuilder:
             meta = {"format_version": cache.FORMAT_VERSION, "vocab_size": vocab_size, "source": path}
             cache.write_meta(tmp, meta)
         return tokenizer
+
+    def _fit_seq_len(self, path: str, tokenizer: Any, val_mask: np.ndarray) -> dict[str, Any]:
+        """Measure the first auto_length.SAMPLE training examples as rows (padded: bos + tokens +
+        eos; packed: tokens + eos) and choose the row length: the record for meta["seq_len_auto"]."""
+        extra = 2 if self.layout == "padded" else 1
+        examples = itertools.islice(self._examples(path, val_mask, want="train", labels=False), auto_length.SAMPLE)
+        lengths: list[int] = []
+        while chunk := [ex["text"] for ex in itertools.islice(examples, CHUNK_EXAMPLES)]:
+            lengths += [len(tokens) + extra for tokens in encode_texts(tokenizer, chunk)]
+        return auto_length.choose(lengths)
 
     # ----------------------------------------------------------------------------------------
     # Passes over the raw data

@@ -109,10 +109,11 @@ def check_text_file(path: Path) -> None:
 
 
 def _missing_column(kind: str, column: str, path: Any, available: Sequence[str]) -> DataError:
-    flag = "data.text_column" if kind == "text" else "data.label_column"
+    # The API argument first, then the run-config key that sets it.
+    setting = "text_column (data.text_column)" if kind == "text" else "label_columns (data.label_column)"
     return DataError(
         f"{kind} column '{column}' not found in '{path}'; available columns: "
-        f"{', '.join(map(str, available)) or '(none)'}; set {flag} to one of them"
+        f"{', '.join(map(str, available)) or '(none)'}; set {setting} to one of them"
     )
 
 

@@ -10,7 +10,10 @@ to lm-eval's own CLI unchanged:
     python -m dlms.eval.lm_eval_adapter --model dlms --model_args checkpoint=runs/demo-masked \\
         --tasks hellaswag --batch_size 32
 
-(the `run` subcommand may be spelled out: `python -m dlms.eval.lm_eval_adapter run --model dlms ...`).
+(the `run` subcommand may be spelled out: `python -m dlms.eval.lm_eval_adapter run --model dlms ...`;
+the console script `dlms-lm-eval` is the same command). lm-eval's own default device is cuda:0;
+this command defaults to the device dlms picks (cuda when available, else cpu) unless --device
+(or a --config file's `device`) says otherwise.
 From Python, importing this module registers the model:
 
     import dlms.eval.lm_eval_adapter  # noqa: F401  (registers "dlms")
@@ -23,7 +26,8 @@ model_args (comma-separated key=value; numbers may be given as strings):
     batch_size      sequences per forward pass for scoring; "auto" means the run's eval.batch_size.
                     lm-eval's CLI always passes its own --batch_size (default 1), so set it there,
                     not in model_args (lm-eval rejects the same key given twice)
-    device          auto (default), cpu, cuda, cuda:1, ... (lm-eval's --device sets it too)
+    device          auto (default), cpu, cuda, cuda:1, ... (lm-eval's --device sets it too; a device
+                    in model_args wins over --device)
     max_gen_tokens  tokens to generate when a task gives no max_gen_toks (default 256)
     sampler         sampler for generate_until (default: the run's sample.sampler)
     steps           denoising steps for generate_until (default: the run's sample.num_steps)
@@ -112,8 +116,28 @@ class DlmsLM(LM):
         self.max_gen_tokens = _int_arg("max_gen_tokens", max_gen_tokens, 1) or DEFAULT_MAX_GEN_TOKENS
         self.sampler = str(sampler) if sampler not in (None, "") else None
         self.steps = _int_arg("steps", steps, 1)
+        if self.steps is not None:
+            from ..samplers import build_sampler
+
+            chosen = build_sampler(self.sampler or self.lm.cfg.sample.sampler, self.lm.method, self.lm.model)
+            if "num_steps" not in chosen.options:
+                raise DlmsError(f"model_args steps does not apply to the '{chosen.name}' sampler of this "
+                                f"'{self.lm.method.name}' run (it writes one token per step); drop steps")
 
     # ------------------------------------------------------------------ lm-eval hooks
+    @classmethod
+    def create_from_arg_string(cls, arg_string: str, additional_config: dict | None = None) -> "DlmsLM":
+        """As lm-eval's: model_args `key=value,...` plus lm-eval's own settings (see create_from_arg_obj)."""
+        return cls.create_from_arg_obj(lm_utils.simple_parse_args_string(arg_string), additional_config)
+
+    @classmethod
+    def create_from_arg_obj(cls, arg_dict: dict[str, Any], additional_config: dict | None = None) -> "DlmsLM":
+        """As lm-eval's, except that a device in model_args wins over lm-eval's `device` (its command
+        line always sets one) instead of failing with "multiple values for keyword argument 'device'"."""
+        extra = {k: v for k, v in (additional_config or {}).items()
+                 if v is not None and not (k == "device" and arg_dict.get("device") is not None)}
+        return cls(**arg_dict, **extra)
+
     @property
     def max_length(self) -> int:
         return int(self.lm.model.spec.max_seq_len)
@@ -236,11 +260,51 @@ if MODEL_NAME not in _models:  # `python -m` runs this file as __main__ as well 
     lm_registry.register_model(MODEL_NAME)(DlmsLM)
 
 
+def with_default_device(args: list[str]) -> list[str]:
+    """`args` plus `--device <dlms's choice>` (cuda when available, else cpu) for an evaluation
+    that sets no device; lm-eval would otherwise use cuda:0, which fails on a CPU machine.
+
+    Left unchanged: a device given as `--device X`, `--device=X` (or an abbreviation such as
+    `--dev X`) or in a `--config`/`-C` YAML file; and commands that evaluate nothing (`ls`,
+    `validate`, help, a bare `run`).
+    """
+    evaluates = args[:1] not in (["ls"], ["validate"]) and any(a != "run" for a in args)
+    if not evaluates or "-h" in args or "--help" in args:
+        return list(args)
+    for i, arg in enumerate(args):
+        option = arg.split("=", 1)[0]
+        if len(option) >= 3 and "--device".startswith(option):  # argparse accepts unique prefixes
+            return list(args)
+        config = None
+        if option in ("--config", "-C"):
+            config = arg.split("=", 1)[1] if "=" in arg else (args[i + 1] if i + 1 < len(args) else None)
+        elif arg.startswith("-C") and len(arg) > 2:
+            config = arg[2:]
+        if config and _config_sets_device(config):
+            return list(args)
+    from ..training.distributed import resolve_device
+
+    return [*args, "--device", str(resolve_device("auto"))]
+
+
+def _config_sets_device(path: str) -> bool:
+    """True when lm-eval's YAML config at `path` names a device (lm-eval reports unreadable files)."""
+    import yaml
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = yaml.safe_load(f)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return False
+    return isinstance(data, dict) and data.get("device") is not None
+
+
 def main(argv: list[str] | None = None) -> int:
-    """lm-eval's command line with the "dlms" model registered: `python -m dlms.eval.lm_eval_adapter <args>`."""
+    """lm-eval's command line with the "dlms" model registered: `python -m dlms.eval.lm_eval_adapter <args>`
+    (the `dlms-lm-eval` console script). The device defaults to dlms's choice: see `with_default_device`."""
     from lm_eval.__main__ import cli_evaluate
 
-    sys.argv = ["lm-eval", *(sys.argv[1:] if argv is None else argv)]
+    sys.argv = ["lm-eval", *with_default_device(list(sys.argv[1:] if argv is None else argv))]
     try:
         cli_evaluate()
     except DlmsError as exc:

@@ -52,6 +52,7 @@ class DataScaling(Experiment):
         cfg = self.run_config({"method": {"name": family}}, overrides,
                               {"data": {"train_tokens": budget}, "train": {"out_dir": str(cell_dir)}})
         dataset = dataset_from_config(cfg.data)
+        cfg.data.seq_len = dataset.seq_len  # null (fit the data) becomes the number chosen
         t = cfg.train
         steps_per_epoch = max(1, len(dataset.train) // t.batch_size)
         tokens_per_step = t.batch_size * t.grad_accum * cfg.data.seq_len
@@ -112,7 +113,7 @@ class DataScaling(Experiment):
         base = self.run_config()
         return "\n".join([
             "# Data-scaling study: AR against diffusion under repeated data", "",
-            f"Data: `{base.data.dataset}` ({base.data.layout} {base.data.seq_len}-token rows, "
+            f"Data: `{base.data.dataset}` ({base.data.layout} {base.data.seq_len or 'fitted'}-token rows, "
             f"{base.data.vocab_size}-token BPE, validation: the last {base.data.val_fraction:.0%} of the examples). "
             f"Model: the `{base.model.preset}` preset for every family. Each run trains on the first U tokens of "
             f"the training split (U = {budgets}) for {self.option('total_tokens'):,} tokens in all, i.e. "

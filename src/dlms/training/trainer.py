@@ -55,6 +55,9 @@ class Trainer:
         self.dataset = dataset if dataset is not None else dataset_from_config(cfg.data)
         if self.dist.enabled and dataset is None and self.dist.is_main:
             barrier(self.dist)
+        # seq_len null (fit the data) becomes the number the data builder chose; the run saves it.
+        self.seq_len_note = getattr(self.dataset, "seq_len_note", None) if cfg.data.seq_len is None else None
+        cfg = replace(cfg, data=replace(cfg.data, seq_len=self.dataset.seq_len))
         self.method = build_method(cfg.method, special_tokens(self.dataset.tokenizer))
         self.cfg = resolve_run_config(cfg, self.method, self.dataset.label_names)
         # Saved resolved: the run trains, resumes and samples in the precision it was started with.
@@ -150,7 +153,7 @@ class Trainer:
             progress.log(f"training {self.method.name} ({sum(p.numel() for p in self.model.parameters()):,} parameters) "
                          f"for {self.total_steps} steps on {self.device}, precision {self.precision_note}, "
                          f"{len(self.dataset.train):,} training rows")
-            for note in notes:
+            for note in ([self.seq_len_note] if self.seq_len_note else []) + notes:
                 progress.log(note)
             while self.step < self.total_steps:
                 metrics = self._optimizer_step()
