@@ -155,8 +155,9 @@ class Case:
                 out = ar_without_cache(parts, generator, callback)
             else:
                 sampler = build_sampler(self.sampler, parts.method, parts.model)
-                out = sampler.sample(parts.canvas, parts.fixed, num_steps=self.num_steps,
-                                     tokens_per_step=self.tokens_per_step, generator=generator, callback=callback)
+                wanted = {"num_steps": self.num_steps, "tokens_per_step": self.tokens_per_step}
+                options = {k: v for k, v in wanted.items() if k in sampler.options and v is not None}
+                out = sampler.sample(parts.canvas, parts.fixed, generator=generator, callback=callback, **options)
         if parts.canvas.device.type == "cuda":
             torch.cuda.synchronize(parts.canvas.device)
         self.seconds.append(time.perf_counter() - start)

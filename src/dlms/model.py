@@ -23,6 +23,10 @@ from .training.checkpoint import (find_checkpoint, load_weights, read_config, re
 from .training.distributed import resolve_device
 
 MASK_GLYPH = "_"
+# A sampler option -> the argument of `sample` / `sample_ids` that sets it.
+SAMPLING_ARGUMENTS = {"num_steps": "steps", "temperature": "temperature", "top_k": "top_k", "top_p": "top_p",
+                      "guidance_scale": "guidance", "tokens_per_step": "tokens_per_step", "eta": "eta",
+                      "clamp": "clamp"}
 Label = str | int  # a class name, or its id
 
 
@@ -207,15 +211,19 @@ class DiffusionLM:
         labels = self._label_ids(label, num_samples)
         generator = torch.Generator(device=self.device).manual_seed(s.seed if seed is None else seed)
         chosen = build_sampler(sampler or s.sampler, self.method, self.model)
+        # What the caller gave (None: not given) and the run's defaults, by the samplers' option names.
+        given = {"num_steps": steps, "temperature": temperature, "top_k": top_k, "top_p": top_p,
+                 "guidance_scale": guidance, "tokens_per_step": tokens_per_step, "eta": eta, "clamp": clamp}
+        for option, value in given.items():
+            if value is not None and option not in chosen.options:
+                takes = {f"t{i}": SAMPLING_ARGUMENTS[o] for i, o in enumerate(chosen.options)}
+                raise ArgumentError(f"{{arg}} does not apply to the '{chosen.name}' sampler (it takes "
+                                    + ", ".join(f"{{{key}}}" for key in takes)
+                                    + "); drop {arg} or choose a sampler that uses it",
+                                    arg=SAMPLING_ARGUMENTS[option], **takes)
+        options = {o: getattr(s, o) if given[o] is None else given[o] for o in chosen.options}
         with self.autocast():
-            return chosen.sample(
-                canvas, fixed, labels=labels, guidance_scale=s.guidance_scale if guidance is None else guidance,
-                num_steps=steps or s.num_steps, temperature=s.temperature if temperature is None else temperature,
-                top_k=s.top_k if top_k is None else top_k, top_p=s.top_p if top_p is None else top_p,
-                tokens_per_step=s.tokens_per_step if tokens_per_step is None else tokens_per_step,
-                generator=generator, callback=callback,
-                eta=s.eta if eta is None else eta, clamp=s.clamp if clamp is None else clamp,
-            )
+            return chosen.sample(canvas, fixed, labels=labels, generator=generator, callback=callback, **options)
 
     def decode(self, ids: torch.Tensor) -> list[str]:
         """Token rows [B, L] -> texts: the start tokens dropped, cut at the first end-of-text."""

@@ -162,19 +162,29 @@ def test_train_and_resume(trained, method, backbone, precision):
 def test_every_compatible_sampler(trained, method, sampler, backbone, precision):
     """Token ids [N, L] in the vocabulary, the prompt kept, no mask token left, texts decoded:
     with the defaults, with classifier-free guidance towards one label per sample, and with
-    the other options (each sampler ignores those it has not)."""
+    every other option the sampler declares; an option it does not take is an error."""
+    from dlms.errors import ArgumentError
+    from dlms.model import SAMPLING_ARGUMENTS
+
     _, lm = trained(method, backbone, precision)
     prefix = torch.tensor(lm.encode_prompt("the cat"))
-    option_sets = ({}, {"label": lm.balanced_labels(2), "guidance": 2.0},
-                   {"temperature": 0.5, "top_k": 5, "top_p": 0.9, "eta": 0.5, "clamp": True})
+    declared = SAMPLERS.get(sampler).options
+    steps = {"steps": 4} if "num_steps" in declared else {}
+    values = {"temperature": 0.5, "top_k": 5, "top_p": 0.9, "eta": 0.5, "clamp": True, "tokens_per_step": 3}
+    every_other = {SAMPLING_ARGUMENTS[o]: values[SAMPLING_ARGUMENTS[o]] for o in declared if SAMPLING_ARGUMENTS[o] in values}
+    option_sets = ({}, {"label": lm.balanced_labels(2), "guidance": 2.0}, every_other)
     for options in option_sets:
-        ids = lm.sample_ids("the cat", SEQ_LEN, 4, num_samples=2, sampler=sampler, seed=0, **options)
+        ids = lm.sample_ids("the cat", SEQ_LEN, num_samples=2, sampler=sampler, seed=0, **steps, **options)
         assert ids.shape == (2, SEQ_LEN) and ids.dtype == torch.long
         assert int(ids.min()) >= 0 and int(ids.max()) < lm.method.special.vocab_size
         assert (ids[:, : len(prefix)] == prefix).all()
         assert not (ids == lm.method.special.mask).any()
         texts = lm.decode(ids)
         assert len(texts) == 2 and all(isinstance(t, str) for t in texts)
+    undeclared = [a for o, a in SAMPLING_ARGUMENTS.items() if o not in declared]
+    for argument in undeclared:
+        with pytest.raises(ArgumentError, match=f"does not apply to the '{sampler}' sampler"):
+            lm.sample_ids("the cat", SEQ_LEN, num_samples=1, sampler=sampler, **{argument: 1})
 
 
 @pytest.mark.parametrize("method, backbone, precision", RUNS, ids=_ids(RUNS))
@@ -233,3 +243,16 @@ def test_every_schedule_trains_and_samples(tmp_path, kind, schedule, precision):
     assert ids.shape == (2, SEQ_LEN)
     assert int(ids.min()) >= 0 and int(ids.max()) < lm.method.special.vocab_size
     assert not (ids == lm.method.special.mask).any()
+
+
+@pytest.mark.parametrize("sampler", SAMPLERS.names())
+def test_a_sampler_declares_its_options_and_swallows_none(sampler):
+    """`options` names what `sample` takes; no **kwargs hides an option that does not apply."""
+    import inspect
+
+    from dlms.model import SAMPLING_ARGUMENTS
+
+    cls = SAMPLERS.get(sampler)
+    params = inspect.signature(cls.sample).parameters
+    assert not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    assert set(cls.options) <= set(params) and set(cls.options) <= set(SAMPLING_ARGUMENTS)

@@ -24,6 +24,7 @@ class AutoregressiveSampler:
 
     name = "ar"
     method_names = ("ar",)
+    options = ("temperature", "top_k", "top_p", "guidance_scale")  # one token per step: no num_steps
 
     def __init__(self, method, model):
         self.method = method
@@ -32,7 +33,7 @@ class AutoregressiveSampler:
     @torch.no_grad()
     def sample(self, canvas: torch.Tensor, fixed: torch.Tensor | None = None, *, labels: torch.Tensor | None = None,
                guidance_scale: float = 1.0, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
-               generator: torch.Generator | None = None, callback: StepCallback = None, **_) -> torch.Tensor:
+               generator: torch.Generator | None = None, callback: StepCallback = None) -> torch.Tensor:
         fixed = check_canvas(canvas, fixed)
         batch, length = canvas.shape
         prefix = int(fixed[0].sum())

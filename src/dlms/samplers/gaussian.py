@@ -36,6 +36,7 @@ def clamp_to_tokens(x0_hat: torch.Tensor, table: torch.Tensor, exclude: int | No
 
 class _GaussianSamplerBase:
     method_names = ("gaussian",)
+    options: tuple[str, ...] = ("num_steps", "temperature", "guidance_scale", "clamp")
 
     def __init__(self, method, model):
         self.method = method
@@ -77,7 +78,7 @@ class _GaussianSamplerBase:
     def sample(self, canvas: torch.Tensor, fixed: torch.Tensor | None = None, *, labels: torch.Tensor | None = None,
                guidance_scale: float = 1.0, num_steps: int = 64, eta: float = 0.0, clamp: bool = False,
                temperature: float = 1.0, generator: torch.Generator | None = None, callback: StepCallback = None,
-               noise: torch.Tensor | None = None, **_) -> torch.Tensor:
+               noise: torch.Tensor | None = None) -> torch.Tensor:
         """canvas [B, L] (token ids at the fixed positions), fixed bool [B, L] -> tokens [B, L].
         `noise` [B, L, D]: the starting z_1 (default: drawn from `generator`)."""
         fixed = check_canvas(canvas, fixed)
@@ -140,6 +141,7 @@ class DDIMSampler(_GaussianSamplerBase):
     c = eta * sqrt(sigma_s^2 / sigma_t^2 * (1 - alpha_t^2 / alpha_s^2)); eta = 0 draws no noise."""
 
     name = "ddim"
+    options = (*_GaussianSamplerBase.options, "eta")
 
     def update(self, z, x0_hat, t, s, eta, generator):
         a_t, s_t, a_s, s_s = self.coefficients(t, s)

@@ -19,6 +19,8 @@ StepCallback = Optional[Callable[[int, int, torch.Tensor], None]]
 
 class _MaskedSamplerBase:
     method_names = ("masked",)
+    # The sampling options `sample` takes (DiffusionLM passes exactly these; any other is an error).
+    options: tuple[str, ...] = ("num_steps", "temperature", "top_k", "top_p", "guidance_scale")
 
     def __init__(self, method, model):
         self.method = method
@@ -56,8 +58,8 @@ class AncestralSampler(_MaskedSamplerBase):
     @torch.no_grad()
     def sample(self, canvas: torch.Tensor, fixed: torch.Tensor | None = None, *, labels: torch.Tensor | None = None,
                guidance_scale: float = 1.0, num_steps: int = 64, temperature: float = 1.0, top_k: int = 0,
-               top_p: float = 1.0, generator: torch.Generator | None = None, callback: StepCallback = None,
-               **_) -> torch.Tensor:
+               top_p: float = 1.0, generator: torch.Generator | None = None,
+               callback: StepCallback = None) -> torch.Tensor:
         fixed = check_canvas(canvas, fixed)
         x = torch.where(fixed, canvas, torch.full_like(canvas, self.mask_id))
         schedule = self.method.schedule
@@ -130,12 +132,13 @@ class ConfidenceSampler(_MaskedSamplerBase):
     and keeps the most confident ones, a fixed number per step; the rest stay masked."""
 
     name = "confidence"
+    options = (*_MaskedSamplerBase.options, "tokens_per_step")
 
     @torch.no_grad()
     def sample(self, canvas: torch.Tensor, fixed: torch.Tensor | None = None, *, labels: torch.Tensor | None = None,
                guidance_scale: float = 1.0, num_steps: int = 64, temperature: float = 1.0, top_k: int = 0,
                top_p: float = 1.0, tokens_per_step: int | None = None, generator: torch.Generator | None = None,
-               callback: StepCallback = None, **_) -> torch.Tensor:
+               callback: StepCallback = None) -> torch.Tensor:
         fixed = check_canvas(canvas, fixed)
         x = torch.where(fixed, canvas, torch.full_like(canvas, self.mask_id))
         free = int((~fixed).sum(-1).max())
