@@ -130,3 +130,9 @@ def test_a_hugging_face_decoder_stage_loads_without_its_base_folder(tiny_gpt2_fo
     prefix, emb, t = torch.randint(0, 20, (2, 3)), torch.randn(2, 8), torch.rand(2)
     torch.testing.assert_close(loaded.logits(loaded.inputs(prefix, emb, t)), model.logits(model.inputs(prefix, emb, t)))
     assert tokenizer.eos_token_id == decoder.tokenizer.eos_token_id
+
+
+def test_a_hugging_face_decoder_too_short_for_the_soft_prompted_input_is_refused(tiny_gpt2_folder):
+    with pytest.raises(ConfigError, match="reads at most 32 positions, but .* need 64; lower decoder.max_prefix_tokens"):
+        load_decoder(str(tiny_gpt2_folder), positions=64)
+    assert load_decoder(str(tiny_gpt2_folder), positions=32).kind == "huggingface"

@@ -203,3 +203,75 @@ def test_fluency_perplexity_scores_each_text_as_if_alone(dglm_run):
     expected = math.exp(nll / count)
     got = continuation_perplexity(lm, tokens, [p for p, _ in rows], [c for _, c in rows])
     assert got == pytest.approx(expected, rel=1e-4)
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp32"])
+def test_each_stage_trains_generates_and_evaluates_in_a_forced_precision(precision, tmp_path, trained_runs,
+                                                                          tiny_encoder_folder, capsys):
+    """Forced bf16 runs on any CPU (emulated where it is not native): every stage trains to finite
+    losses, the run records the precision, and generation and evaluation run under it."""
+    import math
+
+    from dlms.dglm import DglmPipeline
+
+    config = tiny_config(tmp_path, tiny_encoder_folder, trained_runs["ar"], **{"diffusion.steps": 3,
+                                                                               "decoder.steps": 2})
+    assert main(["dglm", "train", "--config", str(config), "--precision", precision]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert f"precision {precision}" in out[0]
+    for stage in ("diffusion", "decoder"):
+        first = next(line for line in out if line.startswith(f"{stage}:"))
+        assert first.endswith(f"precision {precision}")
+    run = tmp_path / "run"
+    assert yaml.safe_load((run / "dglm_config.yaml").read_text())["precision"] == precision
+    losses = [(m["train_loss"], m["val_loss"]) for m in metrics(run)]
+    assert {m["stage"] for m in metrics(run)} == {"diffusion", "decoder"}
+    assert all(math.isfinite(a) and math.isfinite(b) and b > 0 for a, b in losses)
+
+    assert main(["dglm", "train-classifier", "--run", str(run), "--data", "builtin:200", "--label", "sentiment"]) == 0
+    capsys.readouterr()
+    assert main(["dglm", "generate", "--run", str(run), "--prefix", "the steak", "--num_samples", "2",
+                 "--control", "sentiment=negative", "--guidance", "5", "--cfg_scale", "2"]) == 0
+    assert main(["dglm", "generate", "--run", str(run), "--prefix", "the steak", "--num_samples", "2", "--plain"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 4 and all(line.startswith("the steak") for line in lines)
+
+    pipe = DglmPipeline.load(run)
+    assert pipe.precision == precision
+    seen: dict[str, list[bool]] = {"denoiser": [], "soft_prompt": [], "encoder": []}
+
+    def watch(name):
+        return lambda module, args, output: seen[name].append(torch.is_autocast_enabled("cpu"))
+
+    pipe.diffusion.denoiser.register_forward_hook(watch("denoiser"))
+    pipe.decoder.soft_prompt.register_forward_hook(watch("soft_prompt"))
+    pipe.encoder.model.register_forward_hook(watch("encoder"))
+    texts = pipe.generate("the chef", num_samples=2, control={"sentiment": "positive"}, guidance=5.0)
+    assert len(texts) == 2
+    assert set(seen["denoiser"]) == set(seen["soft_prompt"]) == {precision == "bf16"}
+    assert seen["encoder"] == [False]  # prefixes are encoded in fp32, as the training embeddings were
+    assert all(p.dtype == torch.float32 for p in pipe.diffusion.denoiser.parameters())
+
+    report = tmp_path / "eval"
+    assert main(["dglm", "eval", "--run", str(run), "--label", "sentiment", "--guidance", "0,5", "--num_prefixes", "2",
+                 "--out", str(report), "--no_plain"]) == 0
+    setup = json.loads((report / "setup.json").read_text())
+    assert setup["precision"] == precision
+    import csv
+
+    assert all(math.isfinite(float(r["fluency_ppl"])) for r in csv.DictReader((report / "results.csv").open()))
+
+
+def test_auto_precision_is_saved_resolved_and_kept_by_a_resumed_run(tmp_path, capsys):
+    from dlms.assembly import resolve_precision
+    from dlms.dglm import DglmConfig, DglmTrainer
+
+    trainer = DglmTrainer(DglmConfig(out_dir=str(tmp_path / "a"), device="cpu"), log=lambda _: None)
+    assert trainer.cfg.precision == resolve_precision(torch.device("cpu"), "auto") and "(auto: " in trainer.precision_note
+    started = tmp_path / "b"
+    started.mkdir()
+    (started / "dglm_config.yaml").write_text(yaml.safe_dump({"precision": "bf16"}))  # started on a bf16 machine
+    kept = DglmTrainer(DglmConfig(out_dir=str(started), device="cpu"), log=lambda _: None)
+    assert kept.precision == "bf16" and "kept" in kept.precision_note
+    forced = DglmTrainer(DglmConfig(out_dir=str(started), device="cpu", precision="fp32"), log=lambda _: None)
+    assert forced.precision == "fp32"

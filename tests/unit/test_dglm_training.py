@@ -113,11 +113,35 @@ def test_the_tfidf_judge_reads_the_label_of_the_continuation():
 
 
 @pytest.mark.parametrize("data, message", [
-    ({"diffusion": {"steps": 0}}, "diffusion.steps must be at least 1"),
-    ({"decoder": {"learning_rate": -1.0}}, "decoder.learning_rate must be positive"),
-    ({"diffusion": {"ema_decay": 1.0}}, "ema_decay must lie in"),
-    ({"generation": {"renoise_level": 1.5}}, "renoise_level must lie in"),
-    ({"data": {"val_fraction": 0.0}}, "val_fraction must be between"),
+    ({"diffusion": {"steps": 0}}, "'diffusion.steps' must be at least 1, got 0"),
+    ({"decoder": {"batch_size": -2}}, "'decoder.batch_size' must be at least 1, got -2"),
+    ({"diffusion": {"save_every": 0}}, "'diffusion.save_every' must be at least 1"),
+    ({"decoder": {"learning_rate": -1.0}}, "'decoder.learning_rate' must be positive, got -1.0"),
+    ({"diffusion": {"learning_rate": ".nan"}}, "'diffusion.learning_rate' must be"),
+    ({"diffusion": {"warmup_steps": -1}}, "'diffusion.warmup_steps' must be at least 0"),
+    ({"decoder": {"weight_decay": -0.1}}, "'decoder.weight_decay' must be at least 0"),
+    ({"decoder": {"grad_clip": 0.0}}, "'decoder.grad_clip' must be positive"),
+    ({"diffusion": {"ema_decay": 1.0}}, r"'diffusion.ema_decay' must be in \[0, 1\)"),
+    ({"decoder": {"decoder_learning_rate": -1e-4}}, "'decoder.decoder_learning_rate' must be at least 0"),
+    ({"decoder": {"max_noise_level": 0.0}}, r"'decoder.max_noise_level' must be in \(0, 1\]"),
+    ({"decoder": {"max_prefix_tokens": 1}}, "'decoder.max_prefix_tokens' must be at least 2"),
+    ({"decoder": {"num_soft_tokens": 0}}, "'decoder.num_soft_tokens' must be at least 1"),
+    ({"generation": {"renoise_level": 1.5}}, r"'generation.renoise_level' must be in \[0, 1\], got 1.5"),
+    ({"generation": {"eta": -0.5}}, r"'generation.eta' must be in \[0, 1\]"),
+    ({"generation": {"num_steps": 0}}, "'generation.num_steps' must be at least 1"),
+    ({"generation": {"max_tokens": 0}}, "'generation.max_tokens' must be at least 1"),
+    ({"generation": {"temperature": -1.0}}, "'generation.temperature' must be at least 0"),
+    ({"generation": {"guidance": -1.0}}, "'generation.guidance' must be at least 0"),
+    ({"generation": {"control_samples": 0}}, "'generation.control_samples' must be at least 1"),
+    ({"generation": {"control_noise": -0.1}}, "'generation.control_noise' must be at least 0"),
+    ({"data": {"val_fraction": 0.0}}, r"'data.val_fraction' must be in \(0, 1\)"),
+    ({"data": {"min_words": 0}}, "'data.min_words' must be at least 1"),
+    ({"data": {"max_texts": 0}}, "'data.max_texts' must be at least 1"),
+    ({"seed": -1}, "'seed' must be between 0 and"),
+    ({"latent": {"cond_drop_prob": 2.0}}, r"'latent.cond_drop_prob' must be in \[0, 1\]"),
+    ({"latent": {"d_model": 30, "n_heads": 4}}, "'latent.d_model' .30. must be divisible by latent.n_heads .4."),
+    ({"latent": {"schedule": "cosine"}}, "'latent.schedule' must be a gaussian schedule"),
+    ({"precision": "fp16"}, "precision"),
     ({"decoder": {"soft_tokens": 4}}, "unknown config key 'decoder.soft_tokens'"),
     ({"generation": {"sampler": "euler"}}, "sampler"),
 ])
@@ -125,8 +149,26 @@ def test_bad_dglm_config_values_are_one_line_errors(data, message):
     from dlms.dglm.config import dglm_config_from_dict
     from dlms.errors import ConfigError
 
-    with pytest.raises(ConfigError, match=message):
+    with pytest.raises(ConfigError, match=message) as info:
         dglm_config_from_dict(data)
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("key, value", [("diffusion.learning_rate", float("nan")), ("generation.cfg_scale", float("inf")),
+                                        ("generation.guidance", float("inf")), ("decoder.grad_clip", float("-inf")),
+                                        ("generation.control_noise", float("nan"))])
+def test_every_float_of_the_dglm_config_must_be_finite(key, value):
+    """NaN and infinity are refused by the range checks themselves, whatever the YAML reader lets through."""
+    from dataclasses import replace
+
+    from dlms.dglm.config import DglmConfig, check_dglm_config
+    from dlms.errors import ConfigError
+
+    section, name = key.split(".")
+    cfg = DglmConfig()
+    cfg = replace(cfg, **{section: replace(getattr(cfg, section), **{name: value})})
+    with pytest.raises(ConfigError, match=f"'{key}' must be .*, got {value!r}"):
+        check_dglm_config(cfg)
 
 
 def test_an_unknown_stage_is_refused(tmp_path):
@@ -135,3 +177,57 @@ def test_an_unknown_stage_is_refused(tmp_path):
 
     with pytest.raises(ConfigError, match="unknown stage 'sample'"):
         DglmTrainer(DglmConfig(out_dir=str(tmp_path), device="cpu")).run(("sample",))
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp32"])
+def test_a_stage_runs_its_forward_and_loss_under_the_precision_and_keeps_float32_weights(tmp_path, precision):
+    model = torch.nn.Linear(3, 1)
+    seen = []
+    data = torch.randn(16, 3, generator=torch.Generator().manual_seed(0))
+
+    def loss_fn(gen):
+        seen.append((torch.is_autocast_enabled("cpu"), model(data).dtype))
+        return ((model(data) - data.sum(-1, keepdim=True)) ** 2).float().mean()
+
+    def val_fn():
+        seen.append((torch.is_autocast_enabled("cpu"), model(data).dtype))
+        return 1.0
+
+    cfg = StageTrainConfig(steps=4, batch_size=4, learning_rate=0.05, warmup_steps=1, save_every=2)
+    record = train_stage(name="toy", cfg=cfg, model=model, param_groups=[{"params": list(model.parameters())}],
+                         loss_fn=loss_fn, save=lambda p, o: None, val_fn=val_fn, device=torch.device("cpu"), seed=0,
+                         metrics=MetricsLog(tmp_path / "m.jsonl", True), log=lambda _: None, precision=precision)
+    expected = (True, torch.bfloat16) if precision == "bf16" else (False, torch.float32)
+    assert seen and set(seen) == {expected}
+    assert record["step"] == 4 and model.weight.dtype == torch.float32
+    assert not torch.is_autocast_enabled("cpu")  # nothing leaks out of the stage
+
+
+def test_a_training_state_that_does_not_fit_the_config_is_a_one_line_error(tmp_path):
+    from dlms.errors import CheckpointError
+
+    one = torch.nn.Linear(3, 1)
+    saved: dict = {}
+    run(one, 2, saved, tmp_path=tmp_path)
+    progress, optimizer_state, _ = saved["state"]
+    two = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.Linear(2, 1))  # another parameter layout
+    cfg = StageTrainConfig(steps=4, batch_size=4, save_every=2)
+    with pytest.raises(CheckpointError, match="does not fit this config"):
+        train_stage(name="toy", cfg=cfg, model=two, param_groups=[{"params": list(two.parameters())}],
+                    loss_fn=lambda g: two(torch.ones(1, 3)).sum(), save=lambda p, o: None, val_fn=lambda: 0.0,
+                    device=torch.device("cpu"), seed=0, metrics=MetricsLog(tmp_path / "m.jsonl", True),
+                    resume=(progress, optimizer_state), log=lambda _: None)
+
+
+@pytest.mark.parametrize("label, stem", [
+    ("sentiment", "sentiment"), ("../x", "_x"), ("..", "_"), ("", "_"), ("a/b\\c", "a_b_c"), (".hidden", "hidden"),
+    ("../../etc/passwd", "_.._etc_passwd"), ("mood v2.1", "mood_v2.1"), ("ünï", "_n_"), ("/abs", "_abs"),
+])
+def test_a_label_becomes_a_file_name_that_stays_in_its_folder(tmp_path, label, stem):
+    from dlms.dglm.paths import safe_stem
+
+    got = safe_stem(label)
+    assert got == stem
+    assert "/" not in got and "\\" not in got and not got.startswith(".")
+    folder = (tmp_path / "classifiers").resolve()
+    assert (folder / got).resolve().parent == folder

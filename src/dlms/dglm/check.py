@@ -6,7 +6,7 @@ from typing import Any
 
 from ..training.distributed import resolve_device
 from .config import DglmConfig
-from .decoder_loading import load_decoder
+from .decoder_loading import load_decoder_for
 from .encoder import load_sentence_encoder
 
 
@@ -22,7 +22,7 @@ def check_models(cfg: DglmConfig) -> list[dict[str, Any]]:
                  "embedding_size": encoder.dim, "parameters": encoder.num_parameters, "device": str(device),
                  "load_seconds": round(time.perf_counter() - start, 2)})
     start = time.perf_counter()
-    decoder = load_decoder(cfg.auto_regressive_model_name, device)
+    decoder = load_decoder_for("auto_regressive_model_name", cfg.auto_regressive_model_name, device)
     rows.append({"role": "auto_regressive_decoder", "name": cfg.auto_regressive_model_name, "kind": decoder.kind,
                  "hidden_size": decoder.hidden_size, "parameters": decoder.num_parameters, "device": str(device),
                  "load_seconds": round(time.perf_counter() - start, 2)})

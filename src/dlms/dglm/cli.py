@@ -3,17 +3,29 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from dataclasses import replace
 from pathlib import Path
+from typing import NoReturn
 
 DEFAULT_RUN = "runs/dglm"
 GENERATION_FLAGS = {"cfg_scale": float, "renoise_level": float, "num_steps": int, "temperature": float,
                     "max_tokens": int, "eta": float}
+PRECISIONS = ("auto", "bf16", "fp32")
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """A `dlms dglm` subcommand's parser: a malformed flag (a word where a number belongs, an
+    unknown choice, a missing required flag) is one `error:` line, like every other user error."""
+
+    def error(self, message: str) -> NoReturn:
+        print(f"error: {self.prog}: {message}; see `{self.prog} --help`", file=sys.stderr)
+        sys.exit(2)
 
 
 def add_parsers(sub) -> None:
     dglm = sub.add_parser("dglm", help="Diffusion Guided Language Modeling")
-    dglm_sub = dglm.add_subparsers(dest="dglm_command", required=True)
+    dglm_sub = dglm.add_subparsers(dest="dglm_command", required=True, parser_class=OneLineParser)
 
     train = dglm_sub.add_parser("train", help="train the stages (embed, diffusion, decoder); resumes where it stopped")
     train.add_argument("--config", required=True, help="a DGLM config YAML (see configs/dglm/)")
@@ -21,6 +33,8 @@ def add_parsers(sub) -> None:
                        help="run only this stage (repeatable; default: all three in order)")
     train.add_argument("--out_dir", default=None, help="override the config's out_dir")
     train.add_argument("--device", default=None, help="override the config's device (auto, cpu, cuda)")
+    train.add_argument("--precision", choices=PRECISIONS, default=None,
+                       help="override the config's precision (auto: bf16 where the device has fast bf16)")
 
     clf = dglm_sub.add_parser("train-classifier", help="fit a linear attribute classifier on the sentence embeddings")
     clf.add_argument("--data", required=True, help="a labelled file (.jsonl, .csv, .tsv), folder, or 'builtin'")
@@ -28,7 +42,8 @@ def add_parsers(sub) -> None:
     clf.add_argument("--run", default=None, help=f"a DGLM run: use its encoder, save into <run>/classifiers/ "
                                                  f"(default {DEFAULT_RUN})")
     clf.add_argument("--config", default=None, help="a DGLM config YAML instead of a run (its encoder and out_dir)")
-    clf.add_argument("--out", default=None, help="file stem to write (default: <run>/classifiers/<label>)")
+    clf.add_argument("--out", default=None, help="file stem to write (default: <run>/classifiers/<label>, the "
+                                                 "label's characters other than A-Z a-z 0-9 _ . - replaced by _)")
     clf.add_argument("--max_examples", type=int, default=None)
     clf.add_argument("--seed", type=int, default=0)
 
@@ -43,6 +58,7 @@ def add_parsers(sub) -> None:
     gen.add_argument("--plain", action="store_true", help="the base AR decoder alone, without proposals (baseline)")
     gen.add_argument("--seed", type=int, default=0)
     gen.add_argument("--device", default=None)
+    gen.add_argument("--precision", choices=PRECISIONS, default=None, help="default: the run's own")
     _add_generation_overrides(gen)
 
     ev = dglm_sub.add_parser("eval", help="steering success, fluency and diversity over a sweep of guidance scales, "
@@ -58,6 +74,7 @@ def add_parsers(sub) -> None:
                                                 "(default: <run>/eval-<label>)")
     ev.add_argument("--seed", type=int, default=0)
     ev.add_argument("--device", default=None)
+    ev.add_argument("--precision", choices=PRECISIONS, default=None, help="default: the run's own")
     ev.add_argument("--no_plain", action="store_true", help="skip the plain AR decoder row")
     _add_generation_overrides(ev)
 
@@ -72,11 +89,20 @@ def _overrides(args: argparse.Namespace) -> dict:
     return {k: getattr(args, k) for k in (*GENERATION_FLAGS, "sampler")}
 
 
+def _check_flags(args: argparse.Namespace, **rules) -> None:
+    """Each named flag that was given within its range (`config` rules), before anything is loaded."""
+    from .config import GENERATION_RANGES, check_value
+
+    for name, rule in {**{k: GENERATION_RANGES[k] for k in GENERATION_FLAGS if hasattr(args, k)}, **rules}.items():
+        if getattr(args, name, None) is not None:
+            check_value(f"--{name}", getattr(args, name), rule)
+
+
 def _config(args: argparse.Namespace):
     from .config import load_dglm_config
 
     cfg = load_dglm_config(args.config)
-    for key in ("out_dir", "device"):
+    for key in ("out_dir", "device", "precision"):
         if getattr(args, key, None):
             cfg = replace(cfg, **{key: getattr(args, key)})
     return cfg
@@ -91,19 +117,27 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_train_classifier(args: argparse.Namespace) -> int:
-    from ..config import read_yaml
-    from .config import dglm_config_from_dict
+    from ..errors import ConfigError
+    from .config import AT_LEAST_1, SEED, dglm_config_from_dict, read_dglm_yaml
+    from .paths import check_writable, safe_stem
     from .train import RUN_CONFIG
     from .train_classifier import train_classifier
 
+    _check_flags(args, max_examples=AT_LEAST_1, seed=SEED)
+    if args.config and args.run:
+        raise ConfigError("pass either --run (a trained DGLM run) or --config (a DGLM config YAML), not both")
     if args.config:
         cfg = _config(args)
         run = Path(cfg.out_dir)
     else:
         run = Path(args.run or DEFAULT_RUN)
-        config_file = run / RUN_CONFIG
-        cfg = dglm_config_from_dict(read_yaml(config_file) if config_file.is_file() else {})
-    out = args.out or run / "classifiers" / args.label
+        if not (run / RUN_CONFIG).is_file():
+            what = "does not exist" if not run.exists() else f"is not a DGLM run (no {RUN_CONFIG})"
+            raise ConfigError(f"--run '{run}' {what}; train it first with `dlms dglm train --config <yaml>`, pass "
+                              "--run <a DGLM run folder>, or pass --config <yaml> to use that config's encoder")
+        cfg = dglm_config_from_dict(read_dglm_yaml(run / RUN_CONFIG))
+    out = Path(args.out) if args.out else run / "classifiers" / safe_stem(args.label)
+    check_writable(out, "--out" if args.out else "the classifier", folder=False)
     result = train_classifier(cfg, args.data, args.label, out, args.max_examples, args.seed)
     accuracy = result["held_out_accuracy"]
     print(f"{result['attribute']}: {len(result['classes'])} classes, held-out accuracy "
@@ -114,38 +148,58 @@ def cmd_train_classifier(args: argparse.Namespace) -> int:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
+    from .config import AT_LEAST_0, AT_LEAST_1, SEED
     from .pipeline import DglmPipeline, parse_controls
 
-    pipe = DglmPipeline.load(args.run, args.device)
+    _check_flags(args, num_samples=AT_LEAST_1, guidance=AT_LEAST_0, seed=SEED)
+    controls = parse_controls(args.control)
+    pipe = DglmPipeline.load(args.run, args.device, args.precision)
     prefixes = args.prefix or [""]
     overrides = _overrides(args)
     if args.plain:
         texts = pipe.generate_plain(prefixes, args.num_samples, args.seed, **overrides)
     else:
-        texts = pipe.generate(prefixes, args.num_samples, parse_controls(args.control), args.guidance, args.seed,
-                              **overrides)
+        texts = pipe.generate(prefixes, args.num_samples, controls, args.guidance, args.seed, **overrides)
     rows = [p for p in prefixes for _ in range(args.num_samples)]
     for prefix, text in zip(rows, texts):
         print(f"{prefix} {text}".strip().replace("\n", "\\n"))
     return 0
 
 
-def cmd_eval(args: argparse.Namespace) -> int:
+def parse_scales(text: str) -> list[float]:
+    """'0,5,10' -> [0.0, 5.0, 10.0]: each a finite number >= 0, at least one."""
+    import math
+
     from ..errors import ConfigError
+
+    words = [x.strip() for x in text.split(",") if x.strip()]
+    try:
+        scales = [float(x) for x in words]
+    except ValueError:
+        scales = []
+    if not scales or not all(math.isfinite(x) and x >= 0 for x in scales):
+        raise ConfigError(f"--guidance must be comma-separated finite numbers of at least 0 (0: unguided), "
+                          f"e.g. 0,5,10; got '{text}'")
+    return scales
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from .config import AT_LEAST_1, SEED
     from .evaluate import evaluate, write_report
+    from .paths import check_writable, safe_stem
     from .pipeline import DglmPipeline
 
-    try:
-        scales = [float(x) for x in args.guidance.split(",") if x.strip()]
-    except ValueError:
-        raise ConfigError(f"--guidance must be comma-separated numbers, e.g. 0,5,10; got '{args.guidance}'") from None
-    pipe = DglmPipeline.load(args.run, args.device)
+    _check_flags(args, num_prefixes=AT_LEAST_1, seed=SEED)
+    scales = parse_scales(args.guidance)
+    out = Path(args.out) if args.out else Path(args.run) / f"eval-{safe_stem(args.label)}"
+    check_writable(out, "--out folder" if args.out else "the report folder")
+    pipe = DglmPipeline.load(args.run, args.device, args.precision)
     rows, info = evaluate(pipe, args.label, scales, args.num_prefixes, args.target, args.reference, args.seed,
                           include_plain=not args.no_plain, **_overrides(args))
-    out = Path(args.out) if args.out else Path(args.run) / f"eval-{args.label}"
     title = f"DGLM steering of '{args.label}' ({pipe.cfg.data.dataset})"
     flags = [f"--{k} {v}" for k, v in (("target", args.target), ("reference", args.reference),
                                        *_overrides(args).items()) if v is not None]
+    info["precision"] = pipe.precision
     info["command"] = " ".join([f"dlms dglm eval --run {args.run} --label {args.label} --guidance {args.guidance}",
                                 f"--num_prefixes {args.num_prefixes} --seed {args.seed}", *flags])
     for path in write_report(rows, info, out, title):

@@ -6,12 +6,16 @@ rest have defaults that train a small pipeline on the built-in corpus.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import math
+from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Any, Callable, Literal, Optional
 
-from ..config import dataclass_from_dict, read_yaml
+import yaml
+
+from ..config import dataclass_from_dict
 from ..errors import ConfigError
+from ..schedules import schedule_names
 from .latent_diffusion import LatentDiffusionConfig
 
 
@@ -77,6 +81,9 @@ class DglmConfig:
     # or a dlms 'ar' run folder.
     auto_regressive_model_name: str = "gpt2"
     device: str = "auto"  # auto: cuda when available, else cpu
+    # Training, generation and evaluation run under bf16 autocast or in fp32 (weights stay
+    # float32); auto: bf16 where the device has fast bf16. A run saves it resolved.
+    precision: Literal["auto", "bf16", "fp32"] = "auto"
     out_dir: str = "runs/dglm"
     seed: int = 0
     data: DglmDataConfig = field(default_factory=DglmDataConfig)
@@ -87,29 +94,113 @@ class DglmConfig:
     generation: GenerationConfig = field(default_factory=GenerationConfig)
 
 
+# Allowed values, per section: key -> (test, what the value must be). Every float is also
+# checked to be finite (NaN and infinity are refused everywhere).
+Rule = tuple[Callable[[Any], bool], str]
+SEED_MAX = 2**32 - 1  # numpy's and torch's generators take seeds in [0, 2^32)
+AT_LEAST_0: Rule = (lambda v: v >= 0, "at least 0")
+AT_LEAST_1: Rule = (lambda v: v >= 1, "at least 1")
+POSITIVE: Rule = (lambda v: v > 0, "positive")
+IN_0_1: Rule = (lambda v: 0 <= v <= 1, "in [0, 1]")
+SEED: Rule = (lambda v: 0 <= v <= SEED_MAX, f"between 0 and {SEED_MAX}")
+FINITE: Rule = (lambda v: True, "a finite number")
+
+STAGE_RANGES: dict[str, Rule] = {
+    "steps": AT_LEAST_1, "batch_size": AT_LEAST_1, "learning_rate": POSITIVE, "warmup_steps": AT_LEAST_0,
+    "weight_decay": AT_LEAST_0, "grad_clip": POSITIVE, "save_every": AT_LEAST_1,
+    "ema_decay": (lambda v: 0 <= v < 1, "in [0, 1)"),
+}
+GENERATION_RANGES: dict[str, Rule] = {
+    "num_steps": AT_LEAST_1, "eta": IN_0_1, "cfg_scale": FINITE, "guidance": AT_LEAST_0, "renoise_level": IN_0_1,
+    "temperature": AT_LEAST_0, "max_tokens": AT_LEAST_1, "control_samples": AT_LEAST_1, "control_noise": AT_LEAST_0,
+}
+RANGES: dict[str, dict[str, Rule]] = {
+    "": {"seed": SEED},
+    "data": {"builtin_examples": AT_LEAST_1, "max_texts": (lambda v: v is None or v >= 1, "at least 1 (or null)"),
+             "val_fraction": (lambda v: 0 < v < 1, "in (0, 1)"), "min_words": AT_LEAST_1, "seed": SEED},
+    "latent": {"num_pseudo_tokens": AT_LEAST_1, "d_model": AT_LEAST_1, "n_layers": AT_LEAST_1, "n_heads": AT_LEAST_1,
+               "mlp_hidden": AT_LEAST_1, "cond_drop_prob": IN_0_1},
+    "diffusion": STAGE_RANGES,
+    "decoder": {**STAGE_RANGES, "num_soft_tokens": AT_LEAST_1, "soft_prompt_width": AT_LEAST_1,
+                # the start token and at least one token of the prefix
+                "max_prefix_tokens": (lambda v: v >= 2, "at least 2"), "max_continuation_tokens": AT_LEAST_1,
+                "decoder_learning_rate": (lambda v: v >= 0, "at least 0 (0: only the soft prompt is trained)"),
+                "max_noise_level": (lambda v: 0 < v <= 1, "in (0, 1]")},
+    "generation": GENERATION_RANGES,
+}
+
+
+def check_value(label: str, value: Any, rule: Rule, fix: str = "") -> Any:
+    """`value` if it passes `rule` (and is finite when a float); else a ConfigError naming
+    `label` (a config key or a flag), the allowed range and the value."""
+    test, what = rule
+    finite = not isinstance(value, float) or math.isfinite(value)
+    try:
+        ok = finite and bool(test(value))
+    except TypeError:  # not a number at all (from Python; the config and the flags are typed)
+        ok = False
+    if not ok:
+        what = what if finite or what == FINITE[1] else f"{what} (a finite number)"
+        raise ConfigError(f"{label} must be {what}, got {value!r}{fix}")
+    return value
+
+
+def check_section(section: Any, prefix: str, rules: dict[str, Rule], label: Callable[[str], str] | None = None,
+                  fix: str = "") -> None:
+    """Check every field of one config dataclass: its rule, and finiteness for every float."""
+    for f in fields(section):
+        value = getattr(section, f.name)
+        if is_dataclass(value) or isinstance(value, (str, bool)) or value is None:
+            continue
+        key = f"{prefix}.{f.name}" if prefix else f.name
+        check_value(label(f.name) if label else f"config key '{key}'", value, rules.get(f.name, FINITE), fix)
+
+
 def check_dglm_config(cfg: DglmConfig) -> DglmConfig:
-    """Values out of range are one-line ConfigErrors."""
-    for name, stage in (("diffusion", cfg.diffusion), ("decoder", cfg.decoder)):
-        for key in ("steps", "batch_size", "save_every"):
-            if getattr(stage, key) < 1:
-                raise ConfigError(f"{name}.{key} must be at least 1, got {getattr(stage, key)}")
-        if stage.learning_rate <= 0:
-            raise ConfigError(f"{name}.learning_rate must be positive, got {stage.learning_rate}")
-        if not 0 <= stage.ema_decay < 1:
-            raise ConfigError(f"{name}.ema_decay must lie in [0, 1), got {stage.ema_decay}")
-    if not 0 < cfg.data.val_fraction < 1:
-        raise ConfigError(f"data.val_fraction must be between 0 and 1, got {cfg.data.val_fraction}")
-    if not 0 <= cfg.generation.renoise_level <= 1 or not 0 < cfg.decoder.max_noise_level <= 1:
-        raise ConfigError("generation.renoise_level must lie in [0, 1] and decoder.max_noise_level in (0, 1]")
-    if cfg.decoder.num_soft_tokens < 1 or cfg.generation.num_steps < 1 or cfg.generation.max_tokens < 1:
-        raise ConfigError("decoder.num_soft_tokens, generation.num_steps and generation.max_tokens must be at least 1")
+    """Values out of range are one-line ConfigErrors that name the key, the allowed range and the value."""
+    fix = "; fix it in the DGLM config"
+    for prefix, rules in RANGES.items():
+        check_section(getattr(cfg, prefix) if prefix else cfg, prefix, rules, fix=fix)
+    latent = cfg.latent
+    if latent.d_model % latent.n_heads:
+        raise ConfigError(f"config key 'latent.d_model' ({latent.d_model}) must be divisible by latent.n_heads "
+                          f"({latent.n_heads}){fix}")
+    gaussian = schedule_names("gaussian")
+    if latent.schedule not in gaussian:
+        raise ConfigError(f"config key 'latent.schedule' must be a gaussian schedule, one of {', '.join(gaussian)}; "
+                          f"got {latent.schedule!r}{fix}")
     return cfg
+
+
+def check_generation(g: GenerationConfig, label: Callable[[str], str]) -> GenerationConfig:
+    """Generation settings in range; `label(key)` names a value in the message (a flag, a keyword)."""
+    check_section(g, "generation", GENERATION_RANGES, label)
+    return g
 
 
 def dglm_config_from_dict(data: dict) -> DglmConfig:
     return check_dglm_config(dataclass_from_dict(DglmConfig, data))
 
 
+def read_dglm_yaml(path: str | Path) -> dict:
+    """The mapping in a DGLM config file; a missing, unreadable or non-mapping file is one ConfigError line."""
+    p = Path(path)
+    if not p.is_file():
+        what = "is a folder, not a file" if p.is_dir() else "does not exist"
+        raise ConfigError(f"DGLM config file '{path}' {what}; pass a YAML file such as configs/dglm/builtin.yaml")
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError, OSError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ConfigError(f"DGLM config file '{path}' is not valid YAML ({first}); fix the file") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"DGLM config file '{path}' must hold a mapping of keys (sentence_encoder_model_name, "
+                          "data, diffusion, decoder, generation, ...); see configs/dglm/builtin.yaml")
+    return data
+
+
 def load_dglm_config(path: str | Path) -> DglmConfig:
     """A DglmConfig from a YAML file (ConfigError for a missing file, unknown keys, wrong types)."""
-    return dglm_config_from_dict(read_yaml(path))
+    return dglm_config_from_dict(read_dglm_yaml(path))

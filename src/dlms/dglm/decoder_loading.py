@@ -10,6 +10,7 @@ import torch
 from safetensors.torch import save_file
 
 from ..backbones.huggingface import from_hub, load_hf_config, load_pretrained_causal_lm, quiet_loading
+from ..errors import ConfigError, DlmsError
 from ..training.checkpoint import find_checkpoint
 
 
@@ -50,12 +51,27 @@ def load_decoder(name: str, device: torch.device | str = "cpu", positions: int |
     from transformers import AutoTokenizer
 
     config = load_hf_config(name)
+    limit = getattr(config, "max_position_embeddings", None)
+    if positions and isinstance(limit, int) and positions > limit:
+        raise ConfigError(f"decoder '{name}' reads at most {limit} positions, but prefix + soft tokens + continuation "
+                          f"need {positions}; lower decoder.max_prefix_tokens, decoder.max_continuation_tokens or "
+                          "generation.max_tokens (--max_tokens)")
     with quiet_loading():
         model = load_pretrained_causal_lm(name, config).to(device).eval()
     path = Path(name).expanduser()
     source = str(path) if path.is_dir() else name
     tokenizer = from_hub(lambda local: AutoTokenizer.from_pretrained(source, local_files_only=local), name)
     return LoadedDecoder(name, "huggingface", model, tokenizer, int(config.hidden_size))
+
+
+def load_decoder_for(role: str, name: str, device: torch.device | str = "cpu",
+                     positions: int | None = None) -> LoadedDecoder:
+    """`load_decoder`, its one-line errors prefixed by the decoder's role (a config key or a
+    flag), so the user knows which name to fix."""
+    try:
+        return load_decoder(name, device, positions)
+    except DlmsError as exc:
+        raise type(exc)(f"{role}: {exc}") from None
 
 
 def save_decoder_copy(dest: Path, source: str, model: torch.nn.Module, tokenizer) -> None:

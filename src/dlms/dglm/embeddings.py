@@ -105,5 +105,6 @@ class Standardizer:
             tensors = load_file(str(path))
             return cls(tensors["mean"], tensors["std"])
         except Exception as exc:  # noqa: BLE001  (safetensors raises several types for damaged files)
-            raise CheckpointError(f"standardisation statistics '{path}' are missing or damaged ({exc}); "
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise CheckpointError(f"standardisation statistics '{path}' are missing or damaged ({first}); "
                                   "retrain the embedding stage") from None

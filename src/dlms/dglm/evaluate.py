@@ -42,13 +42,19 @@ class Prompts:
     targets: list[str]
 
 
-def builtin_prompts(pipe: DglmPipeline, attribute: str, classes: list[str], count: int) -> Prompts:
-    """Neutral prefixes of held-out built-in texts, each steered to every class."""
+def builtin_prompts(pipe: DglmPipeline, attribute: str, classes: list[str], count: int,
+                    target: str | None = None) -> Prompts:
+    """Neutral prefixes of held-out built-in texts, each steered to every class (or to `target`)."""
     from ..data.corpus import sentiment_neutral_words
     from .train import EMBED, load_embed_stage
 
     if attribute != "sentiment":
         raise ConfigError("on the built-in corpus the exact checker judges 'sentiment'; pass --label sentiment")
+    if target is not None and target not in classes:
+        raise ConfigError(f"--target '{target}' is not a class of '{attribute}' here; the built-in corpus's prefixes "
+                          f"are neutral, so pass one of {', '.join(classes)}, or leave --target out to steer to each")
+    if target is not None:
+        classes = [target]
     neutral = sentiment_neutral_words() - {"."}
     seen, chosen = set(), []
     for prefix, _ in load_embed_stage(pipe.run_dir / EMBED).val_pairs:
@@ -116,11 +122,18 @@ def evaluate(pipe: DglmPipeline, attribute: str, guidance_scales: list[float], n
              log: Callable[[str], None] = print, **overrides: Any) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Rows of the results table (plain AR, then the pipeline at each guidance scale) and facts
     about the set-up (judge, its accuracy, prompts)."""
-    from .decoder_loading import load_decoder
+    from .config import AT_LEAST_1, check_value
+    from .decoder_loading import load_decoder_for
+    from .pipeline import check_guidance
 
+    check_value("num_prefixes", num_prefixes, AT_LEAST_1)
+    for scale in guidance_scales:
+        check_guidance(scale, "each guidance scale")
+    if not guidance_scales and not include_plain:
+        raise ConfigError("nothing to evaluate: give at least one guidance scale (0: the unguided pipeline)")
     classes = pipe.classifier(attribute).classes
     if parse_builtin(pipe.cfg.data.dataset, pipe.cfg.data.builtin_examples) is not None:
-        prompts, judge = builtin_prompts(pipe, attribute, classes, num_prefixes), BuiltinJudge()
+        prompts, judge = builtin_prompts(pipe, attribute, classes, num_prefixes, target), BuiltinJudge()
         info: dict[str, Any] = {"judge": judge.name}
     else:
         prompts, judge = labelled_prompts(pipe, attribute, target or "opposite", num_prefixes, classes)
@@ -129,13 +142,18 @@ def evaluate(pipe: DglmPipeline, attribute: str, guidance_scales: list[float], n
     if unknown:
         raise ConfigError(f"target '{unknown[0]}' is not a class of '{attribute}'; choose from {', '.join(classes)}")
     reference_name = reference or pipe.cfg.auto_regressive_model_name
-    ref = load_decoder(reference_name, pipe.device, positions=pipe.positions())
+    ref = load_decoder_for("reference model" if reference else "auto_regressive_model_name", reference_name,
+                           pipe.device, positions=pipe.positions())
     ref_lm = CausalLM(ref.model).eval()
     ref_tokens = PairTokenizer(ref.tokenizer, pipe.cfg.decoder.max_prefix_tokens, pipe.positions())
     info.update(prompts=len(prompts.prefixes), unique_prefixes=len(set(prompts.prefixes)), reference=reference_name,
                 attribute=attribute, target=target or ("every class" if isinstance(judge, BuiltinJudge) else "opposite"))
 
     examples: dict[str, list[str]] = {}  # the first samples of each system, for the report
+
+    def fluency(texts: list[str]) -> float:  # scored in the pipeline's precision
+        with pipe.autocast():
+            return continuation_perplexity(ref_lm, ref_tokens, prompts.prefixes, texts)
 
     def row(system: str, guidance: float | None, make: Callable[[], list[str]]) -> dict[str, Any]:
         tic = time.perf_counter()
@@ -145,7 +163,7 @@ def evaluate(pipe: DglmPipeline, attribute: str, guidance_scales: list[float], n
         result = {"system": system, "guidance": guidance,
                   "success": round(sum(verdict["success"]) / len(texts), 4),
                   "grammatical": round(sum(verdict["grammatical"]) / len(texts), 4) if "grammatical" in verdict else None,
-                  "fluency_ppl": round(continuation_perplexity(ref_lm, ref_tokens, prompts.prefixes, texts), 3),
+                  "fluency_ppl": round(fluency(texts), 3),
                   **{f"distinct_{n}": round(distinct_n(texts, n), 4) for n in (1, 2, 3)},
                   "samples": len(texts), "seconds": round(seconds, 1)}
         log(json.dumps(result))
@@ -192,6 +210,14 @@ def plot_sweep(rows: list[dict[str, Any]], path: Path, title: str) -> Path:
 
 def write_report(rows: list[dict[str, Any]], info: dict[str, Any], out: Path, title: str) -> list[Path]:
     """results.csv, guidance_sweep.png and report.md in `out`."""
+    try:
+        return _write_report(rows, info, out, title)
+    except OSError as exc:
+        raise ConfigError(f"cannot write the evaluation report into '{out}' ({exc.strerror or exc}); "
+                          "pass another --out") from None
+
+
+def _write_report(rows: list[dict[str, Any]], info: dict[str, Any], out: Path, title: str) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     write_csv(out / "results.csv", rows)
     plot = plot_sweep(rows, out / "guidance_sweep.png", title)

@@ -22,7 +22,7 @@ from torch import nn
 from ..backbones.transformer import Transformer, TransformerSpec
 from ..config import dataclass_from_dict
 from ..data.cache import staged_entry
-from ..errors import ConfigError
+from ..errors import CheckpointError, ConfigError
 from ..training.checkpoint import load_weights, read_tensors
 from ..samplers.gaussian import DDIMSampler, DDPMSampler
 from ..samplers.guidance import mix_guidance
@@ -161,7 +161,12 @@ def load_latent_stage(folder: str | Path) -> tuple[LatentDiffusion, Standardizer
     a missing, damaged or other-stage folder is a CheckpointError."""
     folder = Path(folder)
     meta = read_stage_meta(folder, STAGE, "latent diffusion")
-    cfg = dataclass_from_dict(LatentDiffusionConfig, meta.get("config", {}), "config")
-    model = LatentDenoiser(int(meta["embed_dim"]), cfg)
+    try:
+        cfg = dataclass_from_dict(LatentDiffusionConfig, meta.get("config", {}), "config")
+        model = LatentDenoiser(int(meta["embed_dim"]), cfg)
+    except (ConfigError, KeyError, TypeError, ValueError) as exc:
+        first = f"no {exc}" if isinstance(exc, KeyError) else str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise CheckpointError(f"latent diffusion stage '{folder}' is damaged (its config.json: {first}); "
+                              "retrain the diffusion stage") from None
     load_weights(model, read_tensors(folder / "model.safetensors"), folder / "model.safetensors")
     return LatentDiffusion(model.eval()), Standardizer.load(folder / "standardizer.safetensors")

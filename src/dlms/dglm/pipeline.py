@@ -8,23 +8,29 @@ For each prefix: encode it, let the latent diffusion model propose the continuat
 embedding (classifier-free guidance on the prefix with `cfg_scale`, attribute guidance from
 linear classifiers with `guidance`), re-noise the proposal to `renoise_level`, and let the
 soft-prompted decoder write the continuation.
+
+The latent sampler, the soft prompt and the decoder run under the run's precision (bf16
+autocast or fp32; saved resolved by training). The sentence encoder and the classifiers'
+guidance gradients stay in fp32: the prefix is encoded as the training embeddings were.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from ..config import read_yaml
+from ..assembly import autocast_context, resolve_precision
 from ..errors import CheckpointError, ConfigError
 from ..training.distributed import resolve_device
-from .config import DglmConfig, GenerationConfig, dglm_config_from_dict
+from .config import DglmConfig, GenerationConfig, check_generation, dglm_config_from_dict, read_dglm_yaml
 from .control import LinearClassifier, guidance_gradient
 from .data import PairTokenizer
 from .encoder import load_sentence_encoder
 from .latent_diffusion import load_latent_stage
+from .paths import safe_stem
 from .soft_prompt import CausalLM, load_decoder_stage, noise_embedding
 from .train import DECODER, LATENT, RUN_CONFIG
 
@@ -35,18 +41,28 @@ def parse_controls(specs: list[str] | None) -> dict[str, str]:
     """["sentiment=positive", ...] -> {"sentiment": "positive"}."""
     out = {}
     for spec in specs or []:
-        name, sep, value = spec.partition("=")
+        name, sep, value = (part.strip() for part in spec.partition("="))
         if not sep or not name or not value:
-            raise ConfigError(f"control '{spec}' must look like attribute=value, e.g. sentiment=positive")
-        out[name.strip()] = value.strip()
+            raise ConfigError(f"--control '{spec}' must look like attribute=value, e.g. sentiment=positive")
+        out[name] = value
     return out
+
+
+def check_guidance(guidance: float, label: str = "guidance") -> float:
+    """The strength of attribute guidance: a finite number >= 0 (0: off)."""
+    ok = isinstance(guidance, (int, float)) and not isinstance(guidance, bool) and math.isfinite(guidance)
+    if not ok or guidance < 0:
+        raise ConfigError(f"{label} must be a finite number of at least 0 (0: off), got {guidance!r}")
+    return float(guidance)
 
 
 class DglmPipeline:
     """Encoder, latent diffusion model and soft-prompted decoder of one trained run."""
 
-    def __init__(self, cfg: DglmConfig, run_dir: Path, device: torch.device):
+    def __init__(self, cfg: DglmConfig, run_dir: Path, device: torch.device, precision: str | None = None):
+        """`precision`: "bf16", "fp32" or "auto" for generation (None: the run's own, saved resolved)."""
         self.cfg, self.run_dir, self.device = cfg, run_dir, device
+        self.precision = resolve_precision(device, precision or cfg.precision)
         self.diffusion, self.standardizer = load_latent_stage(run_dir / LATENT)
         self.diffusion.denoiser.to(device)
         self.decoder, tokenizer = load_decoder_stage(run_dir / DECODER, device)
@@ -62,23 +78,29 @@ class DglmPipeline:
         self._classifiers: dict[str, LinearClassifier] = {}
 
     @classmethod
-    def load(cls, run_dir: str | Path, device: str | None = None) -> "DglmPipeline":
-        """The pipeline trained into `run_dir` by `dlms dglm train`."""
+    def load(cls, run_dir: str | Path, device: str | None = None, precision: str | None = None) -> "DglmPipeline":
+        """The pipeline trained into `run_dir` by `dlms dglm train`; `precision` None: the run's own."""
         run_dir = Path(run_dir)
         if not (run_dir / RUN_CONFIG).is_file():
-            raise CheckpointError(f"'{run_dir}' holds no DGLM run (no {RUN_CONFIG}); train one with "
-                                  "`dlms dglm train --config configs/dglm/builtin.yaml` or pass --run")
-        cfg = dglm_config_from_dict(read_yaml(run_dir / RUN_CONFIG))
-        return cls(cfg, run_dir, resolve_device(device or cfg.device))
+            what = "does not exist" if not run_dir.exists() else f"holds no DGLM run (no {RUN_CONFIG})"
+            raise CheckpointError(f"'{run_dir}' {what}; train one with "
+                                  "`dlms dglm train --config configs/dglm/builtin.yaml` or pass --run <DGLM run folder>")
+        cfg = dglm_config_from_dict(read_dglm_yaml(run_dir / RUN_CONFIG))
+        return cls(cfg, run_dir, resolve_device(device or cfg.device), precision)
+
+    def autocast(self):
+        """The autocast context of this pipeline's precision (bf16 autocast, or nothing for fp32)."""
+        return autocast_context(self.device, self.precision)
 
     # ------------------------------------------------------------------ control
     def classifier(self, attribute: str) -> LinearClassifier:
         """The linear classifier for `attribute`: `<run>/classifiers/<attribute>` (written by
         `dlms dglm train-classifier`), or a file stem given as the attribute."""
         if attribute not in self._classifiers:
-            stem = self.run_dir / "classifiers" / attribute
-            if not stem.with_suffix(".json").is_file() and Path(attribute).with_suffix(".json").is_file():
-                stem = Path(attribute)
+            stem = self.run_dir / "classifiers" / safe_stem(attribute)  # as train-classifier names it
+            if not stem.with_suffix(".json").is_file() and Path(attribute).name.strip("."):
+                given = Path(attribute).expanduser()
+                stem = given if given.with_suffix(".json").is_file() else stem
             if not stem.with_suffix(".json").is_file():
                 raise ConfigError(f"no classifier for '{attribute}' in {self.run_dir / 'classifiers'}; fit one with "
                                   f"`dlms dglm train-classifier --run {self.run_dir} --data <labelled file> --label {attribute}`")
@@ -106,7 +128,9 @@ class DglmPipeline:
         if unknown:
             raise ConfigError(f"unknown generation setting '{unknown[0]}'; known: "
                               f"{', '.join(self.cfg.generation.__dataclass_fields__)}")
-        return replace(self.cfg.generation, **{k: v for k, v in overrides.items() if v is not None})
+        given = {k: v for k, v in overrides.items() if v is not None}
+        return check_generation(replace(self.cfg.generation, **given),
+                                lambda key: key if key in given else f"the run's generation.{key}")
 
     @torch.no_grad()
     def propose(self, prefixes: list[str], control: dict | None = None, guidance: float | None = None,
@@ -114,17 +138,20 @@ class DglmPipeline:
         """Standardised proposals [B, D] of the continuations' embeddings, one per prefix
         (`guidance` None: the run's `generation.guidance`)."""
         g = self.settings(**overrides)
-        guidance = g.guidance if guidance is None else guidance
+        guidance = g.guidance if guidance is None else check_guidance(guidance)
         prefix = self.standardizer.transform(torch.from_numpy(self.encoder.encode(prefixes)).to(self.device))
         controls = self._controls(control, len(prefixes))
 
-        def steer(x_hat: torch.Tensor) -> torch.Tensor:
-            return guidance_gradient(x_hat, controls, g.control_samples, g.control_noise, generator,
-                                     to_embedding=self.standardizer.inverse)
+        def steer(x_hat: torch.Tensor) -> torch.Tensor:  # linear classifiers: cheap, kept in fp32
+            with torch.autocast(self.device.type, enabled=False):
+                return guidance_gradient(x_hat.float(), controls, g.control_samples, g.control_noise, generator,
+                                         to_embedding=self.standardizer.inverse)
 
-        return self.diffusion.sample(prefix, num_steps=g.num_steps, sampler=g.sampler, eta=g.eta,
-                                     guidance_scale=g.cfg_scale, generator=generator,
-                                     control=steer if controls and guidance else None, control_scale=guidance)
+        with self.autocast():
+            x = self.diffusion.sample(prefix, num_steps=g.num_steps, sampler=g.sampler, eta=g.eta,
+                                      guidance_scale=g.cfg_scale, generator=generator,
+                                      control=steer if controls and guidance else None, control_scale=guidance)
+        return x.float()
 
     @torch.no_grad()
     def write(self, prefixes: list[str], proposals: torch.Tensor, generator: torch.Generator | None = None,
@@ -133,8 +160,9 @@ class DglmPipeline:
         g = self.settings(**overrides)
         t = torch.full((len(prefixes),), g.renoise_level, device=self.device)
         z = noise_embedding(self.diffusion.schedule, proposals, t, generator)
-        ids = self.decoder.generate(self.tokens.prefixes(prefixes, self.device), z, t, g.max_tokens,
-                                    g.temperature, self.tokens.eos_id, generator)
+        with self.autocast():
+            ids = self.decoder.generate(self.tokens.prefixes(prefixes, self.device), z, t, g.max_tokens,
+                                        g.temperature, self.tokens.eos_id, generator)
         return self.tokens.decode(ids)
 
     def generate(self, prefix: str | list[str], num_samples: int = 1, control: dict | None = None,
@@ -156,10 +184,11 @@ class DglmPipeline:
     def generate_plain(self, prefix: str | list[str], num_samples: int = 1, seed: int = 0, **overrides: Any) -> list[str]:
         """Continuations by the base AR decoder alone (no proposal, not fine-tuned): the baseline."""
         if self._plain is None:
-            from .decoder_loading import load_decoder
+            from .decoder_loading import load_decoder_for
 
-            self._plain = CausalLM(load_decoder(self.cfg.auto_regressive_model_name, self.device,
-                                                positions=self.positions()).model).eval()
+            base = load_decoder_for("auto_regressive_model_name", self.cfg.auto_regressive_model_name, self.device,
+                                    positions=self.positions())
+            self._plain = CausalLM(base.model).eval()
         g = self.settings(**overrides)
         rows = self._rows(prefix, num_samples)
         generator = torch.Generator(device=self.device).manual_seed(seed)
@@ -171,8 +200,10 @@ class DglmPipeline:
             for start in range(0, len(same), BATCH):
                 chunk = same[start:start + BATCH]
                 ids = self.tokens.prefixes([rows[i] for i in chunk], self.device)
-                texts = self.tokens.decode(self._plain.continue_from(self._plain.token_embeddings(ids), g.max_tokens,
-                                                                     g.temperature, self.tokens.eos_id, generator))
+                with self.autocast():
+                    ids = self._plain.continue_from(self._plain.token_embeddings(ids), g.max_tokens, g.temperature,
+                                                    self.tokens.eos_id, generator)
+                texts = self.tokens.decode(ids)
                 out.update(zip(chunk, texts))
         return [out[i] for i in range(len(rows))]
 
@@ -187,8 +218,10 @@ class DglmPipeline:
 
     def _rows(self, prefix: str | list[str], num_samples: int) -> list[str]:
         prefixes = [prefix] if isinstance(prefix, str) else list(prefix)
-        if not prefixes or num_samples < 1:
-            raise ConfigError("give at least one prefix and num_samples >= 1")
+        if not prefixes:
+            raise ConfigError("give at least one prefix (an empty string '' lets the model start on its own)")
+        if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
+            raise ConfigError(f"num_samples must be at least 1, got {num_samples!r}")
         for p in prefixes:
             if not self.fits(p):
                 raise ConfigError(f"prefix '{p[:40]}...' is longer than {self.cfg.decoder.max_prefix_tokens - 1} tokens, "

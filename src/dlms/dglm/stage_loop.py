@@ -7,6 +7,8 @@ weights travel with the optimizer state for resume), a progress bar, a checkpoin
 and exact resume: step k draws its batch and noise from a
 generator seeded by (seed, k), so an interrupted run continued from its checkpoint repeats the
 uninterrupted one. A NaN or infinite loss stops the stage before anything is overwritten.
+`precision` "bf16" runs each forward and loss (training and held-out) under bf16 autocast;
+the weights, their gradients and the optimizer state stay float32.
 """
 from __future__ import annotations
 
@@ -17,7 +19,8 @@ from typing import Any
 
 import torch
 
-from ..errors import TrainingDiverged
+from ..assembly import autocast_context, resolve_precision
+from ..errors import CheckpointError, TrainingDiverged
 from ..training.ema import EMA
 from ..training.optim import lr_factor
 from ..training.progress import MetricsLog, TrainingProgress
@@ -34,13 +37,14 @@ def train_stage(*, name: str, cfg: StageTrainConfig, model: torch.nn.Module, par
                 loss_fn: Callable[[torch.Generator], torch.Tensor], save: Callable[[dict, dict], None],
                 val_fn: Callable[[], float], device: torch.device, seed: int, metrics: MetricsLog,
                 progress: TrainingProgress | None = None, units_per_step: int = 0,
-                resume: tuple[dict, dict | None] = ({}, None), log: Callable[[str], None] = print) -> dict[str, Any]:
+                resume: tuple[dict, dict | None] = ({}, None), log: Callable[[str], None] = print,
+                precision: str = "fp32") -> dict[str, Any]:
     """Run steps [start, cfg.steps) of one stage and return its last progress record.
 
     `loss_fn(generator)`: the loss of one batch drawn with that generator. `save(progress,
     optimizer_state)`: write the stage's checkpoint. `resume`: (progress, optimizer state) of a
     previous run of this stage (`stages.read_training_state`); `model` holds the saved (averaged)
-    weights when resuming."""
+    weights when resuming. `precision`: "bf16", "fp32" or "auto" (see `assembly.autocast_context`)."""
     params = [p for group in param_groups for p in group["params"]]
     optimizer = torch.optim.AdamW(param_groups, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     warmup = min(cfg.warmup_steps, max(1, cfg.steps // 2))
@@ -49,10 +53,16 @@ def train_stage(*, name: str, cfg: StageTrainConfig, model: torch.nn.Module, par
     start = int(done.get("step", 0))
     ema = EMA(model, cfg.ema_decay) if cfg.ema_decay > 0 else None  # starts from the saved average on resume
     if state is not None and start > 0:
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        if "raw_weights" in state:
-            model.load_state_dict(state["raw_weights"])
+        try:
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            if "raw_weights" in state:
+                model.load_state_dict(state["raw_weights"])
+        except (KeyError, ValueError, RuntimeError, TypeError) as exc:
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise CheckpointError(f"{name}: the saved training state does not fit this config ({first}); train with "
+                                  "the settings the stage was started with, or delete the stage's folder to train it "
+                                  "again") from None
     record: dict[str, Any] = dict(done)
     if start >= cfg.steps:
         log(f"{name}: already trained ({start} steps); delete its folder to train it again")
@@ -60,13 +70,19 @@ def train_stage(*, name: str, cfg: StageTrainConfig, model: torch.nn.Module, par
     if start:
         log(f"{name}: resuming at step {start} of {cfg.steps}")
     bar = progress or TrainingProgress(cfg.steps, start, enabled=True, description=name)
+
+    def autocast():  # a fresh context each time (autocast objects are not reentrant)
+        return autocast_context(device, precision)
+
     running, tic, last_saved = None, time.perf_counter(), start
     with bar:
         for step in range(start, cfg.steps):
-            loss = loss_fn(step_generator(seed, step, device))
+            with autocast():
+                loss = loss_fn(step_generator(seed, step, device))
             if not math.isfinite(loss.item()):
+                hint = " or use precision fp32" if resolve_precision(device, precision) == "bf16" else ""
                 raise TrainingDiverged(f"{name}: the loss became {loss.item()} at step {step + 1}; the last checkpoint "
-                                       f"(step {last_saved}) was kept. Lower {name}.learning_rate and run again")
+                                       f"(step {last_saved}) was kept. Lower {name}.learning_rate{hint} and run again")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
@@ -83,7 +99,8 @@ def train_stage(*, name: str, cfg: StageTrainConfig, model: torch.nn.Module, par
                     state["raw_weights"] = {k: v.detach().clone() for k, v in model.state_dict().items()}
                     model.load_state_dict({k: v.to(state["raw_weights"][k].dtype) for k, v in ema.state_dict().items()},
                                           strict=False)
-                val = val_fn()
+                with autocast():
+                    val = val_fn()
                 record = {"stage": name, "step": step + 1, "steps": cfg.steps, "train_loss": round(running, 5),
                           "val_loss": round(val, 5)}
                 metrics.write(record)

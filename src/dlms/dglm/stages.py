@@ -46,15 +46,22 @@ def write_training_state(folder: Path, progress: dict[str, Any] | None, optimize
 
 
 def read_training_state(folder: str | Path) -> tuple[dict[str, Any], dict[str, Any] | None]:
-    """(progress, optimizer state) of a stage folder; ({}, None) when it holds none. Read with
-    `torch.load(weights_only=True)`: no pickled code runs."""
+    """(progress, optimizer state) of a stage folder; ({}, None) when it holds none (a stage
+    folder without progress.json, e.g. one not yet trained). A damaged progress.json or
+    optimizer state is a CheckpointError. Read with `torch.load(weights_only=True)`: no pickled
+    code runs."""
     import torch
 
     folder = Path(folder)
+    if not (folder / PROGRESS_FILE).is_file():
+        return {}, None
     try:
         progress = json.loads((folder / PROGRESS_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}, None
+        step = int(progress["step"]) if isinstance(progress, dict) else -1
+    except (OSError, ValueError, KeyError, TypeError):
+        step = -1
+    if step < 0:
+        raise CheckpointError(f"'{folder / PROGRESS_FILE}' is damaged; delete '{folder}' to train that stage again")
     try:
         optimizer_state = torch.load(folder / OPTIMIZER_FILE, weights_only=True, map_location="cpu")
     except Exception:  # noqa: BLE001  (a missing or damaged file means: restart the stage's schedule)

@@ -1,6 +1,6 @@
 """`dlms dglm train`: the DGLM stages, in order, each resumable and each runnable alone.
 
-    <out_dir>/dglm_config.yaml    the resolved DGLM config
+    <out_dir>/dglm_config.yaml    the resolved DGLM config (precision resolved to bf16 or fp32)
     <out_dir>/embed/              prefix / continuation pairs, their embeddings and the standardizer
     <out_dir>/latent_diffusion/   the latent diffusion model (+ standardizer, progress, optimizer)
     <out_dir>/decoder/            the soft prompt and the fine-tuned decoder (+ progress, optimizer)
@@ -9,30 +9,35 @@
 Stage "embed" cuts every text at a random word boundary and encodes both sides; "diffusion"
 learns p(continuation embedding | prefix embedding); "decoder" fine-tunes the AR decoder to
 follow soft prompts made from the true continuation's embedding, noised at random levels.
+The trained stages run their forward passes and losses under the run's precision (bf16
+autocast or fp32, `stage_loop.train_stage`); sentence encoding stays fp32 (see `train_embed`).
+Nothing is written until a stage's inputs (data, encoder, decoder, earlier stages) are loaded.
 """
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 import yaml
 
+from ..assembly import precision_note, resolve_precision
 from ..data.cache import staged_entry
 from ..errors import CheckpointError, ConfigError
 from ..schedules import build_schedule
 from ..training.checkpoint import load_weights, read_tensors
 from ..training.distributed import resolve_device
 from ..training.progress import MetricsLog, TrainingProgress
-from .config import DglmConfig
+from .config import DglmConfig, read_dglm_yaml
 from .data import PairTokenizer, load_split_texts
-from .decoder_loading import load_decoder
+from .decoder_loading import load_decoder_for
 from .embeddings import Standardizer, encode_cached
 from .encoder import load_sentence_encoder
 from .latent_diffusion import LatentDenoiser, LatentDiffusion, save_latent_stage
 from .pairs import cut_pairs
+from .paths import check_writable
 from .soft_prompt import SoftPrompt, SoftPromptedDecoder, load_decoder_stage, noise_embedding, save_decoder_stage
 from .stage_loop import train_stage
 from .stages import read_stage_meta, read_training_state, write_stage_meta
@@ -64,33 +69,82 @@ def load_embed_stage(folder: str | Path) -> EmbeddedPairs:
         pairs = json.loads((folder / "pairs.json").read_text(encoding="utf-8"))
         arrays = {name: torch.from_numpy(np.load(folder / f"{name}.npy", allow_pickle=False))
                   for name in ("train_prefix", "train_continuation", "val_prefix", "val_continuation")}
-    except (OSError, ValueError) as exc:
-        raise CheckpointError(f"embed stage '{folder}' is damaged ({exc}); delete it and run the embed stage again") from None
-    return EmbeddedPairs(meta["encoder"], Standardizer.load(folder / "standardizer.safetensors"),
-                         [tuple(p) for p in pairs["train"]], [tuple(p) for p in pairs["val"]], **arrays)
+        train, val = [tuple(p) for p in pairs["train"]], [tuple(p) for p in pairs["val"]]
+        encoder = str(meta["encoder"])
+        if any(len(arrays[f"{split}_{side}"]) != len(rows) for split, rows in (("train", train), ("val", val))
+               for side in ("prefix", "continuation")):
+            raise ValueError("the embeddings and the pairs differ in number")
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise CheckpointError(f"embed stage '{folder}' is damaged ({first}); delete it and run the embed stage "
+                              "again") from None
+    return EmbeddedPairs(encoder, Standardizer.load(folder / "standardizer.safetensors"), train, val, **arrays)
 
 
 class DglmTrainer:
-    """Trains the stages of the DGLM pipeline described by a `DglmConfig` into `cfg.out_dir`."""
+    """Trains the stages of the DGLM pipeline described by a `DglmConfig` into `cfg.out_dir`.
+
+    `cfg.precision` is resolved for the device ("auto": bf16 where it is fast) and saved
+    resolved in the run's config; an "auto" run that already has a resolved precision keeps it,
+    so a resumed run trains in the precision it was started with."""
 
     def __init__(self, cfg: DglmConfig, log=print, progress: bool = True):
-        self.cfg = cfg
         self.out = Path(cfg.out_dir)
         self.device = resolve_device(cfg.device)
+        saved = self._saved_precision() if cfg.precision == "auto" else None
+        if saved:
+            self.precision_note = f"{saved} (auto: kept from the run's {RUN_CONFIG})"
+        else:
+            self.precision_note = precision_note(self.device, cfg.precision)
+        self.cfg = replace(cfg, precision=saved or resolve_precision(self.device, cfg.precision))
+        self.precision = self.cfg.precision
         self.log = log
         self.show_progress = progress
         self.metrics = MetricsLog(self.out / "metrics.jsonl", True)
+        self._started = False
+
+    def _saved_precision(self) -> str | None:
+        """The resolved precision in the run's saved config, if the run folder has one."""
+        path = self.out / RUN_CONFIG
+        if not path.is_file():
+            return None
+        saved = read_dglm_yaml(path).get("precision")
+        return saved if saved in ("bf16", "fp32") else None
 
     def run(self, stages: tuple[str, ...] = STAGES) -> Path:
         unknown = [s for s in stages if s not in STAGES]
         if unknown:
             raise ConfigError(f"unknown stage '{unknown[0]}'; choose from {', '.join(STAGES)}")
-        self.out.mkdir(parents=True, exist_ok=True)
-        (self.out / RUN_CONFIG).write_text(yaml.safe_dump(asdict(self.cfg), sort_keys=False), encoding="utf-8")
+        self._check_out_dir(stages)
+        self.log(f"dglm: stages {', '.join(s for s in STAGES if s in stages)} into {self.out} on {self.device}, "
+                 f"precision {self.precision_note}")
         for stage in STAGES:
             if stage in stages:
                 getattr(self, f"train_{stage}")()
         return self.out
+
+    def _check_out_dir(self, stages: tuple[str, ...]) -> None:
+        """Before anything is written: out_dir can be written, is new, empty or a DGLM run, and
+        holds the embed stage when the later stages run without it."""
+        check_writable(self.out, "out_dir folder")
+        if self.out.is_dir() and not (self.out / RUN_CONFIG).is_file() and any(self.out.iterdir()):
+            raise ConfigError(f"out_dir '{self.out}' is not empty and holds no DGLM run (no {RUN_CONFIG}); "
+                              "pass a new or empty folder as --out_dir (or out_dir in the config)")
+        if "embed" not in stages and not (self.out / EMBED / "pairs.json").is_file():
+            raise ConfigError(f"'{self.out}' has no embed stage yet, which the {' and '.join(stages)} stage needs; "
+                              "run `dlms dglm train --config ...` without --stage (or with --stage embed) first")
+
+    def _begin(self) -> None:
+        """Create the run folder and write the resolved config, once its inputs are known good."""
+        if self._started:
+            return
+        try:
+            self.out.mkdir(parents=True, exist_ok=True)
+            (self.out / RUN_CONFIG).write_text(yaml.safe_dump(asdict(self.cfg), sort_keys=False), encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"cannot write the run folder '{self.out}' ({exc.strerror or exc}); "
+                              "pass another --out_dir") from None
+        self._started = True
 
     def _bar(self, steps: int, start: int, name: str, unit: str) -> TrainingProgress:
         return TrainingProgress(steps, start, enabled=self.show_progress, description=name, unit=unit)
@@ -99,6 +153,7 @@ class DglmTrainer:
     def train_embed(self) -> Path:
         folder = self.out / EMBED
         if (folder / "pairs.json").is_file():
+            self._begin()
             self.log(f"embed: already done ({folder}); delete it to embed again")
             return folder
         d = self.cfg.data
@@ -109,8 +164,14 @@ class DglmTrainer:
                 raise ConfigError(f"no {split} text has {2 * d.min_words} words to cut into a prefix and a continuation; "
                                   "lower data.min_words or use longer texts")
         encoder = load_sentence_encoder(self.cfg.sentence_encoder_model_name, self.device)
+        self._begin()
+        # Sentence embeddings are always computed in fp32, whatever the precision: they are
+        # the diffusion model's targets and the classifiers' inputs, they are cached by encoder
+        # weights and texts (a bf16 pass would round them to 8 mantissa bits and make the cache
+        # and the standardisation depend on the machine), and encoding is a small share of the
+        # cost (once per text). Generation encodes prefixes the same way.
         self.log(f"embed: encoding {len(pairs['train'])} training and {len(pairs['val'])} held-out pairs "
-                 f"with {self.cfg.sentence_encoder_model_name}")
+                 f"with {self.cfg.sentence_encoder_model_name} (in fp32 at any precision)")
         vectors = {}
         for split, chosen in pairs.items():
             for side, index in (("prefix", 0), ("continuation", 1)):
@@ -141,8 +202,15 @@ class DglmTrainer:
         resume = read_training_state(folder)
         denoiser = LatentDenoiser(std.dim, self.cfg.latent)
         if resume[0]:
+            started = read_stage_meta(folder, "latent_diffusion", "latent diffusion").get("config", {})
+            changed = [k for k, v in asdict(self.cfg.latent).items() if k in started and started[k] != v]
+            if changed:
+                raise ConfigError(f"'{folder}' was started with latent.{changed[0]} = {started[changed[0]]!r}, the config "
+                                  f"says {getattr(self.cfg.latent, changed[0])!r}; use the latent settings it was started "
+                                  f"with, or delete '{folder}' to train the diffusion stage again")
             load_weights(denoiser, read_tensors(folder / "model.safetensors"), folder / "model.safetensors")
         denoiser.to(self.device)
+        self._begin()
         diffusion = LatentDiffusion(denoiser)
         x = std.transform(data.train_continuation).to(self.device)
         prefix = std.transform(data.train_prefix).to(self.device)
@@ -167,9 +235,10 @@ class DglmTrainer:
 
         params = sum(p.numel() for p in denoiser.parameters())
         self.log(f"diffusion: latent denoiser ({params:,} parameters) on {len(x)} pairs, {cfg.steps} steps, "
-                 f"batch {cfg.batch_size}")
+                 f"batch {cfg.batch_size}, precision {self.precision}")
         train_stage(name="diffusion", cfg=cfg, model=denoiser, param_groups=[{"params": list(denoiser.parameters())}],
                     loss_fn=loss_fn, save=save, val_fn=val_fn, device=self.device, seed=self.cfg.seed,
+                    precision=self.precision,
                     metrics=self.metrics, progress=self._bar(cfg.steps, int(resume[0].get("step", 0)), "diffusion", "pairs/s"),
                     units_per_step=cfg.batch_size, resume=resume, log=self.log)
         return folder
@@ -184,11 +253,12 @@ class DglmTrainer:
             model, tokenizer = load_decoder_stage(folder, self.device)
             source = str(folder / "decoder")
         else:
-            base = load_decoder(self.cfg.auto_regressive_model_name, self.device,
-                                positions=cfg.max_prefix_tokens + cfg.num_soft_tokens + cfg.max_continuation_tokens)
+            base = load_decoder_for("auto_regressive_model_name", self.cfg.auto_regressive_model_name, self.device,
+                                    positions=cfg.max_prefix_tokens + cfg.num_soft_tokens + cfg.max_continuation_tokens)
             model = SoftPromptedDecoder(base.model, SoftPrompt(std.dim, base.hidden_size, cfg.num_soft_tokens,
                                                                cfg.soft_prompt_width)).to(self.device)
             tokenizer = base.tokenizer
+        self._begin()
         pair_tokens = PairTokenizer(tokenizer, cfg.max_prefix_tokens, cfg.max_continuation_tokens)
         schedule = build_schedule(self.cfg.latent.schedule)
         x = std.transform(data.train_continuation)
@@ -225,9 +295,9 @@ class DglmTrainer:
             model.decoder.requires_grad_(False)
         self.log(f"decoder: soft prompt ({sum(p.numel() for p in model.soft_prompt.parameters()):,} parameters, "
                  f"{cfg.num_soft_tokens} tokens) on {self.cfg.auto_regressive_model_name}, {cfg.steps} steps, "
-                 f"batch {cfg.batch_size}")
+                 f"batch {cfg.batch_size}, precision {self.precision}")
         train_stage(name="decoder", cfg=cfg, model=model, param_groups=groups, loss_fn=loss_fn, save=save, val_fn=val_fn,
-                    device=self.device, seed=self.cfg.seed, metrics=self.metrics,
+                    device=self.device, seed=self.cfg.seed, metrics=self.metrics, precision=self.precision,
                     progress=self._bar(cfg.steps, int(resume[0].get("step", 0)), "decoder", "pairs/s"),
                     units_per_step=cfg.batch_size, resume=resume, log=self.log)
         return folder
