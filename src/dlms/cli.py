@@ -351,7 +351,7 @@ def main(argv: list[str] | None = None) -> int:
     except DlmsError as exc:
         if args.debug:
             traceback.print_exc()
-        message = exc.renamed(_flag_namer(parser, argv)) if isinstance(exc, ArgumentError) else str(exc)
+        message = exc.renamed(_flag_namer(parser, argv)) if isinstance(exc, ArgumentError) else exc.for_cli()
         print(f"error: {one_line(message)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

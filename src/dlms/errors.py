@@ -7,7 +7,17 @@ names the problem and the fix.
 
 
 class DlmsError(Exception):
-    """An error caused by the user's input; the message says what is wrong and how to fix it."""
+    """An error caused by the user's input; the message says what is wrong and how to fix it.
+
+    The message speaks the Python API's words (arguments, config keys); `cli`, when given, is
+    the same message in the command line's words (flags), which the `dlms` command prints."""
+
+    def __init__(self, message: str = "", *, cli: str | None = None):
+        super().__init__(message)
+        self.cli = cli
+
+    def for_cli(self) -> str:
+        return self.cli or str(self)
 
 
 class ConfigError(DlmsError):

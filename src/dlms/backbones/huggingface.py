@@ -98,7 +98,7 @@ def _unreachable(name: str) -> str:
     return (f"could not load backbone '{name}': it is not a local folder, not in the local Hugging Face cache, "
             "and the Hub is unreachable or has no such model (the built-in backbone is 'transformer'); on a machine "
             f"with access run AutoModelForCausalLM.from_pretrained('{name}').save_pretrained('DIR') and "
-            f"AutoTokenizer.from_pretrained('{name}').save_pretrained('DIR'), copy DIR here and pass --backbone DIR")
+            f"AutoTokenizer.from_pretrained('{name}').save_pretrained('DIR'), copy DIR here and set model.backbone=DIR (--backbone DIR)")
 
 
 def _hub_reachable(timeout: float = 5.0) -> bool:

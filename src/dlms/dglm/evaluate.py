@@ -49,10 +49,12 @@ def builtin_prompts(pipe: DglmPipeline, attribute: str, classes: list[str], coun
     from .train import EMBED, load_embed_stage
 
     if attribute != "sentiment":
-        raise ConfigError("on the built-in corpus the exact checker judges 'sentiment'; pass --label sentiment")
+        raise ConfigError("on the built-in corpus the exact checker judges 'sentiment'; steer the label 'sentiment'",
+                          cli="on the built-in corpus the exact checker judges 'sentiment'; pass --label sentiment")
     if target is not None and target not in classes:
-        raise ConfigError(f"--target '{target}' is not a class of '{attribute}' here; the built-in corpus's prefixes "
-                          f"are neutral, so pass one of {', '.join(classes)}, or leave --target out to steer to each")
+        said = (f"'{target}' is not a class of '{attribute}' here; the built-in corpus's prefixes are neutral, "
+                f"so pass one of {', '.join(classes)}, or leave")
+        raise ConfigError(f"target {said} target None to steer to each", cli=f"--target {said} --target out to steer to each")
     if target is not None:
         classes = [target]
     neutral = sentiment_neutral_words() - {"."}
@@ -81,7 +83,8 @@ def labelled_prompts(pipe: DglmPipeline, attribute: str, target: str, count: int
             continue
         if target == "opposite":
             if len(classes) != 2:
-                raise ConfigError(f"--target opposite needs a two-class attribute; '{attribute}' has {classes}")
+                raise ConfigError(f"target 'opposite' needs a two-class attribute; '{attribute}' has {classes}",
+                                  cli=f"--target opposite needs a two-class attribute; '{attribute}' has {classes}")
             goal = classes[1 - classes.index(labels[i])] if labels[i] in classes else None
         else:
             goal = target
@@ -213,8 +216,8 @@ def write_report(rows: list[dict[str, Any]], info: dict[str, Any], out: Path, ti
     try:
         return _write_report(rows, info, out, title)
     except OSError as exc:
-        raise ConfigError(f"cannot write the evaluation report into '{out}' ({exc.strerror or exc}); "
-                          "pass another --out") from None
+        said = f"cannot write the evaluation report into '{out}' ({exc.strerror or exc}); pass another"
+        raise ConfigError(f"{said} folder", cli=f"{said} --out") from None
 
 
 def _write_report(rows: list[dict[str, Any]], info: dict[str, Any], out: Path, title: str) -> list[Path]:

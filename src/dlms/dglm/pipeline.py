@@ -43,7 +43,8 @@ def parse_controls(specs: list[str] | None) -> dict[str, str]:
     for spec in specs or []:
         name, sep, value = (part.strip() for part in spec.partition("="))
         if not sep or not name or not value:
-            raise ConfigError(f"--control '{spec}' must look like attribute=value, e.g. sentiment=positive")
+            raise ConfigError(f"control '{spec}' must look like attribute=value, e.g. sentiment=positive",
+                              cli=f"--control '{spec}' must look like attribute=value, e.g. sentiment=positive")
         out[name] = value
     return out
 
@@ -83,8 +84,8 @@ class DglmPipeline:
         run_dir = Path(run_dir)
         if not (run_dir / RUN_CONFIG).is_file():
             what = "does not exist" if not run_dir.exists() else f"holds no DGLM run (no {RUN_CONFIG})"
-            raise CheckpointError(f"'{run_dir}' {what}; train one with "
-                                  "`dlms dglm train --config configs/dglm/builtin.yaml` or pass --run <DGLM run folder>")
+            said = f"'{run_dir}' {what}; train one with `dlms dglm train --config configs/dglm/builtin.yaml` or pass"
+            raise CheckpointError(f"{said} the folder of a DGLM run", cli=f"{said} --run <DGLM run folder>")
         cfg = dglm_config_from_dict(read_dglm_yaml(run_dir / RUN_CONFIG))
         return cls(cfg, run_dir, resolve_device(device or cfg.device), precision)
 

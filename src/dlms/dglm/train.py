@@ -128,8 +128,8 @@ class DglmTrainer:
         holds the embed stage when the later stages run without it."""
         check_writable(self.out, "out_dir folder")
         if self.out.is_dir() and not (self.out / RUN_CONFIG).is_file() and any(self.out.iterdir()):
-            raise ConfigError(f"out_dir '{self.out}' is not empty and holds no DGLM run (no {RUN_CONFIG}); "
-                              "pass a new or empty folder as --out_dir (or out_dir in the config)")
+            said = f"out_dir '{self.out}' is not empty and holds no DGLM run (no {RUN_CONFIG}); pass a new or empty folder"
+            raise ConfigError(f"{said} as out_dir", cli=f"{said} as --out_dir (or out_dir in the config)")
         if "embed" not in stages and not (self.out / EMBED / "pairs.json").is_file():
             raise ConfigError(f"'{self.out}' has no embed stage yet, which the {' and '.join(stages)} stage needs; "
                               "run `dlms dglm train --config ...` without --stage (or with --stage embed) first")
@@ -142,8 +142,8 @@ class DglmTrainer:
             self.out.mkdir(parents=True, exist_ok=True)
             (self.out / RUN_CONFIG).write_text(yaml.safe_dump(asdict(self.cfg), sort_keys=False), encoding="utf-8")
         except OSError as exc:
-            raise ConfigError(f"cannot write the run folder '{self.out}' ({exc.strerror or exc}); "
-                              "pass another --out_dir") from None
+            said = f"cannot write the run folder '{self.out}' ({exc.strerror or exc}); pass another"
+            raise ConfigError(f"{said} out_dir", cli=f"{said} --out_dir") from None
         self._started = True
 
     def _bar(self, steps: int, start: int, name: str, unit: str) -> TrainingProgress:

@@ -51,7 +51,8 @@ def train_classifier(cfg: DglmConfig, data: str, label: str, out: str | Path, ma
         out.parent.mkdir(parents=True, exist_ok=True)
         classifier.save(out)
     except OSError as exc:
-        raise ConfigError(f"cannot write the classifier '{out}' ({exc.strerror or exc}); pass another --out") from None
+        said = f"cannot write the classifier '{out}' ({exc.strerror or exc}); pass another"
+        raise ConfigError(f"{said} output path", cli=f"{said} --out") from None
     return {"attribute": label, "classes": classifier.classes, "train_texts": len(texts) - split,
             "held_out_texts": len(known), "held_out_accuracy": float((predicted == truth).mean()) if known else None,
             "encoder": cfg.sentence_encoder_model_name, "saved": str(out.with_suffix(".safetensors"))}

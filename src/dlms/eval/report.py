@@ -104,7 +104,8 @@ def _generation(lm, judge, num_samples, num_steps, sampler, seed, label, tempera
         if judge is None:
             from ..errors import DlmsError
 
-            raise DlmsError("MAUVE needs features from an evaluator model; pass --evaluator")
+            raise DlmsError("MAUVE needs features from an evaluator model; pass evaluator=<an AR run or HF model>",
+                            cli="MAUVE needs features from an evaluator model; pass --evaluator")
         from .text_metrics import mauve_score
 
         human = lm.dataset(dataset).val.texts(lm.tokenizer, n=num_samples)

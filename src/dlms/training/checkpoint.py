@@ -34,8 +34,7 @@ def find_checkpoint(path: str | Path) -> Path:
         nearby = sorted(str(d) for d in p.parent.glob("*") if (d / CHECKPOINT / "trainer_state.json").is_file()) \
             if p.parent.is_dir() else []
         hint = f" (runs there: {', '.join(nearby[:5])})" if nearby else ""
-        raise CheckpointError(f"checkpoint '{path}' does not exist; pass --checkpoint with a run folder written by "
-                              f"`dlms train`{hint}")
+        raise CheckpointError(f"checkpoint '{path}' does not exist; pass a run folder written by `dlms train`{hint}")
     for candidate in (p, p / CHECKPOINT, p / f".{CHECKPOINT}.old"):
         if (candidate / "trainer_state.json").is_file():
             return candidate

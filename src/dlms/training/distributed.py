@@ -31,7 +31,8 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise ConfigError(f"device '{name}' was asked for but no CUDA GPU is visible; use --device cpu")
+            said = f"device '{name}' was asked for but no CUDA GPU is visible"
+            raise ConfigError(f"{said}; use device 'cpu' (or 'auto')", cli=f"{said}; use --device cpu")
         return torch.device("cuda", local_rank) if name == "cuda" else torch.device(name)
     try:
         return torch.device(name)

@@ -23,7 +23,7 @@ from ..errors import ConfigError
 LOCK_FILE = ".lock"
 # What a training writes into its folder; `clear_run` removes exactly these.
 RUN_FILES = ("checkpoint", ".checkpoint.old", "best", ".best.old", "metrics.jsonl", "config.yaml")
-_OUT_DIR = "train.out_dir (--out_dir)"
+_OUT_DIR = "train.out_dir"
 
 try:  # POSIX; elsewhere the lock is advisory only through the lock file's presence
     import fcntl
@@ -125,7 +125,7 @@ def ensure_free(run_dir: str | Path) -> None:
 
 def _busy_message(run: Path, holder: str) -> str:
     return (f"run folder '{run}' is in use by another training (pid {holder}); wait for it to finish, "
-            "or train into another folder with --out_dir")
+            "or train into another folder (train.out_dir)")
 
 
 def describe_run(run_dir: str | Path) -> str | None:

@@ -104,8 +104,9 @@ class Trainer:
                                 max_steps="max_steps")
         step = state.get("step")
         if not isinstance(step, int) or isinstance(step, bool) or step < 0 or not isinstance(state.get("data"), dict):
-            raise CheckpointError(f"checkpoint '{ckpt}' is damaged (trainer_state.json has no valid step or data "
-                                  "position); resume from another checkpoint or start again with --overwrite")
+            said = (f"checkpoint '{ckpt}' is damaged (trainer_state.json has no valid step or data position); "
+                    "resume from another checkpoint or start again")
+            raise CheckpointError(f"{said} (overwrite=True)", cli=f"{said} with --overwrite")
         if cfg.train.num_epochs is None:  # known before any data work
             _check_steps_left(run_dir, step, cfg.train.max_steps, max_steps)
         trainer = cls(cfg, resuming=True)
@@ -129,9 +130,10 @@ class Trainer:
         except CheckpointError:
             raise
         except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as exc:
-            raise CheckpointError(f"checkpoint '{ckpt}' does not fit this run ({type(exc).__name__}: "
-                                  f"{str(exc).splitlines()[0] if str(exc) else 'bad state'}); resume from another "
-                                  "checkpoint or start again with --overwrite") from None
+            said = (f"checkpoint '{ckpt}' does not fit this run ({type(exc).__name__}: "
+                    f"{str(exc).splitlines()[0] if str(exc) else 'bad state'}); resume from another checkpoint or "
+                    "start again")
+            raise CheckpointError(f"{said} (overwrite=True)", cli=f"{said} with --overwrite") from None
         trainer.step = trainer.last_saved_step = step
         return trainer
 
@@ -208,13 +210,14 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             what = "loss" if not torch.isfinite(loss) else "gradient norm"
             value = (loss if what == "loss" else grad_norm).item()
+            said = f"the {what} became {value} at step {self.step + 1}; "
+            fix = "Lower train.learning_rate or use train.precision=fp32, then"
             if self.last_saved_step > 0:
-                kept = (f"the last good checkpoint (step {self.last_saved_step}) in '{self.run_dir}' was kept. "
-                        f"Lower train.learning_rate or use train.precision=fp32, then resume with --resume {self.run_dir}")
-            else:
-                kept = (f"no checkpoint had been saved yet (the first save comes at step {self.cfg.train.save_every}). "
-                        "Lower train.learning_rate or use train.precision=fp32, then train again with --overwrite")
-            raise TrainingDiverged(f"the {what} became {value} at step {self.step + 1}; {kept}")
+                kept = f"the last good checkpoint (step {self.last_saved_step}) in '{self.run_dir}' was kept. {fix}"
+                raise TrainingDiverged(f"{said}{kept} resume it with Trainer.resume('{self.run_dir}')",
+                                       cli=f"{said}{kept} resume with --resume {self.run_dir}")
+            kept = f"no checkpoint had been saved yet (the first save comes at step {self.cfg.train.save_every}). {fix}"
+            raise TrainingDiverged(f"{said}{kept} train again with overwrite=True", cli=f"{said}{kept} train again with --overwrite")
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
@@ -293,8 +296,14 @@ class Trainer:
         ensure_free(self.run_dir)
         held = describe_run(self.run_dir)
         if held and not (self.resuming or self.overwrite):
-            raise ConfigError(f"run folder '{self.run_dir}' already holds {held}; continue it with "
-                              f"--resume {self.run_dir}, replace it with --overwrite, or choose a new --out_dir")
+            raise self._run_exists(held)
+
+    def _run_exists(self, held: str) -> ConfigError:
+        run = self.run_dir
+        said = f"run folder '{run}' already holds {held}; continue it with"
+        return ConfigError(f"{said} Trainer.resume('{run}'), replace it with overwrite=True, or choose a new "
+                           "train.out_dir",
+                           cli=f"{said} --resume {run}, replace it with --overwrite, or choose a new --out_dir")
 
     def _take_run_folder(self) -> list[str]:
         """Lock the run folder for this training and make it ready; returns notes to print."""
@@ -305,8 +314,7 @@ class Trainer:
         if held and not self.resuming:
             if not self.overwrite:
                 self.lock.release()
-                raise ConfigError(f"run folder '{self.run_dir}' already holds {held}; continue it with "
-                                  f"--resume {self.run_dir}, replace it with --overwrite, or choose a new --out_dir")
+                raise self._run_exists(held)
             clear_run(self.run_dir)
             notes.append(f"replaced {held} in {self.run_dir} (--overwrite)")
         leftovers = tidy(self.run_dir)
