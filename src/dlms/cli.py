@@ -49,6 +49,8 @@ def _add_sampling_flags(p: argparse.ArgumentParser) -> None:
                    help="ddpm/ddim samplers: snap each x0 estimate to the nearest token embedding")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--device", default="auto")
+    p.add_argument("--precision", choices=("auto", "bf16", "fp32"), default=None,
+                   help="compute precision (default: the one the run was trained in)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -104,6 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--clamp", action="store_true", default=None, help="gaussian samplers: snap x0 estimates to tokens")
     ev.add_argument("--seed", type=int, default=0)
     ev.add_argument("--device", default="auto")
+    ev.add_argument("--precision", choices=("auto", "bf16", "fp32"), default=None,
+                    help="compute precision (default: the one the run was trained in)")
     ev.add_argument("--output", default=None, help="also write the results to this JSON file (and a .md table beside it)")
 
     exp = sub.add_parser("experiment", help="run an experiment grid (resumable), writing results.csv and plots")
@@ -169,7 +173,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def _load(args: argparse.Namespace):
     from .model import DiffusionLM
 
-    return DiffusionLM.load_checkpoint(args.checkpoint, device=args.device)
+    return DiffusionLM.load_checkpoint(args.checkpoint, device=args.device, precision=args.precision)
 
 
 def _sampling_kwargs(args: argparse.Namespace) -> dict:
@@ -245,7 +249,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         args.checkpoint, dataset=args.dataset, evaluator=args.evaluator, ar_checkpoint=args.ar_checkpoint,
         passes=args.passes, max_sequences=args.max_sequences, batch_size=args.batch_size,
         discrete_steps=args.discrete_steps, num_samples=args.num_samples, num_steps=args.num_steps,
-        sampler=args.sampler, seed=args.seed, device=args.device, label=args.label, temperature=args.temperature,
+        sampler=args.sampler, seed=args.seed, device=args.device, precision=args.precision, label=args.label,
+        temperature=args.temperature,
         top_p=args.top_p, eta=args.eta, clamp=args.clamp, mauve=args.mauve, classifier=args.classifier, references=args.references,
         multiple_choice=args.multiple_choice, max_items=args.max_items)
     from .eval.report import format_table

@@ -22,6 +22,7 @@ def evaluate_run(checkpoint: str, *, dataset: str | None = None, evaluator: str 
                  ar_checkpoint: str | None = None, passes: int | None = None, max_sequences: int | None = None,
                  batch_size: int | None = None, discrete_steps: int | None = None, num_samples: int = 64,
                  num_steps: int | None = None, sampler: str | None = None, seed: int = 0, device: str = "auto",
+                 precision: str | None = None,
                  label: str | None = None, temperature: float | None = None, top_p: float | None = None,
                  eta: float | None = None, clamp: bool | None = None, mauve: bool = False, classifier: str | None = None, references: str | None = None,
                  multiple_choice: str | None = None, max_items: int | None = None) -> dict[str, Any]:
@@ -41,10 +42,10 @@ def evaluate_run(checkpoint: str, *, dataset: str | None = None, evaluator: str 
     for name, value in (("batch_size", batch_size), ("max_sequences", max_sequences), ("num_steps", num_steps),
                         ("discrete_steps", discrete_steps), ("max_items", max_items)):
         check_int(name, value, 1)
-    lm = DiffusionLM.load_checkpoint(checkpoint, device=device)
+    lm = DiffusionLM.load_checkpoint(checkpoint, device=device, precision=precision)
     judge_spec = evaluator or ar_checkpoint
     judge = load_evaluator(judge_spec, device=device) if judge_spec else None
-    results: dict[str, Any] = {"checkpoint": str(checkpoint), "method": lm.method.name}
+    results: dict[str, Any] = {"checkpoint": str(checkpoint), "method": lm.method.name, "precision": lm.precision}
     if passes != 0:
         results.update(_likelihood(lm, dataset, passes, max_sequences, batch_size, seed,
                                    discrete_steps or lm.cfg.sample.num_steps))
