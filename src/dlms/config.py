@@ -80,7 +80,7 @@ class DataConfig:
     tokenizer: Optional[str] = None  # name or path; null trains a byte-level BPE
     vocab_size: int = 1024
     # Tokens per row; null fits the data: the 99th percentile of the training examples' lengths
-    # (special tokens included), rounded up to a multiple of 32, at least 32 and at most 512.
+    # (special tokens included), rounded up to a multiple of 8, at least 16 and at most 512.
     # Training saves the number it used.
     seq_len: Optional[int] = None
     layout: Literal["packed", "padded"] = "padded"

@@ -369,18 +369,20 @@ def test_auto_seq_len_fits_the_99th_percentile_of_long_documents(tmp_path):
     auto = ds.meta["seq_len_auto"]
     assert auto["measured_examples"] == 180 and auto["p99_tokens"] == int(np.sort(lengths)[math.ceil(0.99 * 179)])
     assert auto["p99_tokens"] > 64  # long documents: more than the 32 default
-    assert ds.seq_len == auto["chosen"] == math.ceil(auto["p99_tokens"] / 32) * 32
+    m = auto_length.MULTIPLE
+    assert ds.seq_len == auto["chosen"] == math.ceil(auto["p99_tokens"] / m) * m
     assert ds.train.ids.shape == (180, ds.seq_len) and ds.val.ids.shape[1] == ds.seq_len
     assert (lengths <= ds.seq_len).mean() >= 0.99
     assert auto["truncated_examples"] == int((lengths > ds.seq_len).sum()) == ds.meta["splits"]["train"]["truncated"]
     assert ds.seq_len_note.startswith(f"seq_len {ds.seq_len} fitted to the data: 99% of the 180 training examples")
 
 
-def test_auto_seq_len_of_short_documents_is_32(tmp_path, corpus):
+def test_auto_seq_len_of_short_documents_rounds_up_and_cuts_nothing(tmp_path, corpus):
     ds = builder(tmp_path, seq_len=None, layout="padded", val_fraction=0.1).build_from_raw(str(corpus), 300)
-    assert ds.seq_len == 32 and ds.meta["seq_len_auto"]["p99_tokens"] < 32
+    p99, m = ds.meta["seq_len_auto"]["p99_tokens"], auto_length.MULTIPLE
+    assert ds.seq_len == max(auto_length.MINIMUM, math.ceil(p99 / m) * m) and p99 <= ds.seq_len < p99 + m
     assert ds.meta["seq_len_auto"]["truncated_examples"] == 0 and "longer" not in ds.seq_len_note
-    explicit = builder(tmp_path, seq_len=32, layout="padded", val_fraction=0.1).build_from_raw(str(corpus), 300)
+    explicit = builder(tmp_path, seq_len=ds.seq_len, layout="padded", val_fraction=0.1).build_from_raw(str(corpus), 300)
     assert explicit.meta["seq_len_auto"] is None and explicit.seq_len_note is None
 
 
@@ -415,7 +417,7 @@ def test_auto_seq_len_measures_at_most_the_sample(tmp_path, monkeypatch):
     f = write_lines(tmp_path / "s.txt", sized_docs(counts))
     monkeypatch.setattr(auto_length, "SAMPLE", 20)
     ds = builder(tmp_path, seq_len=None, layout="padded", val_fraction=0.0).build_from_raw(str(f), 300)
-    assert ds.meta["seq_len_auto"]["measured_examples"] == 20 and ds.seq_len == 32
+    assert ds.meta["seq_len_auto"]["measured_examples"] == 20 and ds.seq_len < 60
     assert ds.meta["splits"]["train"]["truncated"] == 20  # the long ones, not measured, are cut
 
 
@@ -430,10 +432,11 @@ def test_auto_seq_len_is_cached_apart_from_explicit_lengths(tmp_path, corpus, mo
     monkeypatch.setattr(builder_mod, "train_bpe_tokenizer", boom)
     again = b.build_from_raw(str(corpus), 300)
     assert again.from_cache and again.cache_path == first.cache_path
-    assert again.seq_len == first.seq_len == 32 and again.meta["seq_len_auto"] == first.meta["seq_len_auto"]
+    assert again.seq_len == first.seq_len and again.meta["seq_len_auto"] == first.meta["seq_len_auto"]
     monkeypatch.undo()
     # The same number given explicitly is its own entry, with the same rows; "auto" overrides a builder's length.
-    explicit = builder(tmp_path, seq_len=32, layout="padded", val_fraction=0.1).build_from_raw(str(corpus), 300)
+    explicit = builder(tmp_path, seq_len=first.seq_len, layout="padded", val_fraction=0.1).build_from_raw(
+        str(corpus), 300)
     assert not explicit.from_cache and explicit.cache_path != first.cache_path
     assert np.array_equal(explicit.train.ids, first.train.ids)
     overridden = builder(tmp_path, seq_len=16, layout="padded", val_fraction=0.1).build_from_raw(

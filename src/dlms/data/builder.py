@@ -9,7 +9,7 @@ default settings.
 
 `seq_len=None` fits the row length to the data (see auto_length.py): the 99th percentile of the
 training examples' token lengths (special tokens of the layout included), rounded up to a
-multiple of 32, within [32, 512]; `meta["seq_len_auto"]` and `TokenizedDataset.seq_len_note`
+multiple of 8, within [16, 512]; `meta["seq_len_auto"]` and `TokenizedDataset.seq_len_note`
 say how it was chosen.
 
 Row layouts, both int32 [N, seq_len]:
