@@ -30,3 +30,18 @@ def perturb_modulation(model: torch.nn.Module, seed: int = 3) -> None:
         for name, p in model.named_parameters():
             if "modulation" in name:
                 p.copy_(0.2 * torch.randn(p.shape, generator=g))
+
+
+def plain_tokenizer(texts: list[str]):
+    """A GPT-2 style tokenizer trained on `texts`: byte-level BPE (300 tokens) whose only special
+    token is <|endoftext|> (no pad, no mask: the loaders must add them)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    backend = Tokenizer(models.BPE())
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["<|endoftext|>"], show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    backend.train_from_iterator(texts, trainer=trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="<|endoftext|>", bos_token="<|endoftext|>")

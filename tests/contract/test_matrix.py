@@ -32,6 +32,7 @@ from dlms.model import DiffusionLM
 from dlms.samplers import SAMPLERS
 from dlms.samplers.autoregressive import compute_dtype
 from dlms.schedules import SCHEDULES, schedule_names
+from tests.backbone_helpers import plain_tokenizer
 from tests.conftest import tiny_overrides
 
 BACKBONES = ("transformer", "qwen2", "gpt2")
@@ -81,16 +82,7 @@ def _metrics(run: Path) -> list[dict]:
 
 def _plain_tokenizer():
     """A GPT-2 style byte-level BPE whose only special token is <|endoftext|>."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    backend = Tokenizer(models.BPE())
-    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    backend.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["<|endoftext|>"], show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    backend.train_from_iterator(TEXTS, trainer=trainer)
-    return PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="<|endoftext|>", bos_token="<|endoftext|>")
+    return plain_tokenizer(TEXTS)
 
 
 @pytest.fixture(scope="module")

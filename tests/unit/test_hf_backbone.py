@@ -13,6 +13,7 @@ from dlms.config import ModelConfig
 from dlms.data.tokenizer import load_tokenizer, special_ids, train_bpe_tokenizer
 from dlms.errors import ConfigError
 from dlms.training.checkpoint import _write_tensors, load_weights, read_tensors
+from tests.backbone_helpers import plain_tokenizer
 
 ARCHS = ("qwen2", "llama", "gpt2")
 TEXTS = ["the cat sat on the mat.", "a dog ran in the park!", "the chef cooked a fine soup."] * 30
@@ -21,16 +22,7 @@ L = 10
 
 def _plain_tokenizer():
     """A GPT-2 style tokenizer: byte-level BPE whose only special token is <|endoftext|> (no pad, no mask)."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    backend = Tokenizer(models.BPE())
-    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    backend.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["<|endoftext|>"], show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    backend.train_from_iterator(TEXTS, trainer=trainer)
-    return PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="<|endoftext|>", bos_token="<|endoftext|>")
+    return plain_tokenizer(TEXTS)
 
 
 def _hf_config(arch: str, vocab: int):
