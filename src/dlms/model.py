@@ -222,8 +222,22 @@ class DiffusionLM:
                                     + "); drop {arg} or choose a sampler that uses it",
                                     arg=SAMPLING_ARGUMENTS[option], **takes)
         options = {o: getattr(s, o) if given[o] is None else given[o] for o in chosen.options}
+        # Without labels, guidance contrasts the prompt with the prompt hidden; the start tokens stay.
+        prompt = fixed.clone()
+        prompt[:, : len(self._start_tokens)] = False
+        if guidance is not None and guidance != 1.0 and labels is None:
+            if not chosen.prompt_guidance:
+                raise ArgumentError(f"{{guidance}} needs a {{label}} with the '{chosen.name}' sampler (it contrasts a "
+                                    "class with the null class); pass one or leave {guidance} at 1",
+                                    guidance="guidance", label="label")
+            if not bool(prompt.any()):
+                raise ArgumentError("{guidance} needs something to guide towards: a {prompt}, or a {label} for a "
+                                    "model trained with data.label_column; pass one or leave {guidance} at 1",
+                                    guidance="guidance", prompt="prompt", label="label")
+        extra = {"prompt": prompt} if chosen.prompt_guidance else {}
         with self.autocast():
-            return chosen.sample(canvas, fixed, labels=labels, generator=generator, callback=callback, **options)
+            return chosen.sample(canvas, fixed, labels=labels, generator=generator, callback=callback,
+                                 **options, **extra)
 
     def decode(self, ids: torch.Tensor) -> list[str]:
         """Token rows [B, L] -> texts: the start tokens dropped, cut at the first end-of-text."""

@@ -501,3 +501,35 @@ def test_build_sampler_checks_method():
         build_sampler("beam", MASKED, BIDIR)
     assert build_sampler("auto", MASKED, BIDIR).name == "ancestral"
     assert build_sampler("auto", AR, CAUSAL).name == "ar"
+
+
+@pytest.mark.parametrize("name", MASKED_SAMPLERS)
+def test_prompt_guidance_contrasts_the_prompt_with_the_prompt_masked(name):
+    """Without labels, guidance runs the network on x_t and on x_t with the prompt masked (one
+    batch of 2B), keeps the other fixed tokens, and changes the samples; scale 1 is unguided."""
+    canvas, fixed = canvas_and_fixed()
+    prompt = fixed.clone()
+    prompt[:, 0] = False  # a start token stays visible to the unconditional branch
+    seen = []
+    model = BIDIR
+
+    class Recorder(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inner, self.spec, self.null_class = model, model.spec, getattr(model, "null_class", None)
+
+        def forward(self, x, **kwargs):
+            seen.append(x.clone())
+            return self.inner(x, **kwargs)
+
+    sampler = build_sampler(name, MASKED, Recorder())
+    guided = sampler.sample(canvas, fixed, num_steps=4, guidance_scale=3.0, prompt=prompt, generator=gen(7))
+    first = seen[0]
+    assert first.shape[0] == 2 * canvas.shape[0]
+    cond, uncond = first.chunk(2)
+    assert (uncond[prompt] == SPECIAL.mask).all() and (cond[prompt] == canvas[prompt]).all()
+    assert (uncond[fixed & ~prompt] == canvas[fixed & ~prompt]).all()
+    seen.clear()
+    plain = sampler.sample(canvas, fixed, num_steps=4, guidance_scale=1.0, prompt=prompt, generator=gen(7))
+    assert seen[0].shape[0] == canvas.shape[0]  # no second branch at scale 1
+    assert (guided[fixed] == canvas[fixed]).all() and not torch.equal(guided, plain)

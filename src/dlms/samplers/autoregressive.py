@@ -25,6 +25,7 @@ class AutoregressiveSampler:
     name = "ar"
     method_names = ("ar",)
     options = ("temperature", "top_k", "top_p", "guidance_scale")  # one token per step: no num_steps
+    prompt_guidance = False  # guidance contrasts a label with the null class only
 
     def __init__(self, method, model):
         self.method = method

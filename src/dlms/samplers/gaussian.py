@@ -9,8 +9,8 @@ network (self-conditioning). Options:
 - `eta` (DDIM): 0 is deterministic (no noise after z_1), 1 has DDPM's variance, in between mixes;
 - `clamp`: snap each x0 estimate to the nearest token embedding before the update;
 - `guidance_scale` (classifier-free): logits = uncond + scale * (cond - uncond), where the
-  unconditional prediction sees the prompt positions noised like the rest (no clean flag) and
-  the null class instead of `labels`.
+  unconditional prediction sees the prompt's positions (`prompt`, bool [B, L]; default every
+  fixed position) noised like the rest (no clean flag) and the null class instead of `labels`.
 
 The callback sees the argmax tokens of the current x0 estimate [B, L] after every step.
 """
@@ -37,6 +37,7 @@ def clamp_to_tokens(x0_hat: torch.Tensor, table: torch.Tensor, exclude: int | No
 class _GaussianSamplerBase:
     method_names = ("gaussian",)
     options: tuple[str, ...] = ("num_steps", "temperature", "guidance_scale", "clamp")
+    prompt_guidance = True  # without labels, guidance contrasts the prompt with the prompt noised (`prompt`)
 
     def __init__(self, method, model):
         self.method = method
@@ -55,21 +56,23 @@ class _GaussianSamplerBase:
 
     def estimate(self, z: torch.Tensor, t: torch.Tensor, fixed: torch.Tensor, prev: tuple, labels, scale: float,
                  table: torch.Tensor, x0_fixed: torch.Tensor, uncond_noise: torch.Tensor | None,
-                 temperature: float = 1.0):
+                 temperature: float = 1.0, prompt: torch.Tensor | None = None):
         """(log-probs [B, L, V], x0 estimate [B, L, D], x0 estimate of the unconditional branch or
         None) at time t [B], guided when `uncond_noise` is given. `temperature` scales the logits
         before score interpolation (below 1 the estimate leans towards the likeliest tokens;
-        0 takes the likeliest token's embedding)."""
+        0 takes the likeliest token's embedding). `prompt` bool [B, L]: the fixed positions the
+        unconditional branch sees noised (default: all of them)."""
         m = self.method
+        prompt = fixed if prompt is None else prompt
         if uncond_noise is None:
             logits = m.network_logits(self.model, z, t, fixed, prev[0], labels, table)
             return (*m.x0_estimate(_tempered(logits, temperature), table), None)
         alpha, sigma = m.schedule.alpha(t)[:, None, None], m.schedule.sigma(t)[:, None, None]
-        z_uncond = torch.where(fixed[..., None], alpha * x0_fixed + sigma * uncond_noise, z)
+        z_uncond = torch.where(prompt[..., None], alpha * x0_fixed + sigma * uncond_noise, z)
         both_labels = None if labels is None else torch.cat([labels, torch.full_like(labels, self.model.null_class)])
         prev_both = None if prev[0] is None else torch.cat(prev)
         logits = m.network_logits(self.model, torch.cat([z, z_uncond]), t.repeat(2),
-                                  torch.cat([fixed, torch.zeros_like(fixed)]), prev_both, both_labels, table)
+                                  torch.cat([fixed, fixed & ~prompt]), prev_both, both_labels, table)
         cond, uncond = logits.chunk(2)
         logp, x0_hat = m.x0_estimate(_tempered(mix_guidance(cond, uncond, scale), temperature), table)
         return logp, x0_hat, m.x0_estimate(_tempered(uncond, temperature), table)[1]
@@ -78,10 +81,12 @@ class _GaussianSamplerBase:
     def sample(self, canvas: torch.Tensor, fixed: torch.Tensor | None = None, *, labels: torch.Tensor | None = None,
                guidance_scale: float = 1.0, num_steps: int = 64, eta: float = 0.0, clamp: bool = False,
                temperature: float = 1.0, generator: torch.Generator | None = None, callback: StepCallback = None,
-               noise: torch.Tensor | None = None) -> torch.Tensor:
+               noise: torch.Tensor | None = None, prompt: torch.Tensor | None = None) -> torch.Tensor:
         """canvas [B, L] (token ids at the fixed positions), fixed bool [B, L] -> tokens [B, L].
-        `noise` [B, L, D]: the starting z_1 (default: drawn from `generator`)."""
+        `noise` [B, L, D]: the starting z_1 (default: drawn from `generator`). `prompt` bool
+        [B, L]: what guidance hides from the unconditional branch (default: every fixed position)."""
         fixed = check_canvas(canvas, fixed)
+        prompt = fixed if prompt is None else prompt
         m = self.method
         table = m.token_embeddings(self.model)  # [V, D]
         batch, length = canvas.shape
@@ -92,7 +97,7 @@ class _GaussianSamplerBase:
             raise ValueError(f"noise {tuple(noise.shape)} must have shape {shape}")
         x0_fixed = table[canvas.clamp(0, table.shape[0] - 1)]
         z = torch.where(fixed[..., None], x0_fixed, noise.to(table.dtype))
-        guided = guidance_scale != 1.0 and (labels is not None or bool(fixed.any()))
+        guided = guidance_scale != 1.0 and (labels is not None or bool(prompt.any()))
         uncond_noise = torch.randn(shape, generator=generator, device=canvas.device) if guided else None
         times = torch.linspace(1.0, 0.0, num_steps + 1, dtype=torch.float64).tolist()
         prev: tuple = (None, None)
@@ -101,7 +106,7 @@ class _GaussianSamplerBase:
             t, s = times[i], times[i + 1]
             t_batch = torch.full((batch,), t, device=canvas.device)
             logp, x0_hat, x0_uncond = self.estimate(z, t_batch, fixed, prev, labels, guidance_scale, table,
-                                                    x0_fixed, uncond_noise, temperature)
+                                                    x0_fixed, uncond_noise, temperature, prompt)
             x0_hat = torch.where(fixed[..., None], x0_fixed, x0_hat)
             prev = (x0_hat, x0_uncond)
             if clamp:

@@ -2,6 +2,12 @@
 
 All three start from a canvas [B, L] whose free positions hold the mask token, never change
 the positions held fixed (a prompt prefix or any given tokens), and return tokens [B, L].
+
+Classifier-free guidance (`guidance_scale` != 1) contrasts the conditional prediction with an
+unconditional one: with `labels`, the same input under the null class; without labels, the
+input with the prompt's positions (`prompt`, bool [B, L]; default every fixed position) masked,
+as LLaDA guides on a prompt. A masked model needs no extra training for the latter: a masked
+prompt is just a noisier state of the same data.
 """
 from __future__ import annotations
 
@@ -11,7 +17,7 @@ from typing import Callable, Optional
 import torch
 
 from .common import check_canvas, filter_logits, sample_categorical
-from .guidance import guided_logits
+from .guidance import guided_logits, mix_guidance
 
 # callback(step, num_steps, x_t [B, L]) is called after every step, e.g. to show the denoising.
 StepCallback = Optional[Callable[[int, int, torch.Tensor], None]]
@@ -21,6 +27,7 @@ class _MaskedSamplerBase:
     method_names = ("masked",)
     # The sampling options `sample` takes (DiffusionLM passes exactly these; any other is an error).
     options: tuple[str, ...] = ("num_steps", "temperature", "top_k", "top_p", "guidance_scale")
+    prompt_guidance = True  # without labels, guidance contrasts the prompt with the prompt masked (`prompt`)
 
     def __init__(self, method, model):
         self.method = method
@@ -28,10 +35,19 @@ class _MaskedSamplerBase:
         self.mask_id = method.special.mask
 
     def denoiser_logits(self, xt: torch.Tensor, t: torch.Tensor, select: torch.Tensor,
-                        labels: torch.Tensor | None, guidance_scale: float) -> torch.Tensor:
-        """Logits of p(x0 | x_t) at the selected positions: [M, V] float32, mask token excluded."""
+                        labels: torch.Tensor | None, guidance_scale: float,
+                        prompt: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits of p(x0 | x_t) at the selected positions: [M, V] float32, mask token excluded;
+        guided against the null class (with `labels`) or against x_t with `prompt` masked."""
         model = self.model
         time_conditioned = model.spec.time_conditioning
+        if labels is None and guidance_scale != 1.0 and prompt is not None and bool(prompt.any()):
+            both = torch.cat([xt, xt.masked_fill(prompt, self.mask_id)])
+            out = model(both, select=select.repeat(2, 1), time=t.repeat(2) if time_conditioned else None)
+            cond, uncond = out.float().chunk(2)
+            logits = mix_guidance(cond, uncond, guidance_scale)
+            logits[:, self.mask_id] = float("-inf")
+            return logits
 
         def forward(lab: torch.Tensor | None) -> torch.Tensor:
             reps = 1 if lab is None else lab.shape[0] // xt.shape[0]
@@ -59,8 +75,9 @@ class AncestralSampler(_MaskedSamplerBase):
     def sample(self, canvas: torch.Tensor, fixed: torch.Tensor | None = None, *, labels: torch.Tensor | None = None,
                guidance_scale: float = 1.0, num_steps: int = 64, temperature: float = 1.0, top_k: int = 0,
                top_p: float = 1.0, generator: torch.Generator | None = None,
-               callback: StepCallback = None) -> torch.Tensor:
+               callback: StepCallback = None, prompt: torch.Tensor | None = None) -> torch.Tensor:
         fixed = check_canvas(canvas, fixed)
+        prompt = fixed if prompt is None else prompt
         x = torch.where(fixed, canvas, torch.full_like(canvas, self.mask_id))
         schedule = self.method.schedule
         times = self.time_grid(num_steps, x.device)
@@ -85,9 +102,9 @@ class AncestralSampler(_MaskedSamplerBase):
             reveal = torch.zeros_like(masked)
             reveal[masked] = reveal_among_masked
             if self.use_cache:
-                logits = self._row_logits(x, masked, t, labels, guidance_scale, cached)[reveal_among_masked]
+                logits = self._row_logits(x, masked, t, labels, guidance_scale, cached, prompt)[reveal_among_masked]
             else:
-                logits = self.denoiser_logits(x, t.expand(x.shape[0]), reveal, labels, guidance_scale)
+                logits = self.denoiser_logits(x, t.expand(x.shape[0]), reveal, labels, guidance_scale, prompt)
             proposal = sample_categorical(filter_logits(logits, top_k, top_p), temperature, generator)  # [R]
             x_next = x.clone()
             x_next[reveal] = proposal
@@ -100,7 +117,7 @@ class AncestralSampler(_MaskedSamplerBase):
                 callback(i + 1, num_steps, x)
         return x
 
-    def _row_logits(self, x, masked, t, labels, guidance_scale, cached) -> torch.Tensor:
+    def _row_logits(self, x, masked, t, labels, guidance_scale, cached, prompt) -> torch.Tensor:
         """Logits [M, V] at every masked position; rows whose tokens did not change since the
         last network call reuse that call's output."""
         batch = x.shape[0]
@@ -109,7 +126,7 @@ class AncestralSampler(_MaskedSamplerBase):
         if stale:
             rows = torch.tensor(stale, device=x.device)
             fresh = self.denoiser_logits(x[rows], t_b[rows], masked[rows], None if labels is None else labels[rows],
-                                         guidance_scale)
+                                         guidance_scale, prompt[rows])
             counts = masked[rows].sum(-1).tolist()
             for r, part in zip(stale, fresh.split(counts)):
                 cached[r] = part
@@ -138,8 +155,9 @@ class ConfidenceSampler(_MaskedSamplerBase):
     def sample(self, canvas: torch.Tensor, fixed: torch.Tensor | None = None, *, labels: torch.Tensor | None = None,
                guidance_scale: float = 1.0, num_steps: int = 64, temperature: float = 1.0, top_k: int = 0,
                top_p: float = 1.0, tokens_per_step: int | None = None, generator: torch.Generator | None = None,
-               callback: StepCallback = None) -> torch.Tensor:
+               callback: StepCallback = None, prompt: torch.Tensor | None = None) -> torch.Tensor:
         fixed = check_canvas(canvas, fixed)
+        prompt = fixed if prompt is None else prompt
         x = torch.where(fixed, canvas, torch.full_like(canvas, self.mask_id))
         free = int((~fixed).sum(-1).max())
         if tokens_per_step:
@@ -159,7 +177,7 @@ class ConfidenceSampler(_MaskedSamplerBase):
             else:
                 quota = torch.div(remaining + steps_left - 1, steps_left, rounding_mode="floor")
             logits = filter_logits(self.denoiser_logits(x, times[i].expand(x.shape[0]), masked, labels,
-                                                        guidance_scale), top_k, top_p)
+                                                        guidance_scale, prompt), top_k, top_p)
             proposal = sample_categorical(logits, temperature, generator)  # [M]
             confidence = torch.full(x.shape, float("-inf"), device=x.device)
             confidence[masked] = logits.log_softmax(-1).gather(-1, proposal[:, None]).squeeze(-1)
