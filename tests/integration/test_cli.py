@@ -68,6 +68,18 @@ def test_eval_reports_bound_and_generation_figures(trained_runs, tmp_path, capsy
     assert results["val_se"] > 0 and results["val_passes"] == 4
     assert results["val_nll"] > 0 and results["gen_ppl"] > 1
     assert 0 <= results["grammatical"] <= 1 and results["unigram_entropy"] > 0
+    # quality beside the length it was measured at, and the data's own length
+    words = [len(t.split()) for t in results["examples"]]  # all 4 samples
+    assert len(words) == 4 and results["mean_words"] == sum(words) / 4
+    assert results["empty_share"] == sum(w == 0 for w in words) / 4
+    assert results["data_mean_words"] > 3  # the built-in corpus's reviews
+
+
+def test_one_pass_has_no_standard_error(trained_runs, capsys):
+    assert main(["eval", "--checkpoint", str(trained_runs["masked"]), "--passes", "1", "--num_samples", "0",
+                 "--max_sequences", "8"]) == 0
+    results = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert results["val_se"] is None and results["val_discrete_se"] is None
 
 
 def test_eval_of_ar_is_exact(trained_runs, capsys):

@@ -38,10 +38,16 @@ def builtin_corpus_figures(texts: Sequence[str], labels: Sequence[str] | None = 
 def generation_figures(texts: Sequence[str], token_rows: Sequence[Sequence[int]], *, evaluator: Any = None,
                        builtin: bool = False, labels: Sequence[str] | None = None,
                        label_column: str | None = None, self_bleu_texts: int = 200) -> dict[str, float]:
-    """The standard figures of a set of samples: unigram entropy, distinct-1/2/3, self-BLEU (on
+    """The standard figures of a set of samples: their length (mean words, share of empty texts:
+    a sampler can look good by writing less), unigram entropy, distinct-1/2/3, self-BLEU (on
     the first `self_bleu_texts`), perplexity under `evaluator` (see eval/evaluator.py), and on
     the built-in corpus grammaticality and, given `labels`, label accuracy."""
-    figures: dict[str, float] = {"unigram_entropy": unigram_entropy(token_rows)}
+    words = [len(t.split()) for t in texts]
+    figures: dict[str, float] = {
+        "mean_words": sum(words) / max(len(words), 1),
+        "empty_share": sum(w == 0 for w in words) / max(len(words), 1),
+        "unigram_entropy": unigram_entropy(token_rows),
+    }
     for n in (1, 2, 3):
         figures[f"distinct_{n}"] = distinct_n(texts, n)
     if len(texts) >= 2:

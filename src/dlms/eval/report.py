@@ -101,6 +101,9 @@ def _generation(lm, judge, num_samples, num_steps, sampler, seed, label, tempera
     builtin = (dataset or lm.cfg.data.dataset).startswith("builtin")
     out.update(generation_figures(texts, rows, evaluator=judge, builtin=builtin, labels=labels,
                                   label_column=lm.cfg.data.label_column))
+    if lm.cfg.data.layout == "padded":  # one example per row: the length the samples should have
+        reference = lm.dataset(dataset).val.texts(lm.tokenizer, n=max(num_samples, 200))
+        out["data_mean_words"] = sum(len(t.split()) for t in reference) / max(len(reference), 1)
     if mauve:
         if judge is None:
             from ..errors import DlmsError
