@@ -31,9 +31,9 @@ Per family, through the public API: `Trainer(cfg).train()` for `--steps` steps w
 
 Each family runs in its own process (`--start_method`: spawn on CUDA, forkserver on the CPU) with a timeout (the
 smaller of `--family_timeout_s` and what is left of `--budget_s`), so a hang, a crash or an
-out-of-memory error costs one family, not the check. DGLM (`dlms.dglm`) is trained with the `ar`
-family's run as its decoder when `DglmConfig` has a `precision` key (set to bf16); otherwise its
-line says `skipped`, which is not a failure.
+out-of-memory error costs one family, not the check. DGLM (`dlms.dglm`) is trained in bf16 with the
+`ar` family's run as its decoder; without `ar` in `--families` its line says `skipped`, which is
+not a failure.
 
     python bench/gpu_check.py                               # CUDA, base preset, ~1-3 min
     python bench/gpu_check.py --device cpu --tiny           # the dry run, ~30 s on one CPU core
@@ -41,7 +41,6 @@ line says `skipped`, which is not a failure.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import math
 import multiprocessing as mp
@@ -287,12 +286,6 @@ def check_family(family: str, args, size: dict, work: Path) -> dict:
     return record
 
 
-def dglm_has_precision() -> bool:
-    from dlms.dglm.config import DglmConfig
-
-    return "precision" in {f.name for f in dataclasses.fields(DglmConfig)}
-
-
 def check_dglm(args, size: dict, work: Path) -> dict:
     """DGLM's three stages with the `ar` run as decoder, then more steps (resume), then generation."""
     import torch
@@ -321,9 +314,8 @@ def check_dglm(args, size: dict, work: Path) -> dict:
                "decoder": {"steps": d["decoder_steps"] + extra, "batch_size": d["batch_size"], "warmup_steps": 2,
                            "save_every": d["decoder_steps"], "max_prefix_tokens": d["prefix_tokens"],
                            "max_continuation_tokens": d["continuation_tokens"]},
-               "generation": {"num_steps": d["gen_steps"], "max_tokens": d["gen_tokens"]}}
-        if dglm_has_precision():
-            cfg["precision"] = PRECISION
+               "generation": {"num_steps": d["gen_steps"], "max_tokens": d["gen_tokens"]},
+               "precision": PRECISION}
         return dglm_config_from_dict(cfg)
 
     def log(message: str) -> None:
@@ -437,8 +429,6 @@ def main(argv: list[str] | None = None) -> int:
                         "way with CUDA), forkserver on the CPU (forked from a server that imported torch and "
                         "dlms once)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads in each family (0: torch's default)")
-    p.add_argument("--dglm_without_precision", action="store_true",
-                   help="run DGLM even when DglmConfig has no precision key (it then trains in fp32)")
     p.add_argument("--work_dir", default=None, help="keep the runs here (default: a temporary folder, removed)")
     args = p.parse_args(argv)
     size = SIZES["tiny" if args.tiny else "gpu"]
@@ -475,10 +465,7 @@ def main(argv: list[str] | None = None) -> int:
         failed = not header.get("ok")
         for family in families:
             remaining = budget - (time.perf_counter() - t0)
-            if family == "dglm" and not (dglm_has_precision() or args.dglm_without_precision):
-                record = {SKIPPED: "DglmConfig has no 'precision' key yet, so DGLM cannot be forced to bf16 "
-                                   "(--dglm_without_precision runs it anyway)"}
-            elif family == "dglm" and "ar" not in families:
+            if family == "dglm" and "ar" not in families:
                 record = {SKIPPED: "DGLM needs the ar family's run as its decoder; include ar in --families"}
             elif remaining < MIN_FAMILY_S:
                 record = {"ok": False,

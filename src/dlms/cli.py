@@ -183,8 +183,9 @@ def _sampling_kwargs(args: argparse.Namespace) -> dict:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    if args.step_interval < 1:
-        raise DlmsError(f"--step_interval must be at least 1, got {args.step_interval}")
+    from .checks import check_int
+
+    check_int("step_interval", args.step_interval, 1)
     lm = _load(args)
     callback = None
     if args.show_steps:
@@ -217,34 +218,13 @@ def cmd_view(args: argparse.Namespace) -> int:
     return 0
 
 
-def writable_file(path: str, flag: str) -> Path:
-    """`path` as a file this process can write (its folder created if needed); checked before
-    long work so a bad output path fails at once. DlmsError naming `flag` otherwise."""
-    out = Path(path)
-    if out.is_dir():
-        raise DlmsError(f"{flag} '{path}' is a folder; give a file name such as {out / 'results.json'}")
-    parent = next((p for p in out.parents if p.exists()), None)
-    if parent is not None and not parent.is_dir():
-        raise DlmsError(f"{flag} '{path}' lies under '{parent}', which is a file; choose another path")
-    existed = out.exists()
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        with out.open("a", encoding="utf-8"):
-            pass
-    except OSError as exc:
-        raise DlmsError(f"cannot write {flag} '{path}' ({exc.strerror or type(exc).__name__}); "
-                        "choose a path you can write to") from None
-    if not existed:
-        out.unlink()
-    return out
-
-
 def cmd_eval(args: argparse.Namespace) -> int:
     from .eval.report import evaluate_run
 
-    if args.output:
-        writable_file(args.output, "--output")
-        writable_file(str(Path(args.output).with_suffix(".md")), "--output")
+    if args.output:  # before minutes of work
+        from .paths import check_writable
+
+        check_writable(args.output, "--output", folder=False)
     results = evaluate_run(
         args.checkpoint, dataset=args.dataset, evaluator=args.evaluator, ar_checkpoint=args.ar_checkpoint,
         passes=args.passes, max_sequences=args.max_sequences, batch_size=args.batch_size,
@@ -260,6 +240,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     print(dumps(results))
     if args.output:
         out = Path(args.output)
+        out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(dumps(results, indent=2) + "\n", encoding="utf-8")
         out.with_suffix(".md").write_text(table + "\n", encoding="utf-8")
     return 0

@@ -338,19 +338,24 @@ def set_dotted(data: dict[str, Any], path: list[str], value: Any) -> None:
     node[path[-1]] = value
 
 
-def read_yaml(path: str | Path) -> dict[str, Any]:
+def read_yaml(path: str | Path, what: str = "config file", example: str = "configs/demo-masked.yaml",
+              keys: str = "method, model, data, train, ...") -> dict[str, Any]:
+    """The mapping a YAML file holds (empty for an empty file). A missing file, a folder, bad
+    YAML or a file that is not a mapping is one ConfigError naming `what` and, as the fix,
+    `example` (a file to model it on) or `keys` (what the mapping holds)."""
     p = Path(path)
     if not p.is_file():
-        raise ConfigError(f"config file '{path}' does not exist; pass a YAML file such as configs/small.yaml")
+        state = "is a folder, not a file" if p.is_dir() else "does not exist"
+        raise ConfigError(f"{what} '{path}' {state}; pass a YAML file such as {example}")
     try:
         data = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+    except (yaml.YAMLError, UnicodeDecodeError, OSError) as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ConfigError(f"config file '{path}' is not valid YAML ({first}); fix the file") from None
+        raise ConfigError(f"{what} '{path}' is not valid YAML ({first}); fix the file") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ConfigError(f"config file '{path}' must hold a mapping of sections (method, model, data, train, ...)")
+        raise ConfigError(f"{what} '{path}' must hold a mapping of keys ({keys}); see {example}")
     return data
 
 

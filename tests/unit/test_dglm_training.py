@@ -224,7 +224,7 @@ def test_a_training_state_that_does_not_fit_the_config_is_a_one_line_error(tmp_p
     ("../../etc/passwd", "_.._etc_passwd"), ("mood v2.1", "mood_v2.1"), ("ünï", "_n_"), ("/abs", "_abs"),
 ])
 def test_a_label_becomes_a_file_name_that_stays_in_its_folder(tmp_path, label, stem):
-    from dlms.dglm.paths import safe_stem
+    from dlms.paths import safe_stem
 
     got = safe_stem(label)
     assert got == stem

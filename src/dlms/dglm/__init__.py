@@ -12,8 +12,8 @@ Where things live: the config (`config.py`); the foundational models (`encoder.p
 (`data.py`, `pairs.py`); the latent diffusion model (`latent_diffusion.py`); the soft-prompted
 decoder (`soft_prompt.py`); training (`train.py`, `stage_loop.py`, `stages.py`); control
 (`control.py`, `train_classifier.py`); generation (`pipeline.py`); evaluation (`evaluate.py`,
-`judges.py`); the `dlms dglm` commands (`cli.py`); file names from labels and output-path checks
-(`paths.py`).
+`judges.py`); the `dlms dglm` commands (`cli.py`). File names from labels and output-path checks
+are the project's (`dlms/paths.py`).
 """
 from .config import DglmConfig, load_dglm_config
 from .pipeline import DglmPipeline

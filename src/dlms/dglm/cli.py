@@ -119,7 +119,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_train_classifier(args: argparse.Namespace) -> int:
     from ..errors import ConfigError
     from .config import AT_LEAST_1, SEED, dglm_config_from_dict, read_dglm_yaml
-    from .paths import check_writable, safe_stem
+    from ..paths import check_writable, safe_stem
     from .train import RUN_CONFIG
     from .train_classifier import train_classifier
 
@@ -186,7 +186,7 @@ def parse_scales(text: str) -> list[float]:
 def cmd_eval(args: argparse.Namespace) -> int:
     from .config import AT_LEAST_1, SEED
     from .evaluate import evaluate, write_report
-    from .paths import check_writable, safe_stem
+    from ..paths import check_writable, safe_stem
     from .pipeline import DglmPipeline
 
     _check_flags(args, num_prefixes=AT_LEAST_1, seed=SEED)

@@ -11,9 +11,7 @@ from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, Callable, Literal, Optional
 
-import yaml
-
-from ..config import dataclass_from_dict
+from ..config import dataclass_from_dict, read_yaml
 from ..errors import ConfigError
 from ..schedules import schedule_names
 from .latent_diffusion import LatentDiffusionConfig
@@ -184,21 +182,8 @@ def dglm_config_from_dict(data: dict) -> DglmConfig:
 
 def read_dglm_yaml(path: str | Path) -> dict:
     """The mapping in a DGLM config file; a missing, unreadable or non-mapping file is one ConfigError line."""
-    p = Path(path)
-    if not p.is_file():
-        what = "is a folder, not a file" if p.is_dir() else "does not exist"
-        raise ConfigError(f"DGLM config file '{path}' {what}; pass a YAML file such as configs/dglm/builtin.yaml")
-    try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError, OSError) as exc:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ConfigError(f"DGLM config file '{path}' is not valid YAML ({first}); fix the file") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"DGLM config file '{path}' must hold a mapping of keys (sentence_encoder_model_name, "
-                          "data, diffusion, decoder, generation, ...); see configs/dglm/builtin.yaml")
-    return data
+    return read_yaml(path, "DGLM config file", "configs/dglm/builtin.yaml",
+                     "sentence_encoder_model_name, data, diffusion, decoder, generation, ...")
 
 
 def load_dglm_config(path: str | Path) -> DglmConfig:

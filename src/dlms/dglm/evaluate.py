@@ -127,11 +127,11 @@ def evaluate(pipe: DglmPipeline, attribute: str, guidance_scales: list[float], n
     about the set-up (judge, its accuracy, prompts)."""
     from .config import AT_LEAST_1, check_value
     from .decoder_loading import load_decoder_for
-    from .pipeline import check_guidance
+    from ..checks import check_number
 
     check_value("num_prefixes", num_prefixes, AT_LEAST_1)
     for scale in guidance_scales:
-        check_guidance(scale, "each guidance scale")
+        check_number("guidance", scale, 0.0, optional=False, note="each guidance scale; 0: unguided")
     if not guidance_scales and not include_plain:
         raise ConfigError("nothing to evaluate: give at least one guidance scale (0: the unguided pipeline)")
     classes = pipe.classifier(attribute).classes

@@ -15,7 +15,6 @@ guidance gradients stay in fp32: the prefix is encoded as the training embedding
 """
 from __future__ import annotations
 
-import math
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -23,14 +22,15 @@ from typing import Any
 import torch
 
 from ..assembly import autocast_context, resolve_precision
+from ..checks import check_number
 from ..errors import CheckpointError, ConfigError
+from ..paths import safe_stem
 from ..training.distributed import resolve_device
 from .config import DglmConfig, GenerationConfig, check_generation, dglm_config_from_dict, read_dglm_yaml
 from .control import LinearClassifier, guidance_gradient
 from .data import PairTokenizer
 from .encoder import load_sentence_encoder
 from .latent_diffusion import load_latent_stage
-from .paths import safe_stem
 from .soft_prompt import CausalLM, load_decoder_stage, noise_embedding
 from .train import DECODER, LATENT, RUN_CONFIG
 
@@ -47,14 +47,6 @@ def parse_controls(specs: list[str] | None) -> dict[str, str]:
                               cli=f"--control '{spec}' must look like attribute=value, e.g. sentiment=positive")
         out[name] = value
     return out
-
-
-def check_guidance(guidance: float, label: str = "guidance") -> float:
-    """The strength of attribute guidance: a finite number >= 0 (0: off)."""
-    ok = isinstance(guidance, (int, float)) and not isinstance(guidance, bool) and math.isfinite(guidance)
-    if not ok or guidance < 0:
-        raise ConfigError(f"{label} must be a finite number of at least 0 (0: off), got {guidance!r}")
-    return float(guidance)
 
 
 class DglmPipeline:
@@ -139,7 +131,8 @@ class DglmPipeline:
         """Standardised proposals [B, D] of the continuations' embeddings, one per prefix
         (`guidance` None: the run's `generation.guidance`)."""
         g = self.settings(**overrides)
-        guidance = g.guidance if guidance is None else check_guidance(guidance)
+        check_number("guidance", guidance, 0.0, note="0: off")
+        guidance = g.guidance if guidance is None else float(guidance)
         prefix = self.standardizer.transform(torch.from_numpy(self.encoder.encode(prefixes)).to(self.device))
         controls = self._controls(control, len(prefixes))
 

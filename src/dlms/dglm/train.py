@@ -26,6 +26,7 @@ import yaml
 from ..assembly import precision_note, resolve_precision
 from ..data.cache import staged_entry
 from ..errors import CheckpointError, ConfigError
+from ..paths import check_writable
 from ..schedules import build_schedule
 from ..training.checkpoint import load_weights, read_tensors
 from ..training.distributed import resolve_device
@@ -37,7 +38,6 @@ from .embeddings import Standardizer, encode_cached
 from .encoder import load_sentence_encoder
 from .latent_diffusion import LatentDenoiser, LatentDiffusion, save_latent_stage
 from .pairs import cut_pairs
-from .paths import check_writable
 from .soft_prompt import SoftPrompt, SoftPromptedDecoder, load_decoder_stage, noise_embedding, save_decoder_stage
 from .stage_loop import train_stage
 from .stages import read_stage_meta, read_training_state, write_stage_meta

@@ -14,7 +14,7 @@ from .config import DglmConfig
 from .control import fit_attribute_classifier
 from .embeddings import encode_cached
 from .encoder import load_sentence_encoder
-from .paths import check_writable
+from ..paths import check_writable
 
 HELD_OUT = 0.1  # share of the labelled texts kept aside to report accuracy
 

@@ -101,8 +101,9 @@ def _generation(lm, judge, num_samples, num_steps, sampler, seed, label, tempera
     builtin = (dataset or lm.cfg.data.dataset).startswith("builtin")
     out.update(generation_figures(texts, rows, evaluator=judge, builtin=builtin, labels=labels,
                                   label_column=lm.cfg.data.label_column))
+    validation = lm.dataset(dataset).val if lm.cfg.data.layout == "padded" or mauve else None
     if lm.cfg.data.layout == "padded":  # one example per row: the length the samples should have
-        reference = lm.dataset(dataset).val.texts(lm.tokenizer, n=max(num_samples, 200))
+        reference = validation.texts(lm.tokenizer, n=max(num_samples, 200))
         out["data_mean_words"] = sum(len(t.split()) for t in reference) / max(len(reference), 1)
     if mauve:
         if judge is None:
@@ -112,7 +113,7 @@ def _generation(lm, judge, num_samples, num_steps, sampler, seed, label, tempera
                             cli="MAUVE needs features from an evaluator model; pass --evaluator")
         from .text_metrics import mauve_score
 
-        human = lm.dataset(dataset).val.texts(lm.tokenizer, n=num_samples)
+        human = validation.texts(lm.tokenizer, n=num_samples)
         out["mauve"] = mauve_score(judge.features(human), judge.features(texts), seed=seed)
     if classifier and labels is not None:
         from .attributes import AttributeClassifier

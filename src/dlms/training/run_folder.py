@@ -1,7 +1,6 @@
 """A run folder that cannot be lost: one writer at a time, no silent overwrite, no debris.
 
-- `check_out_dir(path)`: the folder can be created and written (not a file, not under a file,
-  not read-only), checked before any data work so a bad `train.out_dir` fails in a second.
+- `make_run_folder(path)`: the folder checked writable (`paths.check_writable`) and created.
 - `RunLock(path)`: an exclusive `flock` on `<run>/.lock`, held while a training writes. A second
   training into the same folder gets one clear line; the kernel drops the lock when the holder
   dies (even by `kill -9`), so a crash never leaves a stale lock behind.
@@ -19,6 +18,7 @@ import shutil
 from pathlib import Path
 
 from ..errors import ConfigError
+from ..paths import check_writable
 
 LOCK_FILE = ".lock"
 # What a training writes into its folder; `clear_run` removes exactly these.
@@ -39,25 +39,13 @@ def _why(exc: OSError) -> str:
     return exc.strerror or errno.errorcode.get(exc.errno or 0, type(exc).__name__)
 
 
-def check_out_dir(path: str | Path) -> Path:
-    """Create `path` if needed and prove it can be written; ConfigError naming the problem if not."""
-    run = Path(path)
-    if run.exists() and not run.is_dir():
-        raise ConfigError(f"{_OUT_DIR} '{run}' is a file, not a folder; choose another folder for the run")
-    for parent in run.parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise ConfigError(f"{_OUT_DIR} '{run}' lies under '{parent}', which is a file; "
-                                  "choose another folder for the run")
-            break
-    probe = run / f".write-test-{os.getpid()}"
+def make_run_folder(run_dir: str | Path) -> Path:
+    """Create the run folder `run_dir`, once `paths.check_writable` says it can be written."""
+    run = check_writable(run_dir, _OUT_DIR)
     try:
         run.mkdir(parents=True, exist_ok=True)
-        probe.write_bytes(b"")
-        probe.unlink()
     except OSError as exc:
-        raise ConfigError(f"cannot write the run folder {_OUT_DIR} '{run}' ({_why(exc)}); "
-                          "choose a folder you can write to") from None
+        raise ConfigError(f"cannot write {_OUT_DIR} '{run}' ({_why(exc)}); pass a path you can write to") from None
     return run
 
 

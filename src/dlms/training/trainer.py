@@ -21,6 +21,7 @@ from torch.nn.parallel import DistributedDataParallel
 from ..assembly import (autocast_context, backbone_tokenizer, dataset_from_config, precision_note, resolve_precision,
                         resolve_run_config, special_tokens)
 from ..backbones import build_backbone
+from ..checks import check_int
 from ..config import RunConfig, load_config, save_config
 from ..data import BatchIterator
 from ..errors import ArgumentError, CheckpointError, ConfigError, TrainingDiverged, literal
@@ -32,7 +33,8 @@ from .distributed import barrier, init_distributed, mean_across, resolve_device,
 from .ema import EMA
 from .optim import build_optimizer, build_scheduler
 from .progress import MetricsLog, TrainingProgress
-from .run_folder import RunLock, check_out_dir, clear_run, describe_run, ensure_free, tidy
+from ..paths import check_writable
+from .run_folder import RunLock, clear_run, describe_run, ensure_free, make_run_folder, tidy
 
 
 class Trainer:
@@ -99,9 +101,7 @@ class Trainer:
             cfg.train.max_steps = max_steps
             cfg.train.num_epochs = None
         cfg.train.out_dir = str(Path(run_dir))
-        if max_steps is not None and (not isinstance(max_steps, int) or isinstance(max_steps, bool) or max_steps < 1):
-            raise ArgumentError(f"{{max_steps}} must be an integer of at least 1, got {literal(repr(max_steps))}",
-                                max_steps="max_steps")
+        check_int("max_steps", max_steps, 1)
         step = state.get("step")
         if not isinstance(step, int) or isinstance(step, bool) or step < 0 or not isinstance(state.get("data"), dict):
             said = (f"checkpoint '{ckpt}' is damaged (trainer_state.json has no valid step or data position); "
@@ -289,10 +289,7 @@ class Trainer:
     def _check_run_folder(self) -> None:
         """Fail fast, before any data work: the folder must be writable, free, and (unless
         resuming or overwriting) hold no run."""
-        existed = self.run_dir.exists()
-        check_out_dir(self.run_dir)
-        if not existed:
-            self.run_dir.rmdir()  # leave nothing behind if a later check fails; train() creates it
+        check_writable(self.run_dir, "train.out_dir")  # creates nothing: train() makes the folder
         ensure_free(self.run_dir)
         held = describe_run(self.run_dir)
         if held and not (self.resuming or self.overwrite):
@@ -307,7 +304,7 @@ class Trainer:
 
     def _take_run_folder(self) -> list[str]:
         """Lock the run folder for this training and make it ready; returns notes to print."""
-        check_out_dir(self.run_dir)
+        make_run_folder(self.run_dir)
         self.lock.acquire()
         notes = []
         held = describe_run(self.run_dir)
