@@ -305,6 +305,11 @@ class HFBackbone(nn.Module):
     def null_class(self) -> int:
         return self.spec.num_classes
 
+    # Window-at-a-time decoding of a bidirectional model needs keys and values written into the
+    # middle of a cache; Hugging Face caches only append, so a masked sampler's `cache` option
+    # is refused here (block decoding without a cache still works).
+    supports_canvas_cache = False
+
     def new_cache(self, batch: int, max_len: int, device: torch.device, dtype: torch.dtype):
         """A Hugging Face `DynamicCache` for left-to-right decoding (causal backbones only)."""
         if not self.spec.causal:

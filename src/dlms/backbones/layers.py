@@ -37,18 +37,22 @@ class Rotary(nn.Module):
         if max_seq_len > self.rotation.shape[0]:
             self.rotation = self._table(max_seq_len, self.rotation.device)
 
-    def forward(self, x: torch.Tensor, start: int = 0) -> torch.Tensor:
-        """x: [B, H, L, Dh] -> the same shape, rotated by position start..start+L-1 (fp32 inside)."""
+    def forward(self, x: torch.Tensor, start: int = 0, positions: torch.Tensor | None = None) -> torch.Tensor:
+        """x: [B, H, L, Dh] -> the same shape, rotated by position start..start+L-1, or by
+        `positions` [L] when given (fp32 inside)."""
         length = x.shape[-2]
-        if start + length > self.rotation.shape[0]:
-            raise ValueError(f"sequence of {start + length} tokens exceeds max_seq_len {self.rotation.shape[0]}")
+        last = start + length if positions is None else int(positions.max()) + 1
+        if last > self.rotation.shape[0]:
+            raise ValueError(f"sequence of {last} tokens exceeds max_seq_len {self.rotation.shape[0]}")
+        table = self.rotation[start : start + length] if positions is None else self.rotation[positions]
         pairs = torch.view_as_complex(x.float().reshape(*x.shape[:-1], -1, 2))
-        rotated = torch.view_as_real(pairs * self.rotation[start : start + length])
+        rotated = torch.view_as_real(pairs * table)
         return rotated.flatten(-2).to(x.dtype)
 
 
 class KVCache:
-    """Preallocated keys and values per layer for fast autoregressive decoding."""
+    """Preallocated keys and values per layer for fast autoregressive decoding: each call's
+    tokens are placed after the cached ones and see them all (and, among themselves, causally)."""
 
     def __init__(self, n_layers: int, batch: int, n_heads: int, max_len: int, head_dim: int,
                  device: torch.device, dtype: torch.dtype):
@@ -57,12 +61,77 @@ class KVCache:
         self.values = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(n_layers)]
         self.length = 0  # tokens already stored (same for every layer)
 
+    @property
+    def start(self) -> int:
+        """Position of the first token of the next call."""
+        return self.length
+
     def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Store k, v ([B, H, L, Dh]) after the cached tokens; return all keys/values so far."""
         end = self.length + k.shape[2]
         self.keys[layer][:, :, self.length : end] = k
         self.values[layer][:, :, self.length : end] = v
         return self.keys[layer][:, :, :end], self.values[layer][:, :, :end]
+
+    def attention_mask(self, length: int, keys: int, causal: bool, device: torch.device):
+        """(bool mask [length, keys] or None, is_causal) for a call of `length` new tokens."""
+        if self.length == 0:
+            return None, causal
+        if length == 1 or not causal:
+            return None, False
+        q_pos = torch.arange(self.length, self.length + length, device=device)[:, None]
+        return q_pos >= torch.arange(keys, device=device)[None, :], False
+
+    def advance(self, length: int) -> None:
+        self.length += length
+
+
+class CanvasCache:
+    """Keys and values of a whole canvas of `length` positions, per layer, for decoding a
+    bidirectional model one window at a time (Fast-dLLM's prefix and dual caches, and the
+    exact cache of a block-diffusion model).
+
+    A call over the whole canvas (`window = (0, length)`) fills every position. A later call over
+    a window `(start, end)` takes the tokens x[:, start:end], writes their fresh keys and values
+    over the window's old ones, and attends to every stored position (`see_ahead`, the ordinary
+    bidirectional model: the positions outside the window are a step or a block old), or only to
+    positions before `end` (a model whose attention is causal across blocks).
+    """
+
+    def __init__(self, n_layers: int, batch: int, n_heads: int, length: int, head_dim: int,
+                 device: torch.device, dtype: torch.dtype, see_ahead: bool = True):
+        shape = (batch, n_heads, length, head_dim)
+        self.keys = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(n_layers)]
+        self.values = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(n_layers)]
+        self.length = length
+        self.see_ahead = see_ahead
+        self.window = (0, length)
+
+    @property
+    def start(self) -> int:
+        return self.window[0]
+
+    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        start, end = self.window
+        if k.shape[2] != end - start:
+            raise ValueError(f"{k.shape[2]} tokens for a cache window of {end - start} ({start}..{end})")
+        self.keys[layer][:, :, start:end] = k
+        self.values[layer][:, :, start:end] = v
+        stop = self.length if self.see_ahead else end
+        return self.keys[layer][:, :, :stop], self.values[layer][:, :, :stop]
+
+    def attention_mask(self, length: int, keys: int, causal: bool, device: torch.device):
+        if causal:
+            raise ValueError("a CanvasCache serves bidirectional models; a causal model decodes with a KVCache")
+        return None, False
+
+    def advance(self, length: int) -> None:
+        """Nothing to do: the window says where the tokens go."""
+
+    def keep_rows(self, rows: torch.Tensor) -> None:
+        """Keep only the batch rows `rows` (long [B']), e.g. when finished samples leave the batch."""
+        self.keys = [k[rows] for k in self.keys]
+        self.values = [v[rows] for v in self.values]
 
 
 class Attention(nn.Module):
@@ -80,24 +149,23 @@ class Attention(nn.Module):
         self.q_norm = RMSNorm(self.head_dim) if qk_norm else nn.Identity()
         self.k_norm = RMSNorm(self.head_dim) if qk_norm else nn.Identity()
 
-    def forward(self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
-        """x: [B, L, D] -> [B, L, D]."""
+    def forward(self, x: torch.Tensor, cache: KVCache | CanvasCache | None = None, layer: int = 0,
+                positions: torch.Tensor | None = None, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """x: [B, L, D] -> [B, L, D]. `positions` [L]: each token's position (default 0..L-1, or
+        after the cached ones); `attn_mask` bool [L, L] (True: may attend), replacing the causal
+        or full pattern (not with a cache)."""
         b, length, d = x.shape
         q, k, v = self.qkv(x).view(b, length, 3, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        start = cache.length if cache is not None else 0
-        q = self.rotary(self.q_norm(q), start)
-        k = self.rotary(self.k_norm(k), start)
-        mask = None
-        is_causal = self.causal
+        start = cache.start if cache is not None else 0
+        q = self.rotary(self.q_norm(q), start, positions)
+        k = self.rotary(self.k_norm(k), start, positions)
+        mask, is_causal = attn_mask, self.causal and attn_mask is None
         if cache is not None:
+            if attn_mask is not None:
+                raise ValueError("attn_mask cannot be combined with a cache")
             k, v = cache.update(layer, k, v)
-            if start > 0:
-                # Queries at positions start.. see every cached key and the causal part of the new ones.
-                is_causal = False
-                if length > 1:
-                    q_pos = torch.arange(start, start + length, device=x.device)[:, None]
-                    mask = q_pos >= torch.arange(k.shape[2], device=x.device)[None, :]
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal and mask is None)
+            mask, is_causal = cache.attention_mask(length, k.shape[2], self.causal, x.device)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal)
         return self.out(y.transpose(1, 2).reshape(b, length, d))
 
 

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from .conditioning import AdaptiveModulation, Conditioner
-from .layers import Attention, KVCache, RMSNorm, Rotary, SwiGLU
+from .layers import Attention, CanvasCache, KVCache, RMSNorm, Rotary, SwiGLU
 
 
 @dataclass(frozen=True)
@@ -56,19 +56,21 @@ class Block(nn.Module):
         self.film = spec.time_conditioning_style == "film"
         self.modulation = AdaptiveModulation(spec.d_model, 2 if self.film else 6) if conditioned else None
 
-    def forward(self, x: torch.Tensor, cond: torch.Tensor | None, cache: KVCache | None, layer: int,
-                skip: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cond: torch.Tensor | None, cache: KVCache | CanvasCache | None, layer: int,
+                skip: torch.Tensor | None = None, positions: torch.Tensor | None = None,
+                attn_mask: torch.Tensor | None = None) -> torch.Tensor:
         if self.skip is not None:
             x = self.skip(torch.cat([x, skip], dim=-1))
+        attend = dict(positions=positions, attn_mask=attn_mask)
         if self.modulation is None or self.film:
-            x = x + self.attn(self.norm1(x), cache, layer)
+            x = x + self.attn(self.norm1(x), cache, layer, **attend)
             x = x + self.mlp(self.norm2(x))
             if self.modulation is None:
                 return x
             scale, shift = self.modulation(cond)
             return _modulate(x, shift, scale)
         shift1, scale1, gate1, shift2, scale2, gate2 = self.modulation(cond)
-        x = x + (1 + gate1) * self.attn(_modulate(self.norm1(x), shift1, scale1), cache, layer)
+        x = x + (1 + gate1) * self.attn(_modulate(self.norm1(x), shift1, scale1), cache, layer, **attend)
         return x + (1 + gate2) * self.mlp(_modulate(self.norm2(x), shift2, scale2))
 
 
@@ -125,16 +127,28 @@ class Transformer(nn.Module):
     def null_class(self) -> int:
         return self.spec.num_classes
 
+    supports_canvas_cache = True  # `new_canvas_cache`: window-at-a-time decoding of a bidirectional model
+
     def new_cache(self, batch: int, max_len: int, device: torch.device, dtype: torch.dtype) -> KVCache:
         s = self.spec
         return KVCache(s.n_layers, batch, s.n_heads, max_len, s.d_model // s.n_heads, device, dtype)
 
+    def new_canvas_cache(self, batch: int, length: int, device: torch.device, dtype: torch.dtype,
+                         see_ahead: bool = True) -> CanvasCache:
+        """A cache of the keys and values of a whole canvas [batch, length] (see CanvasCache)."""
+        s = self.spec
+        return CanvasCache(s.n_layers, batch, s.n_heads, length, s.d_model // s.n_heads, device, dtype, see_ahead)
+
     def hidden(self, input_ids: torch.Tensor | None = None, *, inputs_embeds: torch.Tensor | None = None,
                time: torch.Tensor | None = None, labels: torch.Tensor | None = None,
-               cache: KVCache | None = None) -> torch.Tensor:
+               cache: KVCache | CanvasCache | None = None, positions: torch.Tensor | None = None,
+               attn_mask: torch.Tensor | None = None) -> torch.Tensor:
         """input_ids [B, L] (or inputs_embeds [B, L, D]), time [B] in [0, 1], labels [B] -> hidden [B, L, D].
 
-        With a `cache` (causal models only) the tokens are placed after the cached ones.
+        With a KVCache (causal models) the tokens are placed after the cached ones; with a
+        CanvasCache they are the cache's current window. `positions` [L] (long) and `attn_mask`
+        bool [L, L] (True: may attend) override the positions 0..L-1 and the attention pattern,
+        e.g. for a block-diffusion model that sees a noisy and a clean copy of one sequence.
         """
         x = self.embed(input_ids) if inputs_embeds is None else inputs_embeds
         if inputs_embeds is not None and x.shape[-1] != self.spec.d_model:
@@ -149,11 +163,11 @@ class Transformer(nn.Module):
             cond = self.conditioner(time, labels, x.shape[0], x.device)
         skips: list[torch.Tensor] = []
         for i, block in enumerate(self.blocks):
-            x = block(x, cond, cache, i, skips.pop() if block.skip is not None else None)
+            x = block(x, cond, cache, i, skips.pop() if block.skip is not None else None, positions, attn_mask)
             if i < self.n_skips:
                 skips.append(x)
         if cache is not None:
-            cache.length += x.shape[1]
+            cache.advance(x.shape[1])
         x = self.final_norm(x)
         if self.final_modulation is not None:
             shift, scale = self.final_modulation(cond)
