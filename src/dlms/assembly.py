@@ -13,7 +13,7 @@ from .backbones import build_backbone, resolve_model_config
 from .backbones.huggingface import BUILTIN, load_hf_config
 from .config import DataConfig, RunConfig
 from .errors import ConfigError
-from .methods import SpecialTokens, build_method
+from .methods import METHODS, SpecialTokens, build_method
 
 
 def dataset_from_config(cfg: DataConfig, path: str | None = None, tokenizer=None):
@@ -42,6 +42,8 @@ def special_tokens(tokenizer) -> SpecialTokens:
 
 def resolve_run_config(cfg: RunConfig, method, label_names: dict[str, list[str]] | None = None) -> RunConfig:
     """Fill the model's sizes from its preset, causality from the method, classes from the labels."""
+    if hasattr(method, "check_run_config"):  # what only the method knows it cannot train (e.g. block: an HF backbone)
+        method.check_run_config(cfg)  # again: data.seq_len is known now
     model = resolve_model_config(cfg.model, cfg.data.seq_len, method.causal)
     if cfg.data.label_column:
         names = (label_names or {}).get(cfg.data.label_column)
@@ -80,7 +82,10 @@ def backbone_tokenizer(cfg: RunConfig) -> RunConfig:
     """A pretrained backbone brings its tokenizer: `data.tokenizer` null becomes `model.backbone`.
 
     The backbone is looked up first, so that one that cannot be found is a one-line error
-    before any data work."""
+    before any data work, and so is a method that cannot use this backbone."""
+    check = getattr(METHODS.get(cfg.method.name), "check_run_config", None)
+    if check is not None:
+        check(cfg)
     if cfg.model.backbone == BUILTIN:
         return cfg
     load_hf_config(cfg.model.backbone)

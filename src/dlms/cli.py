@@ -4,6 +4,7 @@
     dlms generate --checkpoint RUN --prompt "..." --seq_len N --num_steps S [--show_steps]
     dlms view --checkpoint RUN --steps 20 --seq_len 8
     dlms eval --checkpoint RUN [--ar_checkpoint RUN] [--dataset PATH]
+    dlms distill --checkpoint RUN --steps N [--out_dir DIR] [--rounds R] [--max_steps M] [--resume]
     dlms models check --config DGLM_YAML
     dlms dglm train|train-classifier|generate|eval ...   (see dlms/dglm/cli.py)
 
@@ -37,20 +38,27 @@ def _add_sampling_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", default=DEFAULT_RUN, help=f"run folder written by `dlms train` (default {DEFAULT_RUN})")
     p.add_argument("--prompt", default=None, help="text the sample starts with (held fixed)")
     p.add_argument("--seq_len", type=int, default=None, help="tokens per sample, prompt included")
-    p.add_argument("--sampler", default=None, help="ancestral, cached, confidence (masked), ddpm, ddim (gaussian) or ar")
+    p.add_argument("--sampler", default=None, help="ancestral, cached, confidence, threshold (masked and block), ddpm, ddim (gaussian) or ar")
     p.add_argument("--label", default=None, help="class to condition on (models trained with a label column)")
-    p.add_argument("--guidance_scale", type=float, default=None, help="classifier-free guidance scale (1 = off)")
-    p.add_argument("--temperature", type=float, default=None)
-    p.add_argument("--top_k", type=int, default=None)
-    p.add_argument("--top_p", type=float, default=None)
-    p.add_argument("--tokens_per_step", type=int, default=None, help="confidence sampler: tokens unmasked per step")
-    p.add_argument("--eta", type=float, default=None, help="ddim sampler: 0 deterministic ... 1 as noisy as ddpm")
-    p.add_argument("--clamp", action="store_true", default=None,
-                   help="ddpm/ddim samplers: snap each x0 estimate to the nearest token embedding")
+    _add_sampler_option_flags(p)
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--device", default="auto")
     p.add_argument("--precision", choices=("auto", "bf16", "fp32"), default=None,
                    help="compute precision (default: the one the run was trained in)")
+
+
+def _add_sampler_option_flags(p: argparse.ArgumentParser, skip: tuple[str, ...] = ("num_steps",)) -> None:
+    """A flag per sampling option (dlms/samplers/options.py); unset flags leave the run's default."""
+    from .samplers.options import SAMPLER_OPTIONS
+
+    for option in SAMPLER_OPTIONS.values():
+        if option.name in skip:
+            continue
+        if option.type is bool:
+            p.add_argument(f"--{option.name}", action="store_true", default=None, help=option.help)
+        else:
+            p.add_argument(f"--{option.name}", type=option.type, default=None, choices=option.choices,
+                           help=option.help)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -83,7 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--checkpoint", default=DEFAULT_RUN)
     ev.add_argument("--dataset", default=None, help="data to score (default: the run's own validation split)")
     ev.add_argument("--evaluator", default=None,
-                    help="a dlms 'ar' run or a Hugging Face causal LM folder that scores the samples")
+                    help="a dlms 'ar' run or a Hugging Face causal LM folder that scores the samples (gen_ppl); "
+                         "never the evaluated run itself, nor any model compared with it")
     ev.add_argument("--ar_checkpoint", default=None, help="the same as --evaluator (older name)")
     ev.add_argument("--passes", type=int, default=None, help="Monte Carlo passes of the bound per sequence (0: skip the likelihood)")
     ev.add_argument("--max_sequences", type=int, default=None)
@@ -96,6 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--multiple_choice", default=None, help="JSONL of {question, choices, answer}: accuracy by likelihood")
     ev.add_argument("--max_items", type=int, default=None, help="at most this many task items")
     ev.add_argument("--num_samples", type=int, default=64, help="samples for the generation figures (0: none)")
+    ev.add_argument("--show", type=int, default=5, help="samples printed (and kept as `examples` in the JSON)")
     ev.add_argument("--num_steps", type=int, default=None)
     ev.add_argument("--sampler", default=None)
     ev.add_argument("--label", default=None,
@@ -109,6 +119,23 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--precision", choices=("auto", "bf16", "fp32"), default=None,
                     help="compute precision (default: the one the run was trained in)")
     ev.add_argument("--output", default=None, help="also write the results to this JSON file (and a .md table beside it)")
+
+    dis = sub.add_parser("distill", help="train a few-step student of a masked or gaussian run (resumable)")
+    dis.add_argument("--checkpoint", default=DEFAULT_RUN, help=f"the teacher: a run folder (default {DEFAULT_RUN})")
+    dis.add_argument("--steps", type=int, default=None, help="the student's sampling steps (fewer than the teacher's)")
+    dis.add_argument("--out_dir", default=None, help="folder for the rounds and the final student "
+                                                     "(default <checkpoint>-distilled-<steps>)")
+    dis.add_argument("--rounds", type=int, default=None, help="rounds (default: halve the steps each round)")
+    dis.add_argument("--teacher_steps", type=int, default=None, help="the teacher's steps (default: its sample.num_steps)")
+    dis.add_argument("--max_steps", type=int, default=None, help="training steps per round (default: the run's)")
+    dis.add_argument("--learning_rate", type=float, default=None, help="default: the run's")
+    dis.add_argument("--batch_size", type=int, default=None, help="default: the run's")
+    dis.add_argument("--still_masked", choices=("last", "exclude"), default="last",
+                     help="masked: target of positions the teacher leaves masked (its last step's prediction, or none)")
+    dis.add_argument("--device", default=None, help="default: the run's train.device")
+    dis.add_argument("--no_progress", action="store_true", help="no progress bar")
+    dis.add_argument("--resume", action="store_true", help="continue the distillation in --out_dir")
+    dis.add_argument("--overwrite", action="store_true", help="replace what --out_dir holds")
 
     exp = sub.add_parser("experiment", help="run an experiment grid (resumable), writing results.csv and plots")
     exp.add_argument("name", help="data-scaling, guidance-sweep or sampler-ablation")
@@ -177,9 +204,10 @@ def _load(args: argparse.Namespace):
 
 
 def _sampling_kwargs(args: argparse.Namespace) -> dict:
-    return {"label": args.label, "sampler": args.sampler, "temperature": args.temperature, "top_k": args.top_k,
-            "top_p": args.top_p, "tokens_per_step": args.tokens_per_step, "seed": args.seed,
-            "guidance": args.guidance_scale, "eta": args.eta, "clamp": args.clamp}
+    from .samplers.options import SAMPLER_OPTIONS
+
+    options = {o.argument: getattr(args, o.name) for o in SAMPLER_OPTIONS.values() if o.name != "num_steps"}
+    return {"label": args.label, "sampler": args.sampler, "seed": args.seed, **options}
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
@@ -232,7 +260,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         sampler=args.sampler, seed=args.seed, device=args.device, precision=args.precision, label=args.label,
         temperature=args.temperature,
         top_p=args.top_p, eta=args.eta, clamp=args.clamp, mauve=args.mauve, classifier=args.classifier, references=args.references,
-        multiple_choice=args.multiple_choice, max_items=args.max_items)
+        multiple_choice=args.multiple_choice, max_items=args.max_items, show=args.show)
     from .eval.report import format_table
 
     table = format_table(results)
@@ -243,6 +271,17 @@ def cmd_eval(args: argparse.Namespace) -> int:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(dumps(results, indent=2) + "\n", encoding="utf-8")
         out.with_suffix(".md").write_text(table + "\n", encoding="utf-8")
+    return 0
+
+
+def cmd_distill(args: argparse.Namespace) -> int:
+    from .distill import distill
+
+    summary = distill(args.checkpoint, args.steps, out_dir=args.out_dir, rounds=args.rounds,
+                      teacher_steps=args.teacher_steps, max_steps=args.max_steps, learning_rate=args.learning_rate,
+                      batch_size=args.batch_size, device=args.device, progress=False if args.no_progress else None,
+                      resume=args.resume, overwrite=args.overwrite, still_masked=args.still_masked)
+    print(dumps(summary))
     return 0
 
 
@@ -320,7 +359,8 @@ def _flag_namer(parser: argparse.ArgumentParser, argv: list[str] | None):
 
 
 COMMANDS = {"train": cmd_train, "generate": cmd_generate, "view": cmd_view, "eval": cmd_eval,
-            "experiment": cmd_experiment, "plot": cmd_plot, "models": cmd_models, "dglm": cmd_dglm}
+            "experiment": cmd_experiment, "plot": cmd_plot, "models": cmd_models, "dglm": cmd_dglm,
+            "distill": cmd_distill}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -26,12 +26,15 @@ _FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 class MethodConfig:
     """Which diffusion (or AR) method, and its noise schedule."""
 
-    name: Literal["masked", "gaussian", "ar"] = "masked"
+    name: Literal["masked", "block", "gaussian", "ar"] = "masked"
     # A name in dlms.schedules.SCHEDULES of the method's kind; auto: the method's default
     # (masked: loglinear, gaussian: logsnr-cosine). Training saves the resolved name.
     schedule: str = "auto"
     antithetic: bool = True  # stratified t across the batch: lower-variance loss
-    eps: float = 1e-3  # masked: smallest t, keeps the 1/t weight finite
+    eps: float = 1e-3  # masked, block: smallest t, keeps the 1/t weight finite
+    # block: tokens per block. Attention is bidirectional inside a block and causal across
+    # blocks; 1 is autoregressive, data.seq_len is plain masked diffusion.
+    block_size: int = 4
     freeze_embeddings: bool = False  # gaussian: keep the token embeddings (the diffusion space) fixed
     prefix_prob: float = 0.5  # gaussian: share of training rows with a clean prompt prefix (the rest: unconditional)
     mse_weight: float = 1.0  # gaussian: loss = cross-entropy + mse_weight * MSE of the x0 estimate
@@ -135,6 +138,14 @@ class SampleConfig:
     top_p: float = 1.0
     guidance_scale: float = 1.0
     tokens_per_step: Optional[int] = None
+    # masked samplers (see dlms/samplers/masked.py): semi-autoregressive blocks (null: the
+    # sampler's default), the canvas cache, and the confidence rules of confidence/threshold.
+    block_size: Optional[int] = None
+    cache: Literal["none", "prefix", "dual"] = "none"
+    threshold: float = 0.9  # threshold sampler: commit every position at least this confident
+    factor: Optional[float] = None  # threshold sampler: the factor rule instead of the threshold
+    confidence: Literal["prob", "margin", "entropy"] = "prob"
+    remasking: Literal["low_confidence", "random"] = "low_confidence"  # confidence sampler
     eta: float = 0.0  # ddim: 0 deterministic, 1 as stochastic as ddpm
     clamp: bool = False  # ddpm/ddim: snap each x0 estimate to the nearest token embedding
     seed: int = 0
@@ -151,6 +162,18 @@ class EvalConfig:
 
 
 @dataclass
+class DistillConfig:
+    """Provenance of a student written by `dlms distill` (all empty for an ordinary run).
+    Informational: training and sampling never read it."""
+
+    teacher: Optional[str] = None  # the run that was distilled (the first round's teacher)
+    teacher_steps: int = 0  # that run's sampling steps
+    objective: Optional[Literal["sdtt", "progressive"]] = None  # masked: SDTT (KL); gaussian: progressive
+    round: int = 0  # this student's round (its steps: teacher_steps / 2**round)
+    rounds: int = 0  # rounds of the whole distillation
+
+
+@dataclass
 class RunConfig:
     """Everything a run needs; saved fully resolved next to every checkpoint."""
 
@@ -160,6 +183,7 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -268,6 +292,7 @@ _RANGES = [
     ("train.save_every", lambda v: v >= 1, "at least 1"),
     ("train.log_every", lambda v: v >= 1, "at least 1"),
     ("method.eps", lambda v: 0 < v < 0.5, "in (0, 0.5)"),
+    ("method.block_size", lambda v: v >= 1, "at least 1 (tokens per block)"),
     ("method.prefix_prob", lambda v: 0 <= v <= 1, "in [0, 1]"),
     ("method.mse_weight", lambda v: v >= 0, "at least 0"),
     ("method.embedding_norm", lambda v: v > 0, "positive"),
@@ -287,11 +312,17 @@ _RANGES = [
     ("sample.top_k", lambda v: v >= 0, "at least 0 (0: off)"),
     ("sample.top_p", lambda v: 0 < v <= 1, "in (0, 1] (1: off)"),
     ("sample.tokens_per_step", lambda v: v is None or v >= 1, "at least 1 (or null)"),
+    ("sample.block_size", lambda v: v is None or v >= 1, "at least 1 (or null: the sampler's default)"),
+    ("sample.threshold", lambda v: 0 < v <= 1, "in (0, 1]"),
+    ("sample.factor", lambda v: v is None or v > 0, "positive (or null: use the threshold)"),
     ("sample.seed", lambda v: v >= 0, "at least 0"),
     ("eval.elbo_passes", lambda v: v >= 1, "at least 1"),
     ("eval.batch_size", lambda v: v >= 1, "at least 1"),
     ("eval.max_batches", lambda v: v is None or v >= 1, "at least 1 (or null)"),
     ("eval.seed", lambda v: v >= 0, "at least 0"),
+    ("distill.teacher_steps", lambda v: v >= 0, "at least 0"),
+    ("distill.round", lambda v: v >= 0, "at least 0"),
+    ("distill.rounds", lambda v: v >= 0, "at least 0"),
 ]
 
 

@@ -14,19 +14,19 @@ import torch
 
 from .assembly import autocast_context, build_parts, dataset_from_config, resolve_precision
 from .config import RunConfig
-from .checks import check_int, check_number
+from .checks import check_int
 from .errors import ArgumentError, CheckpointError, DlmsError
 from .eval.likelihood import evaluate_likelihood
 from .samplers import build_sampler
+from .samplers.options import SAMPLER_OPTIONS, check_option
+
+# A sampler option -> the argument of `sample` / `sample_ids` that sets it.
+SAMPLING_ARGUMENTS = {name: option.argument for name, option in SAMPLER_OPTIONS.items()}
 from .training.checkpoint import (find_checkpoint, load_weights, read_config, read_tensors, read_trainer_state,
                                   save_checkpoint)
 from .training.distributed import resolve_device
 
 MASK_GLYPH = "_"
-# A sampler option -> the argument of `sample` / `sample_ids` that sets it.
-SAMPLING_ARGUMENTS = {"num_steps": "steps", "temperature": "temperature", "top_k": "top_k", "top_p": "top_p",
-                      "guidance_scale": "guidance", "tokens_per_step": "tokens_per_step", "eta": "eta",
-                      "clamp": "clamp"}
 Label = str | int  # a class name, or its id
 
 
@@ -135,18 +135,25 @@ class DiffusionLM:
                guidance: float | None = None, *, label: Label | Sequence[Label] | None = None, num_samples: int = 1,
                sampler: str | None = None, temperature: float | None = None, top_k: int | None = None,
                top_p: float | None = None, tokens_per_step: int | None = None, seed: int | None = None,
+               block_size: int | None = None, cache: str | None = None, threshold: float | None = None,
+               factor: float | None = None, confidence: str | None = None, remasking: str | None = None,
                eta: float | None = None, clamp: bool | None = None,
                callback: Callable[[int, int, list[str]], None] | None = None) -> list[str]:
         """`num_samples` texts of `length` tokens (prompt included; default the training seq_len).
 
         `guidance` is the classifier-free guidance scale for `label` (1 = plain conditional);
-        `label` is one class for every sample or a list with one per sample.
-        `eta` and `clamp` are options of the gaussian samplers (ddim noise, snapping x0 to tokens).
+        `label` is one class for every sample or a list with one per sample. The other options
+        belong to some samplers only (dlms/samplers/options.py says which): `block_size`,
+        `cache`, `threshold`, `factor`, `confidence`, `remasking` to the masked samplers, `eta`
+        and `clamp` to the gaussian ones; one that the chosen sampler does not take is an error.
+        None means the run's default (its `sample` config section).
         `callback(step, num_steps, texts)` sees the partly denoised texts after every step.
         """
         ids = self.sample_ids(prompt, length, steps, guidance, label=label, num_samples=num_samples,
                               sampler=sampler, temperature=temperature, top_k=top_k, top_p=top_p,
-                              tokens_per_step=tokens_per_step, seed=seed, eta=eta, clamp=clamp,
+                              tokens_per_step=tokens_per_step, seed=seed, block_size=block_size, cache=cache,
+                              threshold=threshold, factor=factor, confidence=confidence, remasking=remasking,
+                              eta=eta, clamp=clamp,
                               callback=(lambda i, n, x: callback(i, n, self.render(x))) if callback else None)
         return self.decode(ids)
 
@@ -195,32 +202,30 @@ class DiffusionLM:
                    num_samples: int = 1,
                    sampler: str | None = None, temperature: float | None = None, top_k: int | None = None,
                    top_p: float | None = None, tokens_per_step: int | None = None, seed: int | None = None,
+                   block_size: int | None = None, cache: str | None = None, threshold: float | None = None,
+                   factor: float | None = None, confidence: str | None = None, remasking: str | None = None,
                    eta: float | None = None, clamp: bool | None = None,
                    callback: Callable[[int, int, torch.Tensor], None] | None = None) -> torch.Tensor:
         """Like `sample` but returns the token ids [num_samples, length]."""
         s = self.cfg.sample
-        check_int("steps", steps, 1)
-        check_number("eta", eta, 0.0, 1.0, note="0: deterministic ddim, 1: as noisy as ddpm")
-        check_number("temperature", temperature, 0.0, note="0: greedy")
-        check_int("top_k", top_k, 0)
-        check_number("top_p", top_p, 0.0, 1.0, low_open=True, note="1: off")
-        check_number("guidance", guidance, note="classifier-free guidance scale, 1: off")
-        check_int("tokens_per_step", tokens_per_step, 1)
+        # What the caller gave (None: not given), by the samplers' option names.
+        given = {"num_steps": steps, "temperature": temperature, "top_k": top_k, "top_p": top_p,
+                 "guidance_scale": guidance, "tokens_per_step": tokens_per_step, "block_size": block_size,
+                 "cache": cache, "threshold": threshold, "factor": factor, "confidence": confidence,
+                 "remasking": remasking, "eta": eta, "clamp": clamp}
+        chosen = build_sampler(sampler or s.sampler, self.method, self.model)
+        for option, value in given.items():
+            if value is not None and option not in chosen.options:
+                takes = {f"t{i}": SAMPLER_OPTIONS[o].argument for i, o in enumerate(chosen.options)}
+                raise ArgumentError(f"{{arg}} does not apply to the '{chosen.name}' sampler (it takes "
+                                    + ", ".join(f"{{{key}}}" for key in takes)
+                                    + "); drop {arg} or choose a sampler that uses it",
+                                    arg=SAMPLER_OPTIONS[option].argument, **takes)
+            check_option(SAMPLER_OPTIONS[option], value)
         check_int("seed", seed, 0)
         canvas, fixed = self.canvas(prompt, length, num_samples)
         labels = self._label_ids(label, num_samples)
         generator = torch.Generator(device=self.device).manual_seed(s.seed if seed is None else seed)
-        chosen = build_sampler(sampler or s.sampler, self.method, self.model)
-        # What the caller gave (None: not given) and the run's defaults, by the samplers' option names.
-        given = {"num_steps": steps, "temperature": temperature, "top_k": top_k, "top_p": top_p,
-                 "guidance_scale": guidance, "tokens_per_step": tokens_per_step, "eta": eta, "clamp": clamp}
-        for option, value in given.items():
-            if value is not None and option not in chosen.options:
-                takes = {f"t{i}": SAMPLING_ARGUMENTS[o] for i, o in enumerate(chosen.options)}
-                raise ArgumentError(f"{{arg}} does not apply to the '{chosen.name}' sampler (it takes "
-                                    + ", ".join(f"{{{key}}}" for key in takes)
-                                    + "); drop {arg} or choose a sampler that uses it",
-                                    arg=SAMPLING_ARGUMENTS[option], **takes)
         options = {o: getattr(s, o) if given[o] is None else given[o] for o in chosen.options}
         # Without labels, guidance contrasts the prompt with the prompt hidden; the start tokens stay.
         prompt = fixed.clone()

@@ -50,7 +50,13 @@ def compatible_samplers(method: str) -> list[str]:
     return [name for name in SAMPLERS.names() if method in SAMPLERS.get(name).method_names]
 
 
-RUNS = [(m, b, p) for m in METHODS.names() for b in BACKBONES for p in PRECISIONS]
+def fits(method: str, backbone: str) -> bool:
+    """A method that needs the built-in backbone (block: it passes an attention mask) refuses the
+    others at config resolution; tests/unit/test_block_method.py checks that error."""
+    return backbone == "transformer" or not getattr(METHODS.get(method), "needs_builtin_backbone", False)
+
+
+RUNS = [(m, b, p) for m in METHODS.names() for b in BACKBONES for p in PRECISIONS if fits(m, b)]
 CAUSAL_RUNS = [(m, b, p) for m, b, p in RUNS if METHODS.get(m).causal]
 SAMPLES = [(m, s, b, p) for m, b, p in RUNS for s in compatible_samplers(m)]
 SCHEDULE_RUNS = [(kind, name, p) for kind in SCHEDULE_METHOD for name in schedule_names(kind) for p in PRECISIONS]
@@ -162,7 +168,9 @@ def test_every_compatible_sampler(trained, method, sampler, backbone, precision)
     prefix = torch.tensor(lm.encode_prompt("the cat"))
     declared = SAMPLERS.get(sampler).options
     steps = {"steps": 4} if "num_steps" in declared else {}
-    values = {"temperature": 0.5, "top_k": 5, "top_p": 0.9, "eta": 0.5, "clamp": True, "tokens_per_step": 3}
+    values = {"temperature": 0.5, "top_k": 5, "top_p": 0.9, "eta": 0.5, "clamp": True, "tokens_per_step": 3,
+              "block_size": 4, "threshold": 0.5, "confidence": "margin", "remasking": "random",
+              "cache": "dual" if backbone == "transformer" else "none"}
     every_other = {SAMPLING_ARGUMENTS[o]: values[SAMPLING_ARGUMENTS[o]] for o in declared if SAMPLING_ARGUMENTS[o] in values}
     option_sets = ({}, {"label": lm.balanced_labels(2), "guidance": 2.0}, every_other)
     for options in option_sets:

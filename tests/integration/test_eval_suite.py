@@ -19,6 +19,7 @@ def test_eval_reports_both_bounds_and_every_generation_figure(trained_runs, tmp_
     out = tmp_path / "report" / "masked.json"
     r = run_eval(capsys, "--checkpoint", masked, "--evaluator", ar, "--passes", "4", "--max_sequences", "16",
                  "--discrete_steps", "4", "--num_samples", "12", "--mauve", "--output", str(out))
+    assert r["evaluator"] == ar and len(r["examples"]) == 5  # five samples shown unless --show says otherwise
     assert r["val_bound"] is True and r["val_discrete_steps"] == 4
     assert r["val_se"] > 0 and r["val_discrete_se"] > 0
     # four steps is a coarse grid: its bound sits above the continuous one
@@ -29,6 +30,31 @@ def test_eval_reports_both_bounds_and_every_generation_figure(trained_runs, tmp_
     assert 0 <= r["mauve"] <= 1 and r["gen_ppl"] > 1 and 0 <= r["self_bleu"] <= 100
     assert json.loads(out.read_text())["val_nll"] == r["val_nll"]
     assert "| val_discrete_nll |" in out.with_suffix(".md").read_text()
+    # every quality figure beside the samples' length and diversity and the data's own
+    for key in ("mean_words", "empty_share", "data_mean_words", "data_unigram_entropy", "length_gap", "entropy_gap",
+                "at_data_length", "data_samples"):
+        assert key in r, key
+    assert r["data_mean_words"] > 3 and r["data_unigram_entropy"] > 0
+    assert r["length_gap"] == pytest.approx(r["mean_words"] / r["data_mean_words"] - 1)
+    assert r["entropy_gap"] == pytest.approx(r["unigram_entropy"] / r["data_unigram_entropy"] - 1)
+    assert r["at_data_length"] is (abs(r["length_gap"]) <= 0.1 and abs(r["entropy_gap"]) <= 0.05)
+    assert "| at_data_length |" in out.with_suffix(".md").read_text()
+
+
+def test_eval_shows_n_samples_and_never_scores_a_model_by_itself(trained_runs, capsys):
+    """--show N prints N samples; an AR run evaluated without an evaluator gets no gen_ppl (it would
+    be its own judge) and a note that says so."""
+    capsys.readouterr()
+    assert main(["eval", "--checkpoint", str(trained_runs["ar"]), "--passes", "0", "--num_samples", "9",
+                 "--show", "7"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    r = json.loads(lines[-1])
+    shown = [line for line in lines if line.startswith("  sample: ")]
+    assert len(shown) == 7 and len(r["examples"]) == 7 and r["samples"] == 9
+    assert "gen_ppl" not in r and "evaluator" not in r
+    assert any(line.startswith("note: no gen_ppl") for line in lines)
+    assert any(note.startswith("no gen_ppl") for note in r["notes"])
+    assert ("| at_data_length | False |" in lines) == any(n.startswith("not at the data's length") for n in r["notes"])
 
 
 def test_eval_likelihood_does_not_depend_on_batch_size(trained_runs, capsys):

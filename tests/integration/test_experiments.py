@@ -81,6 +81,19 @@ def test_sweeps_train_their_model_write_rows_and_redraw_plots(tmp_path, capsys):
     assert [(r["sampler"], int(r["steps"])) for r in rows] == [("ancestral", 2), ("ancestral", 8),
                                                                ("confidence", 2), ("confidence", 8)]
     assert all(float(r["tokens_per_s"]) > 0 for r in rows)
+    # every row carries the samples' length and entropy beside the data's, and the verdict
+    for r in rows:
+        assert float(r["data_mean_words"]) > 3 and float(r["data_unigram_entropy"]) > 0
+        assert float(r["length_gap"]) == pytest.approx(float(r["mean_words"]) / float(r["data_mean_words"]) - 1)
+        assert float(r["entropy_gap"]) == pytest.approx(float(r["unigram_entropy"]) / float(r["data_unigram_entropy"]) - 1)
+        assert r["at_data_length"] == str(abs(float(r["length_gap"])) <= 0.1 and abs(float(r["entropy_gap"])) <= 0.05)
+    report = (tmp_path / "sa" / "report.md").read_text()
+    assert " at_data_length |" in report  # a column of the table
+    off = [r["cell"] for r in rows if r["at_data_length"] == "False"]
+    assert (f"Not at the data's length, so no quality claim: {', '.join(off)}." in report if off
+            else "Every row is at the data's length." in report)
+    assert "No `gen_ppl`: no evaluator" in report
+    assert all("at_data_length" in r for r in read_rows(tmp_path / "gs"))
     for png in ("quality_vs_steps.png", "quality_vs_speed.png"):
         (tmp_path / "sa" / png).unlink()
     capsys.readouterr()
@@ -103,3 +116,14 @@ def test_bad_experiment_specs_get_one_clear_error(tmp_path, capsys):
         load_experiment(bad_base)
     assert main(["plot", str(tmp_path)]) == 2
     assert "not an experiment folder" in capsys.readouterr().err
+    # the model sampled from never scores its own samples
+    same = write_spec(tmp_path / "d.yaml", experiment="sampler-ablation", base=TINY_BASE,
+                      checkpoint=str(tmp_path / "run"), evaluator=str(tmp_path / "run" / "checkpoint"))
+    (tmp_path / "run" / "checkpoint").mkdir(parents=True)
+    (tmp_path / "run" / "checkpoint" / "trainer_state.json").write_text("{}")
+    assert main(["experiment", "sampler-ablation", "--config", str(same)]) == 2
+    assert "own samples" in capsys.readouterr().err
+    trained_here = write_spec(tmp_path / "e.yaml", experiment="sampler-ablation", base=TINY_BASE,
+                              out_dir=str(tmp_path / "sa"), evaluator=str(tmp_path / "sa" / "model"))
+    with pytest.raises(ConfigError, match="own samples"):  # the model it would train, before training it
+        load_experiment(trained_here)

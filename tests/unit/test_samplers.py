@@ -60,6 +60,14 @@ def gen(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
+def before_end(out: torch.Tensor, fixed: torch.Tensor) -> torch.Tensor:
+    """bool [B, L]: the positions up to each row's first generated end-of-text or padding token
+    (the samplers end a text there: what follows becomes padding)."""
+    end = ((out == SPECIAL.eos) | (out == SPECIAL.pad)) & ~fixed
+    first = torch.where(end.any(-1), end.float().argmax(-1), torch.full((out.shape[0],), out.shape[1]))
+    return torch.arange(out.shape[1])[None, :] <= first[:, None]
+
+
 class CountingModel(nn.Module):
     """Wraps a backbone and counts calls and rows it was asked for."""
 
@@ -166,8 +174,8 @@ def test_ancestral_callback_counts_and_monotone_unmasking():
     assert [s[0] for s in states] == list(range(1, 8)) and all(s[1] == 7 for s in states)
     masks = [int((x == SPECIAL.mask).sum()) for _, _, x in states]
     assert masks == sorted(masks, reverse=True) and masks[-1] == 0
-    for _, _, x in states:  # a revealed token never changes again
-        revealed = x != SPECIAL.mask
+    for _, _, x in states:  # a revealed token never changes again (until the text's end)
+        revealed = (x != SPECIAL.mask) & before_end(out, fixed)
         assert torch.equal(x[revealed], out[revealed])
 
 
@@ -177,7 +185,7 @@ def test_confidence_tokens_per_step(k):
     canvas, fixed = canvas_and_fixed()
     free = int((~fixed).sum(-1).max())  # 9
     remaining = []
-    out = sampler.sample(canvas, fixed, num_steps=64, tokens_per_step=k, generator=gen(0),
+    out = sampler.sample(canvas, fixed, num_steps=64, tokens_per_step=k, block_size=L, generator=gen(0),
                          callback=lambda i, n, x: remaining.append((x == SPECIAL.mask).sum(-1)))
     assert len(remaining) == math.ceil(free / k)
     before = (~fixed).sum(-1)
@@ -204,7 +212,7 @@ def test_confidence_even_share_per_step():
     sampler = build_sampler("confidence", MASKED, BIDIR)
     canvas = torch.full((1, L), SPECIAL.mask)
     remaining = []
-    sampler.sample(canvas, None, num_steps=5, generator=gen(0),
+    sampler.sample(canvas, None, num_steps=5, block_size=L, generator=gen(0),
                    callback=lambda i, n, x: remaining.append(int((x == SPECIAL.mask).sum())))
     # 12 tokens over 5 steps: ceil(12/5)=3, ceil(9/4)=3, ceil(6/3)=2, ceil(4/2)=2, 2.
     assert remaining == [9, 6, 4, 2, 0]
@@ -326,9 +334,11 @@ def test_masked_sampler_with_labels_changes_output():
     perturb_modulation(model)
     sampler = build_sampler("ancestral", MASKED, model)
     canvas = torch.full((4, L), SPECIAL.mask)
-    a = sampler.sample(canvas, None, labels=torch.zeros(4, dtype=torch.long), guidance_scale=3.0,
+    canvas[:, -1] = 5  # a fixed last token: no text ends before it, so whole rows are compared
+    fixed = canvas != SPECIAL.mask
+    a = sampler.sample(canvas, fixed, labels=torch.zeros(4, dtype=torch.long), guidance_scale=3.0,
                        num_steps=6, temperature=0.0, generator=gen(0))
-    b = sampler.sample(canvas, None, labels=torch.ones(4, dtype=torch.long), guidance_scale=3.0,
+    b = sampler.sample(canvas, fixed, labels=torch.ones(4, dtype=torch.long), guidance_scale=3.0,
                        num_steps=6, temperature=0.0, generator=gen(0))
     assert not (a == SPECIAL.mask).any() and not torch.equal(a, b)
 

@@ -213,6 +213,30 @@ def _is_dlms_run(path: Path) -> bool:
     return any((p / "trainer_state.json").is_file() for p in (path, path / CHECKPOINT, path / f".{CHECKPOINT}.old"))
 
 
+def _run_folder(path: Path) -> Path:
+    """The run folder `path` names (a run folder, or its checkpoint folder), resolved."""
+    from ..training.checkpoint import CHECKPOINT
+
+    path = path.expanduser().resolve()
+    if path.name in (CHECKPOINT, f".{CHECKPOINT}.old") and (path / "trainer_state.json").is_file():
+        return path.parent
+    return path
+
+
+def check_independent(checkpoint: str | Path, evaluator: str | Path, what: str = "evaluated") -> None:
+    """DlmsError unless the evaluator is another model than the run being `what` (compared):
+    a model that scores its own samples flatters them. Compares the resolved run folders (a run
+    folder and its checkpoint folder are the same run)."""
+    if _run_folder(Path(str(evaluator))) == _run_folder(Path(str(checkpoint))):
+        raise DlmsError(
+            f"the evaluator '{evaluator}' is the model being {what} ('{checkpoint}'): a model must not score its "
+            "own samples; train or pick another AR run as the evaluator (a different train.seed or data.split) "
+            "or pass a Hugging Face causal LM",
+            cli=f"--evaluator '{evaluator}' is the model being {what} (--checkpoint '{checkpoint}'): a model must "
+                "not score its own samples; train or pick another AR run as the evaluator (a different "
+                "train.seed or data.split) or pass a Hugging Face causal LM")
+
+
 def load_evaluator(spec: str, device: str = "auto") -> Evaluator:
     """The evaluator named by `spec`: a dlms 'ar' run folder, or a Hugging Face causal LM (a local
     folder, or a Hub id when the Hub is reachable). Any failure is a one-line `DlmsError`."""

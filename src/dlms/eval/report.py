@@ -3,9 +3,12 @@
 - likelihood: the validation NLL per token, exact for AR; for diffusion the continuous-time ELBO
   bound and the discrete-time bound with `discrete_steps` steps side by side, each with its Monte
   Carlo standard error (per-sequence seeded noise: independent of the batch size);
-- generation: samples scored by eval/generation.py (unigram entropy, distinct-1/2/3, self-BLEU,
-  perplexity under an `evaluator`, MAUVE against validation texts with the evaluator's features,
-  grammaticality and label accuracy on the built-in corpus, accuracy by a given `classifier`);
+- generation: samples scored by eval/generation.py (length and unigram entropy beside the data's
+  own, computed the same way on validation texts, their gaps and `at_data_length`; distinct-1/2/3,
+  self-BLEU, perplexity under an `evaluator` that is never the evaluated run itself, MAUVE against
+  validation texts with the evaluator's features, grammaticality and label accuracy on the
+  built-in corpus, accuracy by a given `classifier`). Without an evaluator there is no `gen_ppl`
+  (a model never scores its own samples) and `notes` says so;
 - conditional generation against references (BLEU, ROUGE; e.g. E2E prepared by eval/tasks.py)
   and multiple choice scored by likelihood (the ELBO for diffusion).
 """
@@ -14,8 +17,12 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from .evaluator import load_evaluator
-from .generation import generation_figures
+from .evaluator import check_independent, load_evaluator
+from .generation import DATA_TEXTS, data_length_note, data_reference_texts, generation_figures
+
+NO_EVALUATOR_NOTE = ("no gen_ppl: no independent evaluator was given (a model never scores its own samples); "
+                     "pass --evaluator with an AR run that is not one of the models compared (another seed or "
+                     "split) or a Hugging Face LM")
 
 
 def evaluate_run(checkpoint: str, *, dataset: str | None = None, evaluator: str | None = None,
@@ -25,14 +32,16 @@ def evaluate_run(checkpoint: str, *, dataset: str | None = None, evaluator: str 
                  precision: str | None = None,
                  label: str | None = None, temperature: float | None = None, top_p: float | None = None,
                  eta: float | None = None, clamp: bool | None = None, mauve: bool = False, classifier: str | None = None, references: str | None = None,
-                 multiple_choice: str | None = None, max_items: int | None = None) -> dict[str, Any]:
+                 multiple_choice: str | None = None, max_items: int | None = None, show: int = 5) -> dict[str, Any]:
     """Evaluate the run in `checkpoint`; returns a flat dict of figures (plus `examples`).
 
     `passes=0` skips the likelihood, `num_samples=0` the generation figures. Samples of a model
     trained with labels are drawn for every class in turn unless `label` names one class, or is
     "none" for the unconditional (null-class) model. `evaluator` (or its older name
-    `ar_checkpoint`): a dlms 'ar' run or a Hugging Face causal LM folder. `discrete_steps`
-    defaults to the run's sampling steps.
+    `ar_checkpoint`): a dlms 'ar' run or a Hugging Face causal LM folder, never `checkpoint`
+    itself (DlmsError); without one there is no `gen_ppl`. `discrete_steps` defaults to the
+    run's sampling steps. `show`: how many samples are kept in `examples`. `notes`: one-line
+    remarks (no evaluator, samples not at the data's length) when there are any.
     """
     from ..checks import check_int
     from ..model import DiffusionLM
@@ -42,16 +51,27 @@ def evaluate_run(checkpoint: str, *, dataset: str | None = None, evaluator: str 
     for name, value in (("batch_size", batch_size), ("max_sequences", max_sequences), ("num_steps", num_steps),
                         ("discrete_steps", discrete_steps), ("max_items", max_items)):
         check_int(name, value, 1)
-    lm = DiffusionLM.load_checkpoint(checkpoint, device=device, precision=precision)
+    check_int("show", show, 0, optional=False)
     judge_spec = evaluator or ar_checkpoint
+    if judge_spec:
+        check_independent(checkpoint, judge_spec)  # before minutes of loading and sampling
+    lm = DiffusionLM.load_checkpoint(checkpoint, device=device, precision=precision)
     judge = load_evaluator(judge_spec, device=device) if judge_spec else None
     results: dict[str, Any] = {"checkpoint": str(checkpoint), "method": lm.method.name, "precision": lm.precision}
+    if judge_spec:
+        results["evaluator"] = str(judge_spec)
+    notes: list[str] = []
     if passes != 0:
         results.update(_likelihood(lm, dataset, passes, max_sequences, batch_size, seed,
                                    discrete_steps or lm.cfg.sample.num_steps))
     if num_samples > 0:
         results.update(_generation(lm, judge, num_samples, num_steps, sampler, seed, label, temperature, top_p,
-                                   dataset, mauve, classifier, {"eta": eta, "clamp": clamp}))
+                                   dataset, mauve, classifier, {"eta": eta, "clamp": clamp}, show))
+        if judge is None:
+            notes.append(NO_EVALUATOR_NOTE)
+        length_note = data_length_note(results)
+        if length_note:
+            notes.append(length_note)
     if references:
         from .tasks import evaluate_references, read_reference_task
 
@@ -64,6 +84,8 @@ def evaluate_run(checkpoint: str, *, dataset: str | None = None, evaluator: str 
         mc = evaluate_multiple_choice(lm, read_multiple_choice(multiple_choice), passes=passes or None, seed=seed,
                                       max_items=max_items)
         results.update({f"mc_{k}": v for k, v in mc.items()})
+    if notes:
+        results["notes"] = notes
     return results
 
 
@@ -78,7 +100,7 @@ def _likelihood(lm, dataset, passes, max_sequences, batch_size, seed, discrete_s
 
 
 def _generation(lm, judge, num_samples, num_steps, sampler, seed, label, temperature, top_p, dataset, mauve,
-                classifier, gaussian_options) -> dict[str, Any]:
+                classifier, gaussian_options, show) -> dict[str, Any]:
     if label is None:
         labels = lm.balanced_labels(num_samples)
     else:
@@ -88,7 +110,6 @@ def _generation(lm, judge, num_samples, num_steps, sampler, seed, label, tempera
                         temperature=temperature, top_p=top_p, **gaussian_options)
     elapsed = time.perf_counter() - start
     texts = lm.decode(ids)
-    rows = [lm.tokenizer.encode(t, add_special_tokens=False) for t in texts]
     s = lm.cfg.sample
     chosen = sampler or s.sampler
     out: dict[str, Any] = {
@@ -99,12 +120,13 @@ def _generation(lm, judge, num_samples, num_steps, sampler, seed, label, tempera
         "sample_tokens_per_s": ids.numel() / elapsed,
     }
     builtin = (dataset or lm.cfg.data.dataset).startswith("builtin")
-    out.update(generation_figures(texts, rows, evaluator=judge, builtin=builtin, labels=labels,
-                                  label_column=lm.cfg.data.label_column))
-    validation = lm.dataset(dataset).val if lm.cfg.data.layout == "padded" or mauve else None
-    if lm.cfg.data.layout == "padded":  # one example per row: the length the samples should have
-        reference = validation.texts(lm.tokenizer, n=max(num_samples, 200))
-        out["data_mean_words"] = sum(len(t.split()) for t in reference) / max(len(reference), 1)
+    data = lm.dataset(dataset)
+    # The data's own length and entropy, from validation texts drawn as the samples are (same
+    # decoding, tokenizer and rows): the figures the samples' are compared with.
+    reference = data_reference_texts(lm, data, n=max(num_samples, DATA_TEXTS), labels=labels)
+    out.update(generation_figures(texts, tokenizer=lm.tokenizer, data_texts=reference, evaluator=judge,
+                                  builtin=builtin, labels=labels, label_column=lm.cfg.data.label_column))
+    validation = data.val
     if mauve:
         if judge is None:
             from ..errors import DlmsError
@@ -119,18 +141,21 @@ def _generation(lm, judge, num_samples, num_steps, sampler, seed, label, tempera
         from .attributes import AttributeClassifier
 
         out["classifier_accuracy"] = AttributeClassifier(classifier).accuracy(texts, labels)
-    out["examples"] = texts[:5]
+    out["examples"] = texts[:show]
     return out
 
 
 def format_table(results: dict[str, Any]) -> str:
-    """The figures as a two-column Markdown table (examples listed after it)."""
+    """The figures as a two-column Markdown table, then the notes (`note: ...`) and the examples
+    (`  sample: ...`), one line each."""
     lines = ["| figure | value |", "|---|---|"]
     for key, value in results.items():
-        if key == "examples":
+        if key in ("examples", "notes"):
             continue
         shown = f"{value:.4f}" if isinstance(value, float) else str(value)
         lines.append(f"| {key} | {shown} |")
+    for note in results.get("notes", []):
+        lines.append(f"note: {note}")
     for text in results.get("examples", []):
-        lines.append(f"  sample: {text}")
+        lines.append("  sample: " + text.replace("\r", "").replace("\n", "\\n"))
     return "\n".join(lines)

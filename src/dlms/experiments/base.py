@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 import yaml
 
 from ..config import RunConfig, config_from_dict, flatten, read_yaml, set_dotted
-from ..errors import ConfigError
+from ..errors import ConfigError, DlmsError
 
 EXPERIMENTS: dict[str, type["Experiment"]] = {}
 RESULTS = "results.csv"
@@ -40,6 +40,7 @@ class Experiment:
         self.out_dir = out_dir
         self.base: dict[str, Any] = spec.get("base") or {}
         config_from_dict(copy.deepcopy(self.base))  # fail now, not after an hour, on a bad base config
+        self._check_evaluator()
 
     def option(self, key: str) -> Any:
         return self.spec.get(key, self.options[key])
@@ -80,13 +81,41 @@ class Experiment:
         return run
 
     def evaluator(self):
-        """The spec's `evaluator` (a dlms 'ar' run or a Hugging Face causal LM folder), or None."""
+        """The spec's `evaluator` (a dlms 'ar' run or a Hugging Face causal LM folder), or None.
+        Never the model the experiment samples from (ConfigError): no model scores its own samples."""
         spec = self.spec.get("evaluator")
         if not spec:
             return None
         from ..eval.evaluator import load_evaluator
 
+        self._check_evaluator()
         return load_evaluator(spec)
+
+    def _check_evaluator(self) -> None:
+        spec = self.spec.get("evaluator")
+        if not spec:
+            return
+        from ..eval.evaluator import check_independent
+
+        try:
+            check_independent(self.spec.get("checkpoint") or self.out_dir / "model", spec, what="sampled from")
+        except DlmsError as exc:
+            raise ConfigError(f"evaluator in the experiment config: {exc}") from None
+
+    def sample_figures(self, lm, texts: list[str], labels: list[str] | None = None) -> dict[str, Any]:
+        """The standard figures of samples of `lm` (eval/generation.py): length and unigram entropy
+        beside the data's own (validation texts drawn as the samples are, computed once per
+        experiment), gaps and `at_data_length`, diversity, perplexity under the spec's evaluator,
+        and on the built-in corpus grammaticality and label accuracy."""
+        from ..eval.generation import DATA_TEXTS, data_reference_texts, generation_figures
+
+        key = (len(texts), tuple(sorted({str(label) for label in labels})) if labels else None)
+        cache = self.__dict__.setdefault("_data_texts", {})
+        if key not in cache:
+            cache[key] = data_reference_texts(lm, n=max(len(texts), DATA_TEXTS), labels=labels)
+        return generation_figures(texts, tokenizer=lm.tokenizer, data_texts=cache[key], evaluator=self.evaluator(),
+                                  builtin=lm.cfg.data.dataset.startswith("builtin"), labels=labels,
+                                  label_column=lm.cfg.data.label_column)
 
     def cells(self) -> list[dict[str, Any]]:
         """The grid: one dict per cell, each with a unique string "cell"."""
@@ -101,9 +130,11 @@ class Experiment:
         raise NotImplementedError
 
     def report(self, rows: list[dict[str, str]], plots: list[Path]) -> str:
-        """A Markdown report made from results.csv alone: the command, the table, the plots."""
+        """A Markdown report made from results.csv alone: the command, the table, notes on the
+        samples' length and on the evaluator, the plots."""
         return "\n".join([f"# {self.name}: {self.summary}", "", *command_lines(self.out_dir), "",
-                          markdown_table(rows), "", *[f"![{p.stem}]({p.name})" for p in plots], ""])
+                          markdown_table(rows), "", *sample_notes(rows, self.spec.get("evaluator")),
+                          *[f"![{p.stem}]({p.name})" for p in plots], ""])
 
 
 def load_experiment(config: str | Path, name: str | None = None, out_dir: str | Path | None = None) -> Experiment:
@@ -138,6 +169,27 @@ def markdown_table(rows: list[dict[str, Any]], columns: list[str] | None = None)
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(shown(r.get(c, "")) for c in columns) + " |" for r in rows]
     return "\n".join(lines)
+
+
+def sample_notes(rows: list[dict[str, Any]], evaluator: str | None) -> list[str]:
+    """Markdown lines under a table of sample figures: which rows are not at the data's length
+    (eval/generation.py: their quality figures support no claim) and who scored the samples."""
+    if not rows or "mean_words" not in rows[0]:
+        return []
+    from ..eval.generation import ENTROPY_TOLERANCE, LENGTH_TOLERANCE
+
+    lines = []
+    if "at_data_length" in rows[0]:
+        off = [str(r.get("cell", "?")) for r in rows if str(r.get("at_data_length")) != "True"]
+        rule = (f"`at_data_length`: mean words within {LENGTH_TOLERANCE:.0%} of the data's and unigram entropy "
+                f"within {ENTROPY_TOLERANCE:.0%} of the data's (`length_gap`, `entropy_gap`)")
+        lines.append(f"{rule}. " + (f"Not at the data's length, so no quality claim: {', '.join(off)}."
+                                    if off else "Every row is at the data's length."))
+    else:
+        lines.append("These rows predate the data's figures (no `at_data_length`): rerun the cells to judge them.")
+    lines.append(f"`gen_ppl`: perplexity under the evaluator `{evaluator}`, not one of the models compared."
+                 if evaluator else "No `gen_ppl`: no evaluator (a model never scores its own samples).")
+    return [*lines, ""]
 
 
 def command_lines(out_dir: Path) -> list[str]:

@@ -4,8 +4,10 @@ success, for a model trained with a label column.
 Per cell (one guidance scale): `samples_per_label` samples for every label (or the listed
 `labels`), the same seeds in every cell, scored with the standard generation figures
 (eval/generation.py): attribute success is the share of samples that are grammatical and express
-their label by the built-in corpus's checker (built-in data) and, given an `evaluator`,
-perplexity under it. Plots: each figure against the scale, and attribute success against
+their label by the built-in corpus's checker (built-in data) and, given an `evaluator` (never
+the model sampled from), perplexity under it; mean words and unigram entropy beside the data's
+own (`length_gap`, `entropy_gap`, `at_data_length`: a row not at the data's length makes no
+quality claim; report.md lists them). Plots: each figure against the scale, and attribute success against
 diversity (distinct-2), the trade-off guidance moves along.
 """
 from __future__ import annotations
@@ -41,7 +43,6 @@ class GuidanceSweep(Experiment):
 
     def run_cell(self, cell: dict[str, Any], cell_dir: Path) -> list[dict[str, Any]]:
         from ..model import DiffusionLM
-        from ..eval.generation import generation_figures
 
         lm = DiffusionLM.load_checkpoint(self.model_checkpoint())
         column = lm.cfg.data.label_column
@@ -57,12 +58,9 @@ class GuidanceSweep(Experiment):
                             temperature=self.option("temperature"), top_p=self.option("top_p"))
         seconds = time.perf_counter() - start
         texts = lm.decode(ids)
-        rows = [lm.tokenizer.encode(t, add_special_tokens=False) for t in texts]
         cell_dir.mkdir(parents=True, exist_ok=True)
         (cell_dir / "samples.txt").write_text("".join(f"{l}\t{t}\n" for l, t in zip(wanted, texts)), encoding="utf-8")
-        figures = generation_figures(texts, rows, evaluator=self.evaluator(),
-                                     builtin=lm.cfg.data.dataset.startswith("builtin"), labels=wanted,
-                                     label_column=column)
+        figures = self.sample_figures(lm, texts, wanted)
         return [{"scale": cell["scale"], "samples": len(texts), "tokens_per_s": ids.numel() / seconds, **figures}]
 
     def plot(self, rows: list[dict[str, str]]) -> list[Path]:

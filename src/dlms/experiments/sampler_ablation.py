@@ -2,9 +2,12 @@
 
 Per cell (sampler, steps): `num_samples` unconditional samples (each label in turn for a model
 trained with labels), timed end to end (tokens/s of the sampler call), scored with the standard
-generation figures (eval/generation.py): perplexity under an `evaluator`, grammaticality on the
-built-in corpus, unigram entropy, distinct-n, self-BLEU. Every cell uses the same seed. Plots:
-each quality figure against steps (one line per sampler) and against tokens/s.
+generation figures (eval/generation.py): mean words and unigram entropy beside the data's own
+(`length_gap`, `entropy_gap`, and `at_data_length`: a row whose samples are not at the data's
+length makes no quality claim; report.md lists them), perplexity under an `evaluator` (never the
+model sampled from), grammaticality on the built-in corpus, distinct-n, self-BLEU. Every cell
+uses the same seed. Plots: each quality figure against steps (one line per sampler) and against
+tokens/s.
 """
 from __future__ import annotations
 
@@ -40,7 +43,6 @@ class SamplerAblation(Experiment):
 
     def run_cell(self, cell: dict[str, Any], cell_dir: Path) -> list[dict[str, Any]]:
         from ..model import DiffusionLM
-        from ..eval.generation import generation_figures
 
         lm = DiffusionLM.load_checkpoint(self.model_checkpoint())
         n = self.option("num_samples")
@@ -53,10 +55,7 @@ class SamplerAblation(Experiment):
         texts = lm.decode(ids)
         cell_dir.mkdir(parents=True, exist_ok=True)
         (cell_dir / "samples.txt").write_text("".join(t + "\n" for t in texts), encoding="utf-8")
-        figures = generation_figures(texts, [lm.tokenizer.encode(t, add_special_tokens=False) for t in texts],
-                                     evaluator=self.evaluator(),
-                                     builtin=lm.cfg.data.dataset.startswith("builtin"), labels=labels,
-                                     label_column=lm.cfg.data.label_column)
+        figures = self.sample_figures(lm, texts, labels)
         return [{"sampler": cell["sampler"], "steps": cell["steps"], "samples": n, "seconds": round(seconds, 3),
                  "tokens_per_s": ids.numel() / seconds, **figures}]
 

@@ -5,11 +5,13 @@ from ..config import MethodConfig
 from ..registry import Registry
 from .autoregressive import Autoregressive
 from .base import LossOutput, SpecialTokens
+from .block import BlockDiffusion
 from .gaussian import GaussianDiffusion
 from .masked import MaskedDiffusion
 
 METHODS: Registry = Registry("method")
 METHODS.register("masked")(MaskedDiffusion)
+METHODS.register("block")(BlockDiffusion)
 METHODS.register("ar")(Autoregressive)
 METHODS.register("gaussian")(GaussianDiffusion)
 
@@ -19,5 +21,5 @@ def build_method(cfg: MethodConfig, special: SpecialTokens):
     return METHODS.get(cfg.name)(cfg, special)
 
 
-__all__ = ["METHODS", "Autoregressive", "GaussianDiffusion", "LossOutput", "MaskedDiffusion", "SpecialTokens",
-           "build_method"]
+__all__ = ["METHODS", "Autoregressive", "BlockDiffusion", "GaussianDiffusion", "LossOutput", "MaskedDiffusion",
+           "SpecialTokens", "build_method"]

@@ -53,6 +53,10 @@ class MaskedDiffusion:
             masked &= maskable
         return torch.where(masked, torch.full_like(x0, self.special.mask), x0), masked
 
+    def attention_mask(self, length: int, device: torch.device) -> torch.Tensor | None:
+        """The attention pattern to sample with: None, every position sees every other."""
+        return None
+
     # ------------------------------------------------------------------ network
     def masked_log_probs(self, model, xt: torch.Tensor, masked: torch.Tensor, t: torch.Tensor,
                          labels: torch.Tensor | None) -> torch.Tensor:

@@ -5,10 +5,10 @@ from ..errors import ConfigError
 from ..registry import Registry
 from .autoregressive import AutoregressiveSampler
 from .gaussian import DDIMSampler, DDPMSampler
-from .masked import AncestralSampler, CachedAncestralSampler, ConfidenceSampler
+from .masked import AncestralSampler, CachedAncestralSampler, ConfidenceSampler, ThresholdSampler
 
 SAMPLERS: Registry = Registry("sampler")
-for _cls in (AncestralSampler, CachedAncestralSampler, ConfidenceSampler, AutoregressiveSampler, DDPMSampler,
+for _cls in (AncestralSampler, CachedAncestralSampler, ConfidenceSampler, ThresholdSampler, AutoregressiveSampler, DDPMSampler,
              DDIMSampler):
     SAMPLERS.register(_cls.name)(_cls)
 

@@ -1,192 +1,413 @@
-"""Samplers for masked diffusion: ancestral, cached ancestral and confidence-ordered unmasking.
+"""Samplers for masked diffusion: ancestral, cached ancestral, confidence and threshold.
 
-All three start from a canvas [B, L] whose free positions hold the mask token, never change
-the positions held fixed (a prompt prefix or any given tokens), and return tokens [B, L].
+Every sampler starts from a canvas [B, L] whose free positions hold the mask token, never
+changes the positions held fixed (a prompt, or any given tokens), and returns tokens [B, L].
+The update rules themselves are plain functions in unmasking.py; this file runs them.
+
+Options every masked sampler shares:
+- `block_size`: semi-autoregressive decoding (LLaDA): the canvas is cut into blocks of this
+  many positions (from position 0), decoded left to right; inside a block the sampler's rule
+  applies, later blocks stay masked. None: the sampler's default (ancestral and cached: the
+  whole canvas; confidence and threshold: 8; a block-diffusion model: its trained block size,
+  the only one it accepts).
+- `cache` (built-in transformer only): "none" calls the network on the whole canvas each step;
+  "prefix" (Fast-dLLM) keeps the keys and values of the positions before the block from one
+  full forward per block and recomputes the block and everything after it; "dual" also keeps
+  those after the block and recomputes only the block. Both are approximations for an ordinary
+  bidirectional model (what lies outside the block is a block old) and exact for a
+  block-diffusion model, which never looks ahead.
+- End of text: after each block, a row whose decoded text holds an end-of-text (or padding)
+  token ends there: that token becomes end-of-text, everything after it padding, and the row
+  leaves the batch. So a text's length is where the model ended it, never which padding happened
+  to be committed first, and a batch stops early when every row has ended.
 
 Classifier-free guidance (`guidance_scale` != 1) contrasts the conditional prediction with an
 unconditional one: with `labels`, the same input under the null class; without labels, the
 input with the prompt's positions (`prompt`, bool [B, L]; default every fixed position) masked,
-as LLaDA guides on a prompt. A masked model needs no extra training for the latter: a masked
-prompt is just a noisier state of the same data.
+as LLaDA guides on a prompt.
+
+After `sample`, `stats` holds the steps run (callbacks made) and the network calls.
 """
 from __future__ import annotations
 
 import math
-from typing import Callable, Optional
+from dataclasses import dataclass
+from typing import Callable, Literal, Optional
 
 import torch
 
+from ..errors import ArgumentError
 from .common import check_canvas, filter_logits, sample_categorical
-from .guidance import guided_logits, mix_guidance
+from .guidance import mix_guidance
+from .unmasking import (CONFIDENCE_KINDS, ConfidenceKind, ancestral_reveal, commit_above_threshold,
+                        commit_by_factor, commit_most_confident, commit_random, confidence_scores, even_quota)
 
 # callback(step, num_steps, x_t [B, L]) is called after every step, e.g. to show the denoising.
 StepCallback = Optional[Callable[[int, int, torch.Tensor], None]]
+CacheMode = Literal["none", "prefix", "dual"]
+CACHE_MODES = ("none", "prefix", "dual")
+REMASKING = ("low_confidence", "random")
+
+
+@dataclass
+class SamplerStats:
+    """What the last `sample` call did: steps (callbacks) and backbone forward calls."""
+
+    steps: int = 0
+    network_calls: int = 0
+
+
+class _Block:
+    """The network calls of one block for the rows still decoding: the canvas cache, guidance
+    and a block-diffusion model's attention pattern are handled here."""
+
+    def __init__(self, sampler: "_MaskedSamplerBase", x: torch.Tensor, start: int, end: int, labels, prompt,
+                 guidance_scale: float, cache, kv):
+        self.s, self.x, self.start, self.end = sampler, x, start, end
+        self.labels, self.prompt, self.scale = labels, prompt, guidance_scale
+        self.cache_mode, self.kv = cache, kv
+        self.filled = False  # a bidirectional cache is filled by the block's first call
+
+    def rows(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, int]:
+        """The rows the network sees: (x_t [r*b, L], labels, r) with r = 2 under guidance."""
+        s = self.s
+        if self.scale == 1.0:
+            return x, self.labels, 1
+        if self.labels is not None:
+            null = torch.full_like(self.labels, s.model.null_class)
+            return x.repeat(2, 1), torch.cat([self.labels, null]), 2
+        if self.prompt is not None and bool(self.prompt.any()):
+            return torch.cat([x, x.masked_fill(self.prompt, s.mask_id)]), None, 2
+        return x, None, 1
+
+    def logits(self, x: torch.Tensor, select: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """Logits of p(x0 | x_t) [M, V] float32 at `select` (bool [b, L], inside this block's
+        reach), mask token excluded, guided when asked."""
+        s = self.s
+        rows, labels, reps = self.rows(x)
+        window = (0, x.shape[1])
+        extra = {}
+        if self.kv is not None:
+            if s.method.name == "block" or self.filled:
+                window = (self.start, self.end if self.cache_mode == "dual" or s.method.name == "block"
+                          else x.shape[1])
+            self.filled = True
+            self.kv.window = window
+            extra["cache"] = self.kv
+        else:
+            mask = s.method.attention_mask(x.shape[1], x.device)
+            if mask is not None:
+                extra["attn_mask"] = mask
+        a, b = window
+        time = t.expand(rows.shape[0]) if s.model.spec.time_conditioning else None
+        out = s.model(rows[:, a:b], select=select[:, a:b].repeat(reps, 1), time=time, labels=labels, **extra).float()
+        s.stats.network_calls += 1
+        logits = mix_guidance(*out.chunk(2), self.scale) if reps == 2 else out
+        logits[:, s.mask_id] = float("-inf")
+        return logits
+
+    def write_clean(self, x: torch.Tensor) -> None:
+        """Block diffusion with a cache: store the keys and values of this block's final tokens,
+        which every later block attends to (one forward of the block's positions)."""
+        s = self.s
+        rows, labels, _ = self.rows(x)
+        self.kv.window = (self.start, self.end)
+        time = torch.zeros(rows.shape[0], device=x.device) if s.model.spec.time_conditioning else None
+        s.model.hidden(rows[:, self.start:self.end], time=time, labels=labels, cache=self.kv)
+        s.stats.network_calls += 1
 
 
 class _MaskedSamplerBase:
-    method_names = ("masked",)
+    method_names = ("masked", "block")
     # The sampling options `sample` takes (DiffusionLM passes exactly these; any other is an error).
-    options: tuple[str, ...] = ("num_steps", "temperature", "top_k", "top_p", "guidance_scale")
+    options: tuple[str, ...] = ("num_steps", "temperature", "top_k", "top_p", "guidance_scale", "block_size", "cache")
     prompt_guidance = True  # without labels, guidance contrasts the prompt with the prompt masked (`prompt`)
+    default_block_size: int | None = None  # None: the whole canvas
 
     def __init__(self, method, model):
         self.method = method
         self.model = model
         self.mask_id = method.special.mask
+        self.stats = SamplerStats()
 
-    def denoiser_logits(self, xt: torch.Tensor, t: torch.Tensor, select: torch.Tensor,
-                        labels: torch.Tensor | None, guidance_scale: float,
-                        prompt: torch.Tensor | None = None) -> torch.Tensor:
-        """Logits of p(x0 | x_t) at the selected positions: [M, V] float32, mask token excluded;
-        guided against the null class (with `labels`) or against x_t with `prompt` masked."""
-        model = self.model
-        time_conditioned = model.spec.time_conditioning
-        if labels is None and guidance_scale != 1.0 and prompt is not None and bool(prompt.any()):
-            both = torch.cat([xt, xt.masked_fill(prompt, self.mask_id)])
-            out = model(both, select=select.repeat(2, 1), time=t.repeat(2) if time_conditioned else None)
-            cond, uncond = out.float().chunk(2)
-            logits = mix_guidance(cond, uncond, guidance_scale)
-            logits[:, self.mask_id] = float("-inf")
-            return logits
+    # ------------------------------------------------------------------ checks
+    def block_length(self, block_size: int | None, length: int) -> int:
+        trained = getattr(self.method, "block_size", None) if self.method.name == "block" else None
+        if trained is not None:
+            if block_size is not None and block_size != trained:
+                raise ArgumentError(f"{{block_size}} {block_size}: this block-diffusion model decodes blocks of its "
+                                    f"trained size {trained} only; drop {{block_size}} or pass {trained}",
+                                    block_size="block_size")
+            return trained
+        size = self.default_block_size if block_size is None else block_size
+        if size is not None and size < 1:
+            raise ValueError(f"block_size must be >= 1, got {size}")
+        return length if size is None else min(size, length)
 
-        def forward(lab: torch.Tensor | None) -> torch.Tensor:
-            reps = 1 if lab is None else lab.shape[0] // xt.shape[0]
-            return model(xt.repeat(reps, 1), select=select.repeat(reps, 1),
-                         time=t.repeat(reps) if time_conditioned else None, labels=lab)
+    def new_cache(self, cache: str, batch: int, length: int, device: torch.device):
+        if cache not in CACHE_MODES:
+            raise ValueError(f"unknown cache '{cache}'; use one of: {', '.join(CACHE_MODES)}")
+        if cache == "none":
+            return None
+        if not getattr(self.model, "supports_canvas_cache", False):
+            raise ArgumentError(f"{{cache}} {cache} needs the built-in transformer backbone; use {{cache}} none with "
+                                "this one (block decoding works without a cache)", cache="cache")
+        param = next(self.model.parameters())
+        dtype = torch.get_autocast_dtype(device.type) if torch.is_autocast_enabled(device.type) else param.dtype
+        return self.model.new_canvas_cache(batch, length, device, dtype, see_ahead=self.method.name != "block")
 
-        logits = guided_logits(forward, labels, model.null_class, guidance_scale).float()
-        logits[:, self.mask_id] = float("-inf")
-        return logits
+    # ------------------------------------------------------------------ the loop
+    def decode(self, canvas: torch.Tensor, fixed: torch.Tensor | None, *, labels, guidance_scale: float,
+               block_size: int | None, cache: str, generator, callback: StepCallback, prompt,
+               steps_in_block: Callable[[int, int], int], step) -> torch.Tensor:
+        """Decode block by block. `steps_in_block(free, blocks)` plans a block's steps from its
+        largest free count and the number of blocks to decode; `step(block, x, candidates, i,
+        steps, generator)` -> (commit bool [b, L], tokens long [b, L]) is the sampler's rule."""
+        fixed = check_canvas(canvas, fixed)
+        prompt = fixed if prompt is None else prompt
+        x = torch.where(fixed, canvas, torch.full_like(canvas, self.mask_id))
+        batch, length = x.shape
+        size = self.block_length(block_size, length)
+        self.stats = SamplerStats()
+        spans = [(a, min(a + size, length)) for a in range(0, length, size)]
+        todo = [(a, b) for a, b in spans if bool((~fixed[:, a:b]).any())]
+        plans = {span: steps_in_block(int((~fixed[:, span[0]:span[1]]).sum(-1).max()), len(todo)) for span in todo}
+        total = sum(plans.values())
+        active = torch.arange(batch, device=x.device)
+        exact = self.method.name == "block"
+        reps = 2 if guidance_scale != 1.0 and (labels is not None or bool(prompt.any())) else 1
+        kv = self.new_cache(cache, batch * reps, length, x.device) if exact else None
+        for a, b in spans:
+            if active.numel() == 0:
+                break
+            if (a, b) in plans:
+                if not exact:  # a bidirectional model's cache is refilled for every block
+                    kv = self.new_cache(cache, active.numel() * reps, length, x.device)
+                block = self._decode_block(x, active, a, b, plans[(a, b)], total, labels, prompt, guidance_scale,
+                                           cache, kv, generator, callback, step)
+            else:
+                block = _Block(self, x[active], a, b, None if labels is None else labels[active], prompt[active],
+                               guidance_scale, cache, kv)
+            if exact and kv is not None:
+                block.write_clean(x[active])
+            ended = self._end_rows(x, fixed, active, b)
+            if bool(ended.any()):
+                keep = ~ended
+                if exact and kv is not None:
+                    kv.keep_rows(torch.cat([keep.nonzero()[:, 0] + k * active.numel() for k in range(reps)]))
+                active = active[keep]
+        return x
+
+    def _decode_block(self, x, active, a, b, steps, total, labels, prompt, guidance_scale, cache, kv, generator,
+                      callback, step) -> _Block:
+        """Run the rule on positions [a, b) of the active rows until none is masked (in place)."""
+        block = _Block(self, x[active], a, b, None if labels is None else labels[active], prompt[active],
+                       guidance_scale, cache, kv)
+        in_block = torch.zeros(x.shape[1], dtype=torch.bool, device=x.device)
+        in_block[a:b] = True
+        for i in range(steps):
+            rows = x[active]
+            candidates = (rows == self.mask_id) & in_block
+            if not candidates.any():
+                break
+            commit, tokens = step(block, rows, candidates, i, steps, generator)
+            x[active] = torch.where(commit, tokens, rows)
+            self.stats.steps += 1
+            if callback:
+                callback(self.stats.steps, total, x)
+        return block
+
+    def _end_rows(self, x: torch.Tensor, fixed: torch.Tensor, active: torch.Tensor, decoded: int) -> torch.Tensor:
+        """Rows (of `active`) whose decoded part [0, decoded) holds a generated end-of-text or
+        padding token with nothing fixed after it: they end there (in place). -> bool [len(active)]."""
+        special = self.method.special
+        rows, fix = x[active], fixed[active]
+        end = ((rows == special.eos) | (rows == special.pad)) & ~fix
+        end[:, decoded:] = False
+        has_end = end.any(-1)
+        first = torch.where(has_end, end.float().argmax(-1), torch.full_like(has_end, x.shape[1], dtype=torch.long))
+        pos = torch.arange(x.shape[1], device=x.device)
+        fixed_after = (fix & (pos[None, :] > first[:, None])).any(-1)
+        ended = has_end & ~fixed_after
+        if ended.any():
+            tail = pos[None, :] > first[:, None]
+            rows = torch.where(ended[:, None] & tail, torch.full_like(rows, special.pad), rows)
+            rows = torch.where(ended[:, None] & (pos[None, :] == first[:, None]), torch.full_like(rows, special.eos), rows)
+            x[active] = rows
+        return ended
 
     @staticmethod
-    def time_grid(num_steps: int, device: torch.device) -> torch.Tensor:
-        """num_steps + 1 times from 1 down to 0."""
-        return torch.linspace(1.0, 0.0, num_steps + 1, device=device)
+    def times(i: int, steps: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """(t, s) of step i of `steps`: the block's grid runs from t = 1 down to 0."""
+        grid = torch.linspace(1.0, 0.0, steps + 1, device=device)
+        return grid[i], grid[i + 1]
 
 
 class AncestralSampler(_MaskedSamplerBase):
     """The reverse process of the forward masking: from t to s, each masked token is revealed
-    with probability (alpha_s - alpha_t) / (1 - alpha_t), its value drawn from p(x0 | x_t)."""
+    with probability (alpha_s - alpha_t) / (1 - alpha_t), its value drawn from p(x0 | x_t).
+    The network is called only when a token is revealed, and only there."""
 
     name = "ancestral"
-    use_cache = False
 
     @torch.no_grad()
     def sample(self, canvas: torch.Tensor, fixed: torch.Tensor | None = None, *, labels: torch.Tensor | None = None,
                guidance_scale: float = 1.0, num_steps: int = 64, temperature: float = 1.0, top_k: int = 0,
-               top_p: float = 1.0, generator: torch.Generator | None = None,
-               callback: StepCallback = None, prompt: torch.Tensor | None = None) -> torch.Tensor:
-        fixed = check_canvas(canvas, fixed)
-        prompt = fixed if prompt is None else prompt
-        x = torch.where(fixed, canvas, torch.full_like(canvas, self.mask_id))
+               top_p: float = 1.0, block_size: int | None = None, cache: CacheMode = "none",
+               generator: torch.Generator | None = None, callback: StepCallback = None,
+               prompt: torch.Tensor | None = None) -> torch.Tensor:
         schedule = self.method.schedule
-        times = self.time_grid(num_steps, x.device)
-        cached: list[torch.Tensor | None] = [None] * x.shape[0]  # per row: logits at its masked positions
-        for i in range(num_steps):
-            t, s = times[i], times[i + 1]
-            masked = x == self.mask_id
-            if not masked.any():
-                if callback:
-                    callback(i + 1, num_steps, x)
-                continue
-            alpha_t, alpha_s = schedule.alpha(t), schedule.alpha(s)
-            reveal_prob = 1.0 if i == num_steps - 1 else float((alpha_s - alpha_t) / (1.0 - alpha_t))
-            # Which masked tokens are revealed this step is decided first, so that the vocabulary
-            # projection and the sampling run only where a token is revealed.
-            u = torch.rand(int(masked.sum()), dtype=torch.float64, device=x.device, generator=generator)
-            reveal_among_masked = u < reveal_prob  # [M]
-            if not reveal_among_masked.any():
-                if callback:
-                    callback(i + 1, num_steps, x)
-                continue
-            reveal = torch.zeros_like(masked)
-            reveal[masked] = reveal_among_masked
-            if self.use_cache:
-                logits = self._row_logits(x, masked, t, labels, guidance_scale, cached, prompt)[reveal_among_masked]
-            else:
-                logits = self.denoiser_logits(x, t.expand(x.shape[0]), reveal, labels, guidance_scale, prompt)
-            proposal = sample_categorical(filter_logits(logits, top_k, top_p), temperature, generator)  # [R]
-            x_next = x.clone()
-            x_next[reveal] = proposal
-            if self.use_cache:
-                changed = (x_next != x).any(-1)
-                for row in changed.nonzero()[:, 0].tolist():
-                    cached[row] = None
-            x = x_next
-            if callback:
-                callback(i + 1, num_steps, x)
-        return x
 
-    def _row_logits(self, x, masked, t, labels, guidance_scale, cached, prompt) -> torch.Tensor:
-        """Logits [M, V] at every masked position; rows whose tokens did not change since the
-        last network call reuse that call's output."""
-        batch = x.shape[0]
-        t_b = t.expand(batch)
-        stale = [r for r in range(batch) if cached[r] is None]
-        if stale:
-            rows = torch.tensor(stale, device=x.device)
-            fresh = self.denoiser_logits(x[rows], t_b[rows], masked[rows], None if labels is None else labels[rows],
-                                         guidance_scale, prompt[rows])
-            counts = masked[rows].sum(-1).tolist()
-            for r, part in zip(stale, fresh.split(counts)):
-                cached[r] = part
-        return torch.cat([cached[r] for r in range(batch)])
+        def step(block, x, candidates, i, steps, gen):
+            t, s = self.times(i, steps, x.device)
+            alpha_t, alpha_s = schedule.alpha(t), schedule.alpha(s)
+            reveal_prob = 1.0 if i == steps - 1 else float((alpha_s - alpha_t) / (1.0 - alpha_t))
+            # Which tokens are revealed is decided first: the vocabulary projection and the
+            # sampling then run only where a token is revealed.
+            reveal = ancestral_reveal(candidates, reveal_prob, gen)
+            tokens = x.clone()
+            if reveal.any():
+                logits = self.reveal_logits(block, x, candidates, reveal, t)
+                tokens[reveal] = sample_categorical(filter_logits(logits, top_k, top_p), temperature, gen)
+            return reveal, tokens
+
+        return self.decode(canvas, fixed, labels=labels, guidance_scale=guidance_scale, block_size=block_size,
+                           cache=cache, generator=generator, callback=callback, prompt=prompt,
+                           steps_in_block=lambda free, blocks: max(1, math.ceil(num_steps / blocks)), step=step)
+
+    def reveal_logits(self, block: _Block, x, candidates, reveal, t) -> torch.Tensor:
+        return block.logits(x, reveal, t)
 
 
 class CachedAncestralSampler(AncestralSampler):
-    """Ancestral sampling that skips the network for rows in which no token changed.
+    """Ancestral sampling that skips the network for rows in which no token changed since its
+    last call, reusing that call's prediction at every masked position.
 
     Exact for models without time conditioning (their output depends on x_t only); for
-    time-conditioned models it reuses a slightly older time's prediction.
+    time-conditioned models it reuses a slightly older time's prediction. Pays off with more
+    steps than tokens, where most steps reveal nothing in a row.
     """
 
     name = "cached"
-    use_cache = True
+    options = ("num_steps", "temperature", "top_k", "top_p", "guidance_scale", "block_size")
 
-
-class ConfidenceSampler(_MaskedSamplerBase):
-    """Confidence-ordered unmasking (MaskGIT / LLaDA): each step predicts every masked token
-    and keeps the most confident ones, a fixed number per step; the rest stay masked."""
-
-    name = "confidence"
-    options = (*_MaskedSamplerBase.options, "tokens_per_step")
+    def reveal_logits(self, block: _Block, x, candidates, reveal, t) -> torch.Tensor:
+        memo = getattr(block, "memo", None)
+        if memo is None or memo[0].shape[0] != x.shape[0]:
+            memo = block.memo = (torch.zeros(*x.shape, self.method.special.vocab_size, device=x.device),
+                                 torch.zeros(x.shape[0], dtype=torch.bool, device=x.device), x.clone())
+        logits, valid, seen = memo
+        valid &= (seen == x).all(-1)
+        stale = (~valid).nonzero()[:, 0]
+        if stale.numel():
+            sub = _Block(self, x[stale], block.start, block.end, None if block.labels is None else block.labels[stale],
+                         None if block.prompt is None else block.prompt[stale], block.scale, "none", None)
+            fresh = sub.logits(x[stale], candidates[stale], t)
+            part = logits[stale]
+            part[candidates[stale]] = fresh.to(part.dtype)
+            logits[stale] = part
+            valid[stale] = True
+        seen.copy_(x)
+        return logits[reveal]
 
     @torch.no_grad()
     def sample(self, canvas: torch.Tensor, fixed: torch.Tensor | None = None, *, labels: torch.Tensor | None = None,
                guidance_scale: float = 1.0, num_steps: int = 64, temperature: float = 1.0, top_k: int = 0,
-               top_p: float = 1.0, tokens_per_step: int | None = None, generator: torch.Generator | None = None,
+               top_p: float = 1.0, block_size: int | None = None, generator: torch.Generator | None = None,
                callback: StepCallback = None, prompt: torch.Tensor | None = None) -> torch.Tensor:
-        fixed = check_canvas(canvas, fixed)
-        prompt = fixed if prompt is None else prompt
-        x = torch.where(fixed, canvas, torch.full_like(canvas, self.mask_id))
-        free = int((~fixed).sum(-1).max())
-        if tokens_per_step:
-            num_steps = max(1, math.ceil(free / tokens_per_step))
-        times = self.time_grid(num_steps, x.device)
-        for i in range(num_steps):
-            masked = x == self.mask_id
-            remaining = masked.sum(-1)  # [B]
-            if not masked.any():
-                if callback:
-                    callback(i + 1, num_steps, x)
-                continue
-            steps_left = num_steps - i
-            # An even share of what is left: every row finishes exactly at the last step.
+        return super().sample(canvas, fixed, labels=labels, guidance_scale=guidance_scale, num_steps=num_steps,
+                              temperature=temperature, top_k=top_k, top_p=top_p, block_size=block_size,
+                              cache="none", generator=generator, callback=callback, prompt=prompt)
+
+
+class ConfidenceSampler(_MaskedSamplerBase):
+    """Confidence-ordered unmasking (MaskGIT / LLaDA): each step predicts every masked token of
+    the block and keeps the most confident ones, a fixed number per step (`tokens_per_step`, or
+    an even share of the block's steps); the rest stay masked. `remasking="random"` keeps
+    randomly chosen ones instead (LLaDA's ablation)."""
+
+    name = "confidence"
+    options = (*_MaskedSamplerBase.options, "tokens_per_step", "confidence", "remasking")
+    default_block_size = 8
+
+    @torch.no_grad()
+    def sample(self, canvas: torch.Tensor, fixed: torch.Tensor | None = None, *, labels: torch.Tensor | None = None,
+               guidance_scale: float = 1.0, num_steps: int = 64, temperature: float = 1.0, top_k: int = 0,
+               top_p: float = 1.0, tokens_per_step: int | None = None, block_size: int | None = None,
+               cache: CacheMode = "none", confidence: ConfidenceKind = "prob",
+               remasking: Literal["low_confidence", "random"] = "low_confidence",
+               generator: torch.Generator | None = None, callback: StepCallback = None,
+               prompt: torch.Tensor | None = None) -> torch.Tensor:
+        _check_choice("confidence", confidence, CONFIDENCE_KINDS)
+        _check_choice("remasking", remasking, REMASKING)
+
+        def steps_in_block(free: int, blocks: int) -> int:
             if tokens_per_step:
-                quota = remaining.clamp(max=tokens_per_step)
+                return max(1, math.ceil(free / tokens_per_step))
+            return max(1, math.ceil(num_steps / blocks))
+
+        def step(block, x, candidates, i, steps, gen):
+            t, _ = self.times(i, steps, x.device)
+            logits = filter_logits(block.logits(x, candidates, t), top_k, top_p)
+            proposal = sample_categorical(logits, temperature, gen)  # [M]
+            remaining = candidates.sum(-1)
+            quota = remaining.clamp(max=tokens_per_step) if tokens_per_step else even_quota(remaining, steps - i)
+            if remasking == "random":
+                commit = commit_random(candidates, quota, gen)
             else:
-                quota = torch.div(remaining + steps_left - 1, steps_left, rounding_mode="floor")
-            logits = filter_logits(self.denoiser_logits(x, times[i].expand(x.shape[0]), masked, labels,
-                                                        guidance_scale, prompt), top_k, top_p)
-            proposal = sample_categorical(logits, temperature, generator)  # [M]
-            confidence = torch.full(x.shape, float("-inf"), device=x.device)
-            confidence[masked] = logits.log_softmax(-1).gather(-1, proposal[:, None]).squeeze(-1)
-            order = confidence.argsort(dim=-1, descending=True)
-            rank = torch.empty_like(order).scatter_(-1, order, torch.arange(x.shape[1], device=x.device).expand_as(order))
-            keep = masked & (rank < quota[:, None])
-            candidate = torch.full_like(x, self.mask_id)
-            candidate[masked] = proposal
-            x = torch.where(keep, candidate, x)
-            if callback:
-                callback(i + 1, num_steps, x)
-        return x
+                scores = torch.full(x.shape, float("-inf"), device=x.device)
+                scores[candidates] = confidence_scores(logits, proposal, confidence)
+                commit = commit_most_confident(scores, candidates, quota)
+            tokens = x.clone()
+            tokens[candidates] = proposal
+            return commit, tokens
+
+        return self.decode(canvas, fixed, labels=labels, guidance_scale=guidance_scale, block_size=block_size,
+                           cache=cache, generator=generator, callback=callback, prompt=prompt,
+                           steps_in_block=steps_in_block, step=step)
+
+
+class ThresholdSampler(_MaskedSamplerBase):
+    """Parallel decoding by confidence (Fast-dLLM): each step commits every masked position of
+    the block whose confidence reaches `threshold` (at least the most confident one), or with
+    `factor` the largest n whose n-th confidence c_n has (n + 1)(1 - c_n) < factor. Easy
+    stretches are written many tokens per call, hard ones a token at a time; the number of
+    steps follows (at most one per free position)."""
+
+    name = "threshold"
+    options = ("temperature", "top_k", "top_p", "guidance_scale", "block_size", "cache", "threshold", "factor",
+               "confidence")
+    default_block_size = 8
+
+    @torch.no_grad()
+    def sample(self, canvas: torch.Tensor, fixed: torch.Tensor | None = None, *, labels: torch.Tensor | None = None,
+               guidance_scale: float = 1.0, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
+               threshold: float = 0.9, factor: float | None = None, block_size: int | None = None,
+               cache: CacheMode = "none", confidence: ConfidenceKind = "prob",
+               generator: torch.Generator | None = None, callback: StepCallback = None,
+               prompt: torch.Tensor | None = None) -> torch.Tensor:
+        _check_choice("confidence", confidence, CONFIDENCE_KINDS)
+
+        def step(block, x, candidates, i, steps, gen):
+            # Time as the share of the block still masked (the network is told if it is time-conditioned).
+            t = candidates.sum(-1).max().float() / (block.end - block.start)
+            logits = filter_logits(block.logits(x, candidates, t), top_k, top_p)
+            proposal = sample_categorical(logits, temperature, gen)
+            scores = torch.full(x.shape, float("-inf"), device=x.device)
+            scores[candidates] = confidence_scores(logits, proposal, confidence)
+            if factor is not None:
+                commit = commit_by_factor(scores, candidates, factor)
+            else:
+                commit = commit_above_threshold(scores, candidates, threshold)
+            tokens = x.clone()
+            tokens[candidates] = proposal
+            return commit, tokens
+
+        return self.decode(canvas, fixed, labels=labels, guidance_scale=guidance_scale, block_size=block_size,
+                           cache=cache, generator=generator, callback=callback, prompt=prompt,
+                           steps_in_block=lambda free, blocks: free, step=step)
+
+
+def _check_choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ValueError(f"unknown {name} '{value}'; use one of: {', '.join(allowed)}")

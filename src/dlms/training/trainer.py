@@ -1,8 +1,10 @@
 """The training loop: explicit, method-agnostic, resumable exactly.
 
 `Trainer(cfg).train()` asks the method for a loss on each batch; it never knows which method
-it is training. Every optimiser step draws its noise from a generator seeded by
-(seed, rank, step), so an interrupted and resumed run repeats the uninterrupted one exactly.
+it is training. An `objective` may replace the method's loss (e.g. distillation against a frozen
+teacher, dlms/distill); the rest (optimiser, precision, EMA, checkpoints, resume) stays the same.
+Every optimiser step draws its noise from a generator seeded by (seed, rank, step), so an
+interrupted and resumed run repeats the uninterrupted one exactly.
 """
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ from contextlib import nullcontext
 from copy import deepcopy
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
@@ -26,7 +28,7 @@ from ..config import RunConfig, load_config, save_config
 from ..data import BatchIterator
 from ..errors import ArgumentError, CheckpointError, ConfigError, TrainingDiverged, literal
 from ..eval.likelihood import evaluate_likelihood
-from ..methods import build_method
+from ..methods import LossOutput, build_method
 from .checkpoint import (find_checkpoint, load_weights, read_config, read_optimizer_state, read_tensors,
                          read_trainer_state, save_checkpoint, truncate_metrics)
 from .distributed import barrier, init_distributed, mean_across, resolve_device, shutdown
@@ -37,12 +39,22 @@ from ..paths import check_writable
 from .run_folder import RunLock, clear_run, describe_run, ensure_free, make_run_folder, tidy
 
 
+# objective(model, batch) -> LossOutput: what a Trainer minimises instead of `method.loss`.
+Objective = Callable[[torch.nn.Module, dict], LossOutput]
+
+
 class Trainer:
     """Trains one model described by a RunConfig (or a path to its YAML file)."""
 
-    def __init__(self, cfg: RunConfig | str | Path, dataset=None, *, overwrite: bool = False, resuming: bool = False):
+    def __init__(self, cfg: RunConfig | str | Path, dataset=None, *, overwrite: bool = False, resuming: bool = False,
+                 objective: Objective | None = None, init_weights: dict[str, torch.Tensor] | None = None):
         """`overwrite`: replace a run already in `train.out_dir` (else that is an error: use
-        `Trainer.resume` to continue it). `resuming` is set by `Trainer.resume`."""
+        `Trainer.resume` to continue it). `resuming` is set by `Trainer.resume`.
+        `objective(model, batch) -> LossOutput` replaces `method.loss(model, batch)` (it is called
+        under the run's autocast with the trainable model, DDP-wrapped when distributed);
+        `init_weights`: a state dict the model starts from instead of its random initialisation
+        (loaded before the optimizer and the EMA copy are made)."""
+        self.objective = objective
         if not isinstance(cfg, RunConfig):
             cfg = load_config(cfg)
         self.run_dir = Path(cfg.train.out_dir)
@@ -68,6 +80,8 @@ class Trainer:
                                                    precision=resolve_precision(self.device, cfg.train.precision)))
         torch.manual_seed(self.cfg.train.seed)  # the same initial weights in every process
         self.model = build_backbone(self.cfg.model, self.method.special.vocab_size).to(self.device)
+        if init_weights is not None:
+            load_weights(self.model, init_weights, Path("init_weights"))
         if hasattr(self.method, "prepare_backbone"):  # e.g. frozen embeddings: before DDP and the optimizer
             self.method.prepare_backbone(self.model)
         self.train_model = (DistributedDataParallel(self.model) if self.dist.enabled else self.model)
@@ -92,8 +106,10 @@ class Trainer:
 
     # ------------------------------------------------------------------ resume
     @classmethod
-    def resume(cls, run_dir: str | Path, max_steps: int | None = None) -> "Trainer":
-        """A trainer that continues the run in `run_dir` exactly where its last checkpoint stopped."""
+    def resume(cls, run_dir: str | Path, max_steps: int | None = None, *, dataset=None,
+               objective: Objective | None = None) -> "Trainer":
+        """A trainer that continues the run in `run_dir` exactly where its last checkpoint stopped.
+        `dataset` and `objective`: as for `Trainer(...)` (a run trained with an objective resumes with it)."""
         ckpt = find_checkpoint(run_dir)
         state = read_trainer_state(ckpt)
         cfg = read_config(ckpt)
@@ -109,7 +125,7 @@ class Trainer:
             raise CheckpointError(f"{said} (overwrite=True)", cli=f"{said} with --overwrite")
         if cfg.train.num_epochs is None:  # known before any data work
             _check_steps_left(run_dir, step, cfg.train.max_steps, max_steps)
-        trainer = cls(cfg, resuming=True)
+        trainer = cls(cfg, dataset, resuming=True, objective=objective)
         if state["method"] != trainer.method.name:
             raise CheckpointError(f"checkpoint '{ckpt}' is of method '{state['method']}', not '{trainer.method.name}'")
         _check_steps_left(run_dir, step, trainer.total_steps, max_steps)
@@ -155,7 +171,8 @@ class Trainer:
             progress.log(f"training {self.method.name} ({sum(p.numel() for p in self.model.parameters()):,} parameters) "
                          f"for {self.total_steps} steps on {self.device}, precision {self.precision_note}, "
                          f"{len(self.dataset.train):,} training rows")
-            for note in ([self.seq_len_note] if self.seq_len_note else []) + notes:
+            described = getattr(self.objective, "description", None)
+            for note in ([self.seq_len_note] if self.seq_len_note else []) + ([described] if described else []) + notes:
                 progress.log(note)
             while self.step < self.total_steps:
                 metrics = self._optimizer_step()
@@ -199,7 +216,7 @@ class Trainer:
             context = self.train_model.no_sync() if not sync else nullcontext()
             with context:
                 with self.autocast:
-                    out = self.method.loss(self.train_model, batch)
+                    out = (self.objective or self.method.loss)(self.train_model, batch)
                 (out.loss / t.grad_accum).backward()
             loss_sum += out.loss.detach().float()
             for k, v in out.metrics.items():

@@ -1,0 +1,87 @@
+"""Update rules of masked diffusion: which masked positions a step commits, as plain functions.
+
+Every rule takes the positions that may be committed this step (`candidates`, bool [B, L]) and
+returns the ones it commits (bool [B, L], a subset). The samplers in masked.py call them, and
+so can anything else that unmasks tokens (a distillation teacher, a latent model, a server).
+
+Confidence of a proposed token (`confidence_scores`):
+- "prob": its probability p(x0 = token | x_t) (LLaDA, Fast-dLLM);
+- "margin": the top-1 minus the top-2 probability (decisive positions first);
+- "entropy": minus the entropy of the position's distribution (peaked positions first).
+"""
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+
+ConfidenceKind = Literal["prob", "margin", "entropy"]
+CONFIDENCE_KINDS = ("prob", "margin", "entropy")
+
+
+def confidence_scores(logits: torch.Tensor, proposal: torch.Tensor, kind: ConfidenceKind = "prob") -> torch.Tensor:
+    """logits [M, V] (filtered, float32), proposal [M] -> confidence [M] (higher: surer)."""
+    probs = logits.float().softmax(-1)
+    if kind == "prob":
+        return probs.gather(-1, proposal[:, None]).squeeze(-1)
+    if kind == "margin":
+        top2 = probs.topk(min(2, probs.shape[-1]), dim=-1).values
+        return top2[:, 0] - (top2[:, 1] if top2.shape[-1] > 1 else 0.0)
+    if kind == "entropy":
+        logp = logits.float().log_softmax(-1)
+        return (probs * logp.masked_fill(probs == 0, 0.0)).sum(-1)
+    raise ValueError(f"unknown confidence '{kind}'; use one of: {', '.join(CONFIDENCE_KINDS)}")
+
+
+def ancestral_reveal(candidates: torch.Tensor, reveal_prob: float,
+                     generator: torch.Generator | None = None) -> torch.Tensor:
+    """The reverse of the forward masking: each candidate is revealed with `reveal_prob`
+    ((alpha_s - alpha_t) / (1 - alpha_t) from t to s). Draws one uniform per candidate in
+    row-major order, so results do not depend on anything but the candidates and the generator."""
+    u = torch.rand(int(candidates.sum()), dtype=torch.float64, device=candidates.device, generator=generator)
+    reveal = torch.zeros_like(candidates)
+    reveal[candidates] = u < reveal_prob
+    return reveal
+
+
+def commit_most_confident(confidence: torch.Tensor, candidates: torch.Tensor, quota: torch.Tensor) -> torch.Tensor:
+    """The `quota[b]` most confident candidates of each row: confidence [B, L], quota long [B]."""
+    scores = confidence.masked_fill(~candidates, float("-inf"))
+    order = scores.argsort(dim=-1, descending=True, stable=True)
+    rank = torch.empty_like(order).scatter_(-1, order, torch.arange(scores.shape[1], device=scores.device)
+                                            .expand_as(order))
+    return candidates & (rank < quota[:, None])
+
+
+def commit_random(candidates: torch.Tensor, quota: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """`quota[b]` candidates of each row chosen uniformly at random (LLaDA's random remasking)."""
+    noise = torch.rand(candidates.shape, dtype=torch.float64, device=candidates.device, generator=generator)
+    return commit_most_confident(noise.float(), candidates, quota)
+
+
+def commit_above_threshold(confidence: torch.Tensor, candidates: torch.Tensor, threshold: float) -> torch.Tensor:
+    """Every candidate whose confidence reaches `threshold`, and in each row with candidates at
+    least its most confident one, so that every step makes progress (Fast-dLLM)."""
+    keep = candidates & (confidence >= threshold)
+    at_least_one = commit_most_confident(confidence, candidates, candidates.any(-1).long())
+    return keep | at_least_one
+
+
+def commit_by_factor(confidence: torch.Tensor, candidates: torch.Tensor, factor: float) -> torch.Tensor:
+    """Fast-dLLM's factor rule: with the candidates' confidences sorted c_1 >= c_2 >= ..., commit
+    the largest n with (n + 1) * (1 - c_n) < factor (at least one per row with candidates).
+    The more confident the positions, the more of them one step may decide at once."""
+    scores = confidence.masked_fill(~candidates, float("-inf"))
+    ordered = scores.sort(dim=-1, descending=True).values  # [B, L]
+    n = torch.arange(1, scores.shape[1] + 1, device=scores.device, dtype=ordered.dtype)
+    passes = ((n + 1) * (1 - ordered) < factor) & torch.isfinite(ordered)
+    # The rule holds for a prefix of the sorted list: count until the first failure.
+    count = passes.long().cumprod(-1).sum(-1)
+    quota = torch.maximum(count, candidates.any(-1).long())
+    return commit_most_confident(confidence, candidates, quota)
+
+
+def even_quota(remaining: torch.Tensor, steps_left: int) -> torch.Tensor:
+    """An even share of what is left, rounded up: remaining long [B] -> [B]; with it every row
+    finishes exactly at the last step."""
+    return torch.div(remaining + steps_left - 1, steps_left, rounding_mode="floor")
