@@ -45,3 +45,31 @@ def plain_tokenizer(texts: list[str]):
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     backend.train_from_iterator(texts, trainer=trainer)
     return PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="<|endoftext|>", bos_token="<|endoftext|>")
+
+
+class NoEnds(torch.nn.Module):
+    """A backbone that never predicts the end-of-text or padding tokens: for sampler tests that
+    count steps over the whole canvas (masked samplers end a text, and hold ends back, when an
+    end is predicted)."""
+
+    def __init__(self, inner: torch.nn.Module, special):
+        super().__init__()
+        self.inner = inner
+        self.ends = [special.eos, special.pad]
+        self.spec = inner.spec
+        self.supports_canvas_cache = getattr(inner, "supports_canvas_cache", False)
+
+    @property
+    def null_class(self) -> int:
+        return self.inner.null_class
+
+    def new_canvas_cache(self, *args, **kwargs):
+        return self.inner.new_canvas_cache(*args, **kwargs)
+
+    def hidden(self, *args, **kwargs):
+        return self.inner.hidden(*args, **kwargs)
+
+    def forward(self, *args, **kwargs):
+        out = self.inner(*args, **kwargs).clone()
+        out[..., self.ends] = float("-inf")
+        return out

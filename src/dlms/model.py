@@ -43,6 +43,7 @@ class DiffusionLM:
         self.tokenizer = tokenizer
         self.label_names = label_names
         self.device = device
+        self.last_sampler = None  # the sampler of the last `sample_ids` call (its `stats`)
         self.precision = resolve_precision(device, precision or cfg.train.precision)
 
     def autocast(self):
@@ -240,6 +241,7 @@ class DiffusionLM:
                                     "model trained with data.label_column; pass one or leave {guidance} at 1",
                                     guidance="guidance", prompt="prompt", label="label")
         extra = {"prompt": prompt} if chosen.prompt_guidance else {}
+        self.last_sampler = chosen  # its `stats`: steps and network calls of this call
         with self.autocast():
             return chosen.sample(canvas, fixed, labels=labels, generator=generator, callback=callback,
                                  **options, **extra)

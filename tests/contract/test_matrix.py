@@ -181,6 +181,23 @@ def test_every_compatible_sampler(trained, method, sampler, backbone, precision)
         assert not (ids == lm.method.special.mask).any()
         texts = lm.decode(ids)
         assert len(texts) == 2 and all(isinstance(t, str) for t in texts)
+    # The steps a sampler reports are the callbacks it made, and its network calls are the passes
+    # through the backbone (every forward runs `hidden` once; a block model's cache writes call it directly).
+    steps, passes = [], [0]
+    inner = lm.model.hidden
+
+    def counted(*args, **kwargs):
+        passes[0] += 1
+        return inner(*args, **kwargs)
+
+    lm.model.hidden = counted
+    try:
+        lm.sample_ids("the cat", SEQ_LEN, num_samples=2, sampler=sampler, seed=1,
+                      callback=lambda i, n, x: steps.append(i), **({"steps": 4} if "num_steps" in declared else {}))
+    finally:
+        del lm.model.hidden
+    stats = lm.last_sampler.stats
+    assert stats.steps == len(steps) > 0 and stats.network_calls == passes[0] > 0
     undeclared = [a for o, a in SAMPLING_ARGUMENTS.items() if o not in declared]
     for argument in undeclared:
         with pytest.raises(ArgumentError, match=f"does not apply to the '{sampler}' sampler"):

@@ -74,12 +74,14 @@ def test_sweeps_train_their_model_write_rows_and_redraw_plots(tmp_path, capsys):
     assert [float(r["scale"]) for r in rows] == [1.0, 4.0] and all(int(r["samples"]) == 6 for r in rows)
     assert all(0 <= float(r["label_accuracy"]) <= float(r["grammatical"]) <= 1 for r in rows)
     sa = write_spec(tmp_path / "sa.yaml", experiment="sampler-ablation", out_dir=str(tmp_path / "sa"),
-                    checkpoint=str(tmp_path / "gs" / "model"), samplers=["ancestral", "confidence"], steps=[2, 8],
+                    checkpoint=str(tmp_path / "gs" / "model"), samplers=["ancestral", "confidence", "threshold"], steps=[2, 8],
                     num_samples=4)
     assert main(["experiment", "sampler-ablation", "--config", str(sa), "--no_progress"]) == 0
     rows = read_rows(tmp_path / "sa")
-    assert [(r["sampler"], int(r["steps"])) for r in rows] == [("ancestral", 2), ("ancestral", 8),
-                                                               ("confidence", 2), ("confidence", 8)]
+    assert [(r["sampler"], int(r["steps"])) for r in rows][:4] == [("ancestral", 2), ("ancestral", 8),
+                                                                   ("confidence", 2), ("confidence", 8)]
+    # threshold decides its own steps: one row, with the steps and network calls it took
+    assert rows[4]["sampler"] == "threshold" and int(rows[4]["steps"]) >= 1 and int(rows[4]["network_calls"]) >= 1
     assert all(float(r["tokens_per_s"]) > 0 for r in rows)
     # every row carries the samples' length and entropy beside the data's, and the verdict
     for r in rows:
@@ -101,7 +103,7 @@ def test_sweeps_train_their_model_write_rows_and_redraw_plots(tmp_path, capsys):
     assert (tmp_path / "sa" / "quality_vs_steps.png").is_file() and "quality_vs_speed.png" in capsys.readouterr().out
     # a second run finds every cell done and trains nothing
     assert main(["experiment", "sampler-ablation", "--config", str(sa), "--no_progress"]) == 0
-    assert "4 of 4 cells already" in capsys.readouterr().out
+    assert "5 of 5 cells already" in capsys.readouterr().out
 
 
 def test_bad_experiment_specs_get_one_clear_error(tmp_path, capsys):

@@ -12,6 +12,7 @@ from dlms.backbones import build_backbone, resolve_model_config
 from dlms.config import MethodConfig, ModelConfig
 from dlms.methods import SpecialTokens, build_method
 from dlms.samplers import SAMPLERS, build_sampler
+from tests.backbone_helpers import NoEnds
 from dlms.samplers.unmasking import (commit_above_threshold, commit_by_factor, commit_most_confident,
                                      confidence_scores, even_quota)
 
@@ -28,6 +29,7 @@ def tiny(seed: int = 0, **kwargs):
 
 
 MODEL = tiny()
+NO_ENDS = NoEnds(MODEL, SPECIAL)
 
 
 def canvas(batch: int = 3, last_fixed: bool = True):
@@ -137,7 +139,7 @@ def test_cache_needs_the_builtin_transformer():
 
 def test_threshold_commits_everything_sure_and_one_at_a_time_when_unsure():
     x, fixed = canvas(last_fixed=True)
-    sampler = build_sampler("threshold", MASKED, MODEL)
+    sampler = build_sampler("threshold", MASKED, NO_ENDS)
     sampler.sample(x, fixed, threshold=1e-9, block_size=4, generator=torch.Generator().manual_seed(0))
     assert sampler.stats.steps == 4  # every candidate passes: one step per block
     sampler.sample(x, fixed, threshold=1.0, block_size=4, temperature=0.0, generator=torch.Generator().manual_seed(0))
@@ -152,7 +154,7 @@ def test_a_text_ends_at_its_first_end_token_and_leaves_the_batch():
                       [1, 5, 6, 7, 8, 9, 10, 11] + [3] * 8])
     fixed = torch.zeros_like(x, dtype=torch.bool)
     fixed[:, 0] = True
-    ended = sampler._end_rows(x, fixed, torch.arange(3), 8)
+    ended = sampler._end_rows(x, fixed, torch.arange(3))
     assert ended.tolist() == [True, True, False]
     assert x[0].tolist() == [1, 5, 6, special.eos] + [special.pad] * 12
     assert x[1].tolist() == [1, 5, special.eos] + [special.pad] * 13  # a padding token ends a text too
@@ -161,7 +163,10 @@ def test_a_text_ends_at_its_first_end_token_and_leaves_the_batch():
     y = torch.tensor([[1, 5, 2, 6] + [3] * 11 + [7]])
     fix = torch.zeros_like(y, dtype=torch.bool)
     fix[0, [0, 15]] = True
-    assert not sampler._end_rows(y, fix, torch.arange(1), 4).any()
+    assert not sampler._end_rows(y, fix, torch.arange(1)).any()
+    # An end with masked positions before it waits for them.
+    z = torch.tensor([[1, 5, 3, 2] + [3] * 12])
+    assert not sampler._end_rows(z, torch.zeros_like(z, dtype=torch.bool), torch.arange(1)).any()
 
 
 def test_batches_stop_early_when_every_text_has_ended():
@@ -179,9 +184,21 @@ def test_batches_stop_early_when_every_text_has_ended():
     x, fixed = canvas(last_fixed=False)
     out = sampler.sample(x, fixed, block_size=4, num_steps=16, generator=torch.Generator().manual_seed(0))
     assert out[:, 1].tolist() == [SPECIAL.eos] * 3 and (out[:, 2:] == SPECIAL.pad).all()
-    # 16 steps over 4 blocks plan 4 for the first block, whose 3 free positions take one a step;
-    # then every text has ended and no later block is computed.
-    assert sampler.stats.network_calls == 3
+    # The first step ends every text at its first free position: nothing more is computed.
+    assert sampler.stats.network_calls == 1
+
+
+def test_ends_wait_for_the_text_before_them():
+    """A confidence rule commits an end-of-text proposal only at the row's first masked position."""
+    from dlms.samplers.unmasking import ends_wait_for_the_text
+
+    m, e, p = SPECIAL.mask, SPECIAL.eos, SPECIAL.pad
+    x = torch.tensor([[1, 5, m, m, m, m]])
+    tokens = torch.tensor([[1, 5, e, 6, p, 7]])
+    allowed = ends_wait_for_the_text(x, x == m, tokens, m, (e, p))
+    assert allowed.tolist() == [[False, False, True, True, False, True]]
+    tokens = torch.tensor([[1, 5, 6, e, p, 7]])
+    assert ends_wait_for_the_text(x, x == m, tokens, m, (e, p)).tolist() == [[False, False, True, False, False, True]]
 
 
 def test_update_rules():

@@ -19,6 +19,7 @@ from dlms.samplers import SAMPLERS, build_sampler
 from dlms.schedules import schedule_names
 from dlms.samplers.common import filter_logits, sample_categorical
 from dlms.samplers.guidance import guided_logits
+from tests.backbone_helpers import NoEnds
 
 SPECIAL = SpecialTokens(pad=0, bos=1, eos=2, mask=3, vocab_size=16)
 L = 12
@@ -42,6 +43,7 @@ def perturb_modulation(model, seed: int = 3):
 MASKED = build_method(MethodConfig(name="masked"), SPECIAL)
 AR = build_method(MethodConfig(name="ar"), SPECIAL)
 BIDIR = tiny(False)
+NO_ENDS = NoEnds(BIDIR, SPECIAL)  # for step counts over the whole canvas: no text ends early
 
 
 def canvas_and_fixed(batch: int = 3):
@@ -181,7 +183,7 @@ def test_ancestral_callback_counts_and_monotone_unmasking():
 
 @pytest.mark.parametrize("k", [1, 2, 4, 20])
 def test_confidence_tokens_per_step(k):
-    sampler = build_sampler("confidence", MASKED, BIDIR)
+    sampler = build_sampler("confidence", MASKED, NO_ENDS)
     canvas, fixed = canvas_and_fixed()
     free = int((~fixed).sum(-1).max())  # 9
     remaining = []
@@ -199,7 +201,7 @@ def test_confidence_tokens_per_step(k):
 
 @pytest.mark.parametrize("name", MASKED_SAMPLERS)
 def test_fewer_steps_than_tokens(name):
-    sampler = build_sampler(name, MASKED, BIDIR)
+    sampler = build_sampler(name, MASKED, NO_ENDS)
     canvas, fixed = canvas_and_fixed()
     calls = []
     out = sampler.sample(canvas, fixed, num_steps=2, generator=gen(0), callback=lambda i, n, x: calls.append(i))
@@ -209,7 +211,7 @@ def test_fewer_steps_than_tokens(name):
 
 
 def test_confidence_even_share_per_step():
-    sampler = build_sampler("confidence", MASKED, BIDIR)
+    sampler = build_sampler("confidence", MASKED, NO_ENDS)
     canvas = torch.full((1, L), SPECIAL.mask)
     remaining = []
     sampler.sample(canvas, None, num_steps=5, block_size=L, generator=gen(0),

@@ -329,5 +329,11 @@ def _student_config(teacher_cfg: RunConfig, plan: dict, folder: Path, i: int, n_
         method = replace(method, freeze_embeddings=True)
     provenance = DistillConfig(teacher=plan["teacher"], teacher_steps=plan["teacher_steps"],
                                objective=plan["objective"], round=i, rounds=n_rounds)
-    return replace(teacher_cfg, train=train, method=method, sample=replace(teacher_cfg.sample, num_steps=student_steps),
-                   distill=provenance)
+    # The student samples the way it was taught: whole-canvas ancestral steps (masked) or
+    # deterministic DDIM steps (gaussian), whatever sampler the teacher's run defaulted to.
+    if method.name == "gaussian":
+        sample = replace(teacher_cfg.sample, num_steps=student_steps, sampler="ddim", eta=0.0)
+    else:
+        sample = replace(teacher_cfg.sample, num_steps=student_steps, sampler="ancestral", block_size=None,
+                         cache="none")
+    return replace(teacher_cfg, train=train, method=method, sample=sample, distill=provenance)

@@ -38,8 +38,15 @@ class SamplerAblation(Experiment):
         steps = self.option("steps")
         if not steps or any(not isinstance(s, int) or s < 1 for s in steps):
             raise ConfigError("steps must be a list of positive integers (denoising steps)")
-        return [{"cell": f"{sampler}-{n}", "sampler": sampler, "steps": n}
-                for sampler in self.option("samplers") for n in steps]
+        from ..samplers import SAMPLERS
+
+        cells = []
+        for sampler in self.option("samplers"):
+            if "num_steps" in SAMPLERS.get(sampler).options:
+                cells += [{"cell": f"{sampler}-{n}", "sampler": sampler, "steps": n} for n in steps]
+            else:  # e.g. threshold: it decides its own steps; the row reports how many it took
+                cells.append({"cell": sampler, "sampler": sampler, "steps": None})
+        return cells
 
     def run_cell(self, cell: dict[str, Any], cell_dir: Path) -> list[dict[str, Any]]:
         from ..model import DiffusionLM
@@ -52,12 +59,13 @@ class SamplerAblation(Experiment):
         ids = lm.sample_ids(num_samples=n, sampler=cell["sampler"], steps=cell["steps"], label=labels,
                             seed=self.option("seed"), temperature=self.option("temperature"), top_p=self.option("top_p"))
         seconds = time.perf_counter() - start
+        stats = lm.last_sampler.stats
         texts = lm.decode(ids)
         cell_dir.mkdir(parents=True, exist_ok=True)
         (cell_dir / "samples.txt").write_text("".join(t + "\n" for t in texts), encoding="utf-8")
         figures = self.sample_figures(lm, texts, labels)
-        return [{"sampler": cell["sampler"], "steps": cell["steps"], "samples": n, "seconds": round(seconds, 3),
-                 "tokens_per_s": ids.numel() / seconds, **figures}]
+        return [{"sampler": cell["sampler"], "steps": cell["steps"] or stats.steps, "network_calls": stats.network_calls,
+                 "samples": n, "seconds": round(seconds, 3), "tokens_per_s": ids.numel() / seconds, **figures}]
 
     def plot(self, rows: list[dict[str, str]]) -> list[Path]:
         names = [k for k in ("gen_ppl", "grammatical", "unigram_entropy", "distinct_2") if k in rows[0]]

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from .common import check_canvas, filter_logits, sample_categorical
+from .common import SamplerStats, check_canvas, filter_logits, sample_categorical
 from .guidance import guided_logits
 from .masked import StepCallback
 
@@ -30,6 +30,7 @@ class AutoregressiveSampler:
     def __init__(self, method, model):
         self.method = method
         self.model = model
+        self.stats = SamplerStats()
 
     @torch.no_grad()
     def sample(self, canvas: torch.Tensor, fixed: torch.Tensor | None = None, *, labels: torch.Tensor | None = None,
@@ -48,6 +49,7 @@ class AutoregressiveSampler:
         out = canvas.clone()
         done = torch.zeros(batch, dtype=torch.bool, device=canvas.device)
         step_input = out[:, :prefix]
+        self.stats = SamplerStats()
         for pos in range(prefix, length):
             def forward(lab):
                 return self.model(step_input.repeat(lab.shape[0] // batch if lab is not None else 1, 1),
@@ -65,6 +67,8 @@ class AutoregressiveSampler:
             out[:, pos] = token
             done |= token == special.eos
             step_input = token[:, None]
+            self.stats.steps += 1
+            self.stats.network_calls += 1
             if callback:
                 callback(pos - prefix + 1, length - prefix, out)
             if done.all():

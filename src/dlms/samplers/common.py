@@ -1,7 +1,18 @@
 """Helpers every sampler shares: filtering logits and drawing categorical samples."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
+
+
+@dataclass
+class SamplerStats:
+    """What a sampler's last `sample` call did: steps (callbacks made) and network calls
+    (backbone passes; a guided step's batched pair counts once)."""
+
+    steps: int = 0
+    network_calls: int = 0
 
 
 def filter_logits(logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0) -> torch.Tensor:

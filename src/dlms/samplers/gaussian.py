@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import torch
 
-from .common import check_canvas
+from .common import SamplerStats, check_canvas
 from .guidance import mix_guidance
 from .masked import StepCallback
 
@@ -42,6 +42,7 @@ class _GaussianSamplerBase:
     def __init__(self, method, model):
         self.method = method
         self.model = model
+        self.stats = SamplerStats()
 
     def coefficients(self, t: float, s: float) -> tuple[float, float, float, float]:
         """alpha_t, sigma_t, alpha_s, sigma_s as floats (float64 maths)."""
@@ -102,6 +103,7 @@ class _GaussianSamplerBase:
         times = torch.linspace(1.0, 0.0, num_steps + 1, dtype=torch.float64).tolist()
         prev: tuple = (None, None)
         tokens = canvas
+        self.stats = SamplerStats()
         for i in range(num_steps):
             t, s = times[i], times[i + 1]
             t_batch = torch.full((batch,), t, device=canvas.device)
@@ -113,6 +115,8 @@ class _GaussianSamplerBase:
                 x0_hat = torch.where(fixed[..., None], x0_fixed, clamp_to_tokens(x0_hat, table, m.special.mask))
             z = torch.where(fixed[..., None], x0_fixed, self.update(z, x0_hat, t, s, eta, generator))
             tokens = torch.where(fixed, canvas, logp.argmax(-1))
+            self.stats.steps += 1
+            self.stats.network_calls += 1
             if callback:
                 callback(i + 1, num_steps, tokens)
         return tokens

@@ -31,30 +31,22 @@ After `sample`, `stats` holds the steps run (callbacks made) and the network cal
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Callable, Literal, Optional
 
 import torch
 
 from ..errors import ArgumentError
-from .common import check_canvas, filter_logits, sample_categorical
+from .common import SamplerStats, check_canvas, filter_logits, sample_categorical
 from .guidance import mix_guidance
 from .unmasking import (CONFIDENCE_KINDS, ConfidenceKind, ancestral_reveal, commit_above_threshold,
-                        commit_by_factor, commit_most_confident, commit_random, confidence_scores, even_quota)
+                        commit_by_factor, commit_most_confident, commit_random, confidence_scores, even_quota,
+                        ends_wait_for_the_text)
 
 # callback(step, num_steps, x_t [B, L]) is called after every step, e.g. to show the denoising.
 StepCallback = Optional[Callable[[int, int, torch.Tensor], None]]
 CacheMode = Literal["none", "prefix", "dual"]
 CACHE_MODES = ("none", "prefix", "dual")
 REMASKING = ("low_confidence", "random")
-
-
-@dataclass
-class SamplerStats:
-    """What the last `sample` call did: steps (callbacks) and backbone forward calls."""
-
-    steps: int = 0
-    network_calls: int = 0
 
 
 class _Block:
@@ -183,14 +175,14 @@ class _MaskedSamplerBase:
             if (a, b) in plans:
                 if not exact:  # a bidirectional model's cache is refilled for every block
                     kv = self.new_cache(cache, active.numel() * reps, length, x.device)
-                block = self._decode_block(x, active, a, b, plans[(a, b)], total, labels, prompt, guidance_scale,
+                block = self._decode_block(x, fixed, active, a, b, plans[(a, b)], total, labels, prompt, guidance_scale,
                                            cache, kv, generator, callback, step)
             else:
                 block = _Block(self, x[active], a, b, None if labels is None else labels[active], prompt[active],
                                guidance_scale, cache, kv)
             if exact and kv is not None:
                 block.write_clean(x[active])
-            ended = self._end_rows(x, fixed, active, b)
+            ended = self._end_rows(x, fixed, active)
             if bool(ended.any()):
                 keep = ~ended
                 if exact and kv is not None:
@@ -198,32 +190,37 @@ class _MaskedSamplerBase:
                 active = active[keep]
         return x
 
-    def _decode_block(self, x, active, a, b, steps, total, labels, prompt, guidance_scale, cache, kv, generator,
-                      callback, step) -> _Block:
+    def _decode_block(self, x, fixed, active, a, b, steps, total, labels, prompt, guidance_scale, cache, kv,
+                      generator, callback, step) -> _Block:
         """Run the rule on positions [a, b) of the active rows until none is masked (in place)."""
         block = _Block(self, x[active], a, b, None if labels is None else labels[active], prompt[active],
                        guidance_scale, cache, kv)
         in_block = torch.zeros(x.shape[1], dtype=torch.bool, device=x.device)
         in_block[a:b] = True
-        for i in range(steps):
+        i = 0
+        while True:  # the plan's `steps`, or a few more when a rule holds positions back
             rows = x[active]
             candidates = (rows == self.mask_id) & in_block
             if not candidates.any():
                 break
-            commit, tokens = step(block, rows, candidates, i, steps, generator)
+            commit, tokens = step(block, rows, candidates, min(i, steps - 1), steps, generator)
             x[active] = torch.where(commit, tokens, rows)
+            self._end_rows(x, fixed, active)  # a row that ended needs no more steps
+            i += 1
             self.stats.steps += 1
             if callback:
                 callback(self.stats.steps, total, x)
         return block
 
-    def _end_rows(self, x: torch.Tensor, fixed: torch.Tensor, active: torch.Tensor, decoded: int) -> torch.Tensor:
-        """Rows (of `active`) whose decoded part [0, decoded) holds a generated end-of-text or
-        padding token with nothing fixed after it: they end there (in place). -> bool [len(active)]."""
+    def _end_rows(self, x: torch.Tensor, fixed: torch.Tensor, active: torch.Tensor) -> torch.Tensor:
+        """Rows (of `active`) with a generated end-of-text or padding token at a position p such
+        that everything before p is decoded and nothing after p is fixed: they end at p (in
+        place: p becomes end-of-text, what follows padding). -> bool [len(active)]."""
         special = self.method.special
         rows, fix = x[active], fixed[active]
-        end = ((rows == special.eos) | (rows == special.pad)) & ~fix
-        end[:, decoded:] = False
+        decoded_before = torch.cat([torch.ones_like(rows[:, :1], dtype=torch.bool),
+                                    (rows != self.mask_id)[:, :-1].cumprod(-1).bool()], dim=1)
+        end = ((rows == special.eos) | (rows == special.pad)) & ~fix & decoded_before
         has_end = end.any(-1)
         first = torch.where(has_end, end.float().argmax(-1), torch.full_like(has_end, x.shape[1], dtype=torch.long))
         pos = torch.arange(x.shape[1], device=x.device)
@@ -235,6 +232,12 @@ class _MaskedSamplerBase:
             rows = torch.where(ended[:, None] & (pos[None, :] == first[:, None]), torch.full_like(rows, special.eos), rows)
             x[active] = rows
         return ended
+
+    def allowed(self, x: torch.Tensor, candidates: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """What a confidence rule may commit: an end of text only where everything before it is
+        written (see unmasking.ends_wait_for_the_text)."""
+        special = self.method.special
+        return ends_wait_for_the_text(x, candidates, tokens, self.mask_id, (special.eos, special.pad))
 
     @staticmethod
     def times(i: int, steps: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -352,14 +355,15 @@ class ConfidenceSampler(_MaskedSamplerBase):
             proposal = sample_categorical(logits, temperature, gen)  # [M]
             remaining = candidates.sum(-1)
             quota = remaining.clamp(max=tokens_per_step) if tokens_per_step else even_quota(remaining, steps - i)
+            tokens = x.clone()
+            tokens[candidates] = proposal
+            allowed = self.allowed(x, candidates, tokens)
             if remasking == "random":
-                commit = commit_random(candidates, quota, gen)
+                commit = commit_random(allowed, quota, gen)
             else:
                 scores = torch.full(x.shape, float("-inf"), device=x.device)
                 scores[candidates] = confidence_scores(logits, proposal, confidence)
-                commit = commit_most_confident(scores, candidates, quota)
-            tokens = x.clone()
-            tokens[candidates] = proposal
+                commit = commit_most_confident(scores, allowed, quota)
             return commit, tokens
 
         return self.decode(canvas, fixed, labels=labels, guidance_scale=guidance_scale, block_size=block_size,
@@ -395,12 +399,13 @@ class ThresholdSampler(_MaskedSamplerBase):
             proposal = sample_categorical(logits, temperature, gen)
             scores = torch.full(x.shape, float("-inf"), device=x.device)
             scores[candidates] = confidence_scores(logits, proposal, confidence)
-            if factor is not None:
-                commit = commit_by_factor(scores, candidates, factor)
-            else:
-                commit = commit_above_threshold(scores, candidates, threshold)
             tokens = x.clone()
             tokens[candidates] = proposal
+            allowed = self.allowed(x, candidates, tokens)
+            if factor is not None:
+                commit = commit_by_factor(scores, allowed, factor)
+            else:
+                commit = commit_above_threshold(scores, allowed, threshold)
             return commit, tokens
 
         return self.decode(canvas, fixed, labels=labels, guidance_scale=guidance_scale, block_size=block_size,

@@ -81,6 +81,20 @@ def commit_by_factor(confidence: torch.Tensor, candidates: torch.Tensor, factor:
     return commit_most_confident(confidence, candidates, quota)
 
 
+def ends_wait_for_the_text(x: torch.Tensor, candidates: torch.Tensor, tokens: torch.Tensor, mask_id: int,
+                           end_ids: tuple[int, ...]) -> torch.Tensor:
+    """The candidates a confidence rule may commit: an end-of-text (or padding) proposal only at
+    the first masked position of its row. Where a text ends is decided once everything before
+    it is written; otherwise the sure padding at the far end of a canvas is committed first and
+    the text shrinks to nothing. x, tokens long [B, L] (the canvas and the proposals) -> bool [B, L]."""
+    masked = x == mask_id
+    frontier = masked & (masked.cumsum(-1) == 1)
+    is_end = torch.zeros_like(candidates)
+    for end in end_ids:
+        is_end |= tokens == end
+    return candidates & (~is_end | frontier)
+
+
 def even_quota(remaining: torch.Tensor, steps_left: int) -> torch.Tensor:
     """An even share of what is left, rounded up: remaining long [B] -> [B]; with it every row
     finishes exactly at the last step."""

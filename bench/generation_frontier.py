@@ -1,0 +1,301 @@
+"""The speed/quality frontier of generation: tokens per second against sample quality, for AR
+decoding with a KV cache and every masked, block, threshold, distilled and gaussian configuration.
+
+Two parts, each printing one JSON object per line:
+
+  speed    random weights (speed does not depend on training): AR with its KV cache against
+           masked decoding with a fixed number of tokens per network call (1 = one-token-per-step
+           ancestral, the baseline), with blocks and each canvas cache, and block diffusion with
+           its exact cache, at each sequence length and batch size. Runs are interleaved, the
+           median of `--repeats` is kept, and every record carries its ratio to AR and to the
+           one-token-per-step ancestral run of the same shape. A random model is never sure of
+           anything, so threshold decoding is timed in the quality part, on trained models,
+           where its tokens per call are real.
+
+  quality  trained runs at the data's own length: every configuration samples `--num_samples`
+           texts (each label in turn, temperature 1), timed, with their figures beside the
+           data's (mean words, empty share, unigram entropy, the gaps and `at_data_length`),
+           perplexity under `--judge` (an AR run that is none of the compared models) and, on
+           the built-in corpus, grammaticality. `--plot` draws the frontier, `--report` writes
+           the JSON lines, the plot and a markdown table into a folder.
+
+    PYTHONPATH=src python bench/generation_frontier.py speed [--preset base] [--seq_lens 128,256]
+        [--batches 1,16] [--repeats 2] [--threads N]
+    PYTHONPATH=src python bench/generation_frontier.py quality --masked runs/demo-masked
+        --ar runs/demo-ar --judge runs/demo-judge [--block RUN] [--distilled RUN] [--gaussian RUN]
+        [--num_samples 200] [--batch 50] [--report docs/generation-frontier-builtin]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from threads import set_threads  # bench/threads.py, beside this script
+
+from dlms.backbones import build_backbone, resolve_model_config
+from dlms.config import MethodConfig, ModelConfig
+from dlms.methods import SpecialTokens, build_method
+from dlms.samplers import build_sampler
+
+SPECIAL = SpecialTokens(pad=0, bos=1, eos=2, mask=3, vocab_size=1024)
+
+
+# ---------------------------------------------------------------------------------------- speed
+@dataclass
+class SpeedCase:
+    label: str  # what is timed, e.g. "masked confidence k=4 block=32 cache=dual"
+    family: str
+    sampler: str
+    options: dict
+    seconds: list[float] = field(default_factory=list)
+    tokens: int = 0
+    calls: int = 0
+
+
+def random_model(method_name: str, preset: str, seq_len: int, block_size: int = 4):
+    method = build_method(MethodConfig(name=method_name, block_size=block_size), SPECIAL)
+    cfg = resolve_model_config(ModelConfig(preset=preset), seq_len, method.causal)
+    torch.manual_seed(0)
+    return method, build_backbone(cfg, SPECIAL.vocab_size).eval()
+
+
+def speed_canvas(batch: int, seq_len: int, causal: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """bos first; for the bidirectional families also a fixed last token, so that no random
+    end-of-text ends a row early and every run writes the same number of tokens."""
+    canvas = torch.full((batch, seq_len), SPECIAL.mask, dtype=torch.long)
+    canvas[:, 0] = SPECIAL.bos
+    if not causal:
+        canvas[:, -1] = 5
+    return canvas, canvas != SPECIAL.mask
+
+
+def written_tokens(out: torch.Tensor, fixed: torch.Tensor) -> int:
+    """Positions the sampler wrote (AR rows that ended early write fewer)."""
+    return int(((out != SPECIAL.pad) & ~fixed).sum())
+
+
+def run_speed(args) -> list[dict]:
+    records = []
+    for seq_len in args.seq_lens:
+        for batch in args.batches:
+            models = {name: random_model(name, args.preset, seq_len, args.bd3_block) for name in ("ar", "masked", "block")}
+            free = seq_len - 2
+            cases = [SpeedCase("ar kv-cache", "ar", "ar", {}),
+                     SpeedCase("masked ancestral 1 token/step", "masked", "ancestral", {"num_steps": free + 1})]
+            for k in args.tokens_per_call:
+                for cache in ("none", "prefix", "dual"):
+                    cases.append(SpeedCase(f"masked confidence k={k} block={args.block_size} cache={cache}", "masked",
+                                           "confidence", {"tokens_per_step": k, "block_size": args.block_size,
+                                                         "cache": cache}))
+            for k in (1, args.bd3_block):
+                cases.append(SpeedCase(f"block(bd3={args.bd3_block}) confidence k={k} exact cache", "block",
+                                       "confidence", {"tokens_per_step": k, "cache": "dual"}))
+            for round_ in range(1 + args.repeats):
+                order = cases[round_ % len(cases):] + cases[:round_ % len(cases)]
+                for case in order:
+                    method, model = models[case.family]
+                    canvas, fixed = speed_canvas(batch, seq_len, method.causal)
+                    sampler = build_sampler(case.sampler, method, model)
+                    start = time.perf_counter()
+                    out = sampler.sample(canvas, fixed, generator=torch.Generator().manual_seed(round_), **case.options)
+                    seconds = time.perf_counter() - start
+                    if round_ > 0:  # round 0 warms up
+                        case.seconds.append(seconds)
+                    case.tokens = written_tokens(out, fixed)
+                    case.calls = getattr(sampler, "stats", None).network_calls if hasattr(sampler, "stats") else case.tokens // batch
+            ar_speed = cases[0].tokens / statistics.median(cases[0].seconds)
+            base_speed = cases[1].tokens / statistics.median(cases[1].seconds)
+            for case in cases:
+                speed = case.tokens / statistics.median(case.seconds)
+                record = {"bench": "generation_frontier", "part": "speed", "config": case.label,
+                          "family": case.family, "preset": args.preset, "seq_len": seq_len, "batch": batch,
+                          "tokens_per_s": round(speed, 1), "network_calls": case.calls,
+                          "tokens_per_call": round(case.tokens / batch / max(case.calls, 1), 2),
+                          "vs_ar": round(speed / ar_speed, 3), "vs_ancestral": round(speed / base_speed, 3),
+                          "seconds": round(statistics.median(case.seconds), 3), "threads": torch.get_num_threads()}
+                print(json.dumps(record), flush=True)
+                records.append(record)
+    return records
+
+
+# -------------------------------------------------------------------------------------- quality
+def quality_configs(args) -> list[tuple[str, str, dict]]:
+    """(run role, label, sample options) for every configuration of the quality part."""
+    configs = [("ar", "ar kv-cache", {"sampler": "ar"})]
+    if args.masked:
+        configs += [
+            ("masked", "masked ancestral 1 token/step", {"sampler": "ancestral", "steps": "length"}),
+            ("masked", "masked confidence 1 token/step block 8", {"sampler": "confidence", "tokens_per_step": 1,
+                                                                 "block_size": 8}),
+            ("masked", "masked confidence 2 tokens/step block 8", {"sampler": "confidence", "tokens_per_step": 2,
+                                                                  "block_size": 8}),
+        ]
+        for threshold in args.thresholds:
+            for cache in ("none", "dual"):
+                configs.append(("masked", f"masked threshold {threshold} block 8 cache {cache}",
+                                {"sampler": "threshold", "threshold": threshold, "block_size": 8, "cache": cache}))
+        configs.append(("masked", "masked factor 1.0 block 8 cache dual",
+                        {"sampler": "threshold", "factor": 1.0, "block_size": 8, "cache": "dual"}))
+    if args.distilled:
+        configs.append(("distilled", "distilled masked student (its steps)", {"sampler": "ancestral"}))
+    if args.block:
+        configs += [("block", "block confidence 1 token/step", {"sampler": "confidence", "tokens_per_step": 1}),
+                    ("block", "block threshold 0.9 exact cache", {"sampler": "threshold", "threshold": 0.9,
+                                                                  "cache": "dual"})]
+    if args.gaussian:
+        configs += [("gaussian", f"gaussian {s} {n} steps", {"sampler": s, "steps": n})
+                    for s, n in (("ddpm", 200), ("ddim", 50), ("ddim", 16))]
+    if args.gaussian_distilled:
+        configs.append(("gaussian_distilled", "distilled gaussian student (its steps)", {"sampler": "ddim"}))
+    return configs
+
+
+def run_quality(args) -> list[dict]:
+    from dlms.eval.evaluator import load_evaluator
+    from dlms.eval.generation import data_reference_texts, generation_figures
+    from dlms.model import DiffusionLM
+
+    runs = {role: DiffusionLM.load_checkpoint(path, device=args.device)
+            for role, path in (("ar", args.ar), ("masked", args.masked), ("distilled", args.distilled),
+                               ("block", args.block), ("gaussian", args.gaussian),
+                               ("gaussian_distilled", args.gaussian_distilled)) if path}
+    judge = load_evaluator(args.judge, device=args.device) if args.judge else None
+    reference = runs["ar"]
+    builtin = reference.cfg.data.dataset.startswith("builtin")
+    labels = reference.balanced_labels(args.num_samples)
+    data_texts = data_reference_texts(reference, n=max(args.num_samples, 1000), labels=labels)
+    records = []
+    for role, label, options in quality_configs(args):
+        lm = runs[role]
+        options = dict(options)
+        length = lm.cfg.data.seq_len
+        if options.get("steps") == "length":
+            options["steps"] = length - len(lm.encode_prompt(None))
+        model_labels = labels if lm.balanced_labels(1) else None
+        texts, calls, seconds = [], 0, 0.0
+        for start in range(0, args.num_samples, args.batch):
+            n = min(args.batch, args.num_samples - start)
+            begin = time.perf_counter()
+            ids = lm.sample_ids(None, length, label=None if model_labels is None else model_labels[start:start + n],
+                                num_samples=n, seed=args.seed + start, temperature=args.temperature, **options)
+            seconds += time.perf_counter() - begin
+            texts += lm.decode(ids)
+            stats = getattr(getattr(lm, "last_sampler", None), "stats", None)
+            calls += stats.network_calls if stats is not None else 0
+        tokens = sum(len(lm.tokenizer.encode(t, add_special_tokens=False)) + 1 for t in texts)  # text + its end
+        figures = generation_figures(texts, tokenizer=lm.tokenizer, data_texts=data_texts, evaluator=judge,
+                                     builtin=builtin, labels=model_labels,
+                                     label_column=lm.cfg.data.label_column if model_labels else None)
+        record = {"bench": "generation_frontier", "part": "quality", "config": label, "family": role,
+                  "run": getattr(args, role if role != "gaussian_distilled" else "gaussian_distilled"),
+                  "num_samples": len(texts), "batch": args.batch, "temperature": args.temperature,
+                  "tokens_per_s": round(tokens / seconds, 1), "seconds": round(seconds, 2),
+                  **({"network_calls": calls, "tokens_per_call": round(tokens / max(calls, 1) / args.batch, 2)}
+                     if calls else {}),
+                  **{k: (round(v, 4) if isinstance(v, float) else v) for k, v in figures.items()},
+                  "example": texts[0] if texts else ""}
+        print(json.dumps(record), flush=True)
+        records.append(record)
+    return records
+
+
+# ----------------------------------------------------------------------------------- report
+def plot(records: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    quality = [r for r in records if r["part"] == "quality"]
+    keys = [k for k in ("grammatical", "gen_ppl") if any(k in r for r in quality)]
+    fig, axes = plt.subplots(1, len(keys), figsize=(6.2 * len(keys), 4.6), squeeze=False)
+    markers = {"ar": "s", "masked": "o", "distilled": "D", "block": "^", "gaussian": "v", "gaussian_distilled": "P"}
+    for ax, key in zip(axes[0], keys):
+        for r in quality:
+            if key not in r:
+                continue
+            face = "none" if not r.get("at_data_length", True) else None
+            ax.scatter(r["tokens_per_s"], r[key], marker=markers.get(r["family"], "o"), s=46,
+                       facecolors=face, edgecolors="C%d" % list(markers).index(r["family"]) if r["family"] in markers else "k",
+                       color=None if face else "C%d" % list(markers).index(r["family"]))
+            ax.annotate(r["config"].replace("masked ", "").replace(" block 8", ""), (r["tokens_per_s"], r[key]),
+                        fontsize=6, xytext=(3, 3), textcoords="offset points")
+        ax.set_xscale("log")
+        ax.set_xlabel("tokens / s (higher is faster)")
+        ax.set_ylabel({"grammatical": "grammatical share (higher is better)",
+                       "gen_ppl": "perplexity under the judge (lower is better)"}[key])
+        if key == "gen_ppl":
+            ax.set_yscale("log")
+        ax.grid(alpha=0.3)
+    fig.suptitle("generation frontier (hollow: not at the data's length and diversity)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=130)
+    plt.close(fig)
+
+
+def report(records: list[dict], folder: Path, command: str) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "frontier.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    plot(records, folder / "frontier.png")
+    quality = [r for r in records if r["part"] == "quality"]
+    lines = ["# Generation frontier", "", f"Made by `{command}`.", "",
+             "| config | tokens/s | tokens/call | grammatical | perplexity (judge) | mean words | data | entropy | data | at data length |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in quality:
+        lines.append("| {config} | {tps} | {tpc} | {g} | {p} | {mw:.1f} | {dmw:.1f} | {ue:.3f} | {due:.3f} | {ok} |".format(
+            config=r["config"], tps=r["tokens_per_s"], tpc=r.get("tokens_per_call", "-"),
+            g=r.get("grammatical", "-"), p=round(r["gen_ppl"], 2) if "gen_ppl" in r else "-",
+            mw=r["mean_words"], dmw=r.get("data_mean_words", float("nan")), ue=r["unigram_entropy"],
+            due=r.get("data_unigram_entropy", float("nan")), ok="yes" if r.get("at_data_length") else "**no**"))
+    lines += ["", "![frontier](frontier.png)", ""]
+    (folder / "report.md").write_text("\n".join(lines))
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="part", required=True)
+    sp = sub.add_parser("speed")
+    sp.add_argument("--preset", default="base", choices=("tiny", "small", "base"))
+    sp.add_argument("--seq_lens", type=lambda s: [int(x) for x in s.split(",")], default=[128, 256])
+    sp.add_argument("--batches", type=lambda s: [int(x) for x in s.split(",")], default=[1, 16])
+    sp.add_argument("--tokens_per_call", type=lambda s: [int(x) for x in s.split(",")], default=[1, 4, 8])
+    sp.add_argument("--block_size", type=int, default=32, help="masked decoding blocks")
+    sp.add_argument("--bd3_block", type=int, default=4, help="the block-diffusion model's block size")
+    sp.add_argument("--repeats", type=int, default=2)
+    sp.add_argument("--threads", type=int, default=0)
+    qp = sub.add_parser("quality")
+    qp.add_argument("--ar", required=True, help="the AR run compared (and the data's reference)")
+    qp.add_argument("--judge", default=None, help="an AR run (or HF LM) that is none of the compared models")
+    qp.add_argument("--masked", default=None)
+    qp.add_argument("--distilled", default=None, help="a masked student from `dlms distill`")
+    qp.add_argument("--block", default=None, help="a block-diffusion run")
+    qp.add_argument("--gaussian", default=None)
+    qp.add_argument("--gaussian_distilled", default=None)
+    qp.add_argument("--thresholds", type=lambda s: [float(x) for x in s.split(",")], default=[0.9, 0.7, 0.5])
+    qp.add_argument("--num_samples", type=int, default=200)
+    qp.add_argument("--batch", type=int, default=50)
+    qp.add_argument("--temperature", type=float, default=1.0)
+    qp.add_argument("--seed", type=int, default=0)
+    qp.add_argument("--device", default="cpu")
+    qp.add_argument("--threads", type=int, default=0)
+    qp.add_argument("--report", default=None, help="folder for frontier.jsonl, frontier.png and report.md")
+    args = p.parse_args(argv)
+    set_threads(args.threads)
+    if args.part == "speed":
+        run_speed(args)
+        return 0
+    records = run_quality(args)
+    if args.report:
+        report(records, Path(args.report), "python bench/generation_frontier.py " + " ".join(argv or sys.argv[1:]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
