@@ -85,7 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     view = sub.add_parser("view", help="watch noise turn into text, one line per denoising step")
     _add_sampling_flags(view)
-    view.add_argument("--steps", type=int, default=20)
+    view.add_argument("--steps", type=int, default=None,
+                      help="denoising steps (default: the run's; samplers that pick their own, e.g. threshold, take none)")
 
     ev = sub.add_parser("eval", help="validation NLL (bound) and generation figures")
     ev.add_argument("--checkpoint", default=DEFAULT_RUN)
@@ -239,7 +240,9 @@ def cmd_view(args: argparse.Namespace) -> int:
         print(f"step {step:>3}/{total}  {one_line(texts[0])}")
 
     canvas, _ = lm.canvas(args.prompt, args.seq_len, 1)
-    print(f"step {0:>3}/{args.steps}  {one_line(lm.render(canvas)[0])}")
+    shown = canvas[:, : args.seq_len or lm.cfg.data.seq_len]
+    total = f"/{args.steps}" if args.steps else ""
+    print(f"step {0:>3}{total}  {one_line(lm.render(shown)[0])}")
     final = lm.sample(args.prompt, args.seq_len, args.steps, num_samples=1, callback=callback,
                       **_sampling_kwargs(args))
     print(f"final     {one_line(final[0])}")

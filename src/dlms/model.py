@@ -191,11 +191,23 @@ class DiffusionLM:
                                 f"{length}; raise {{length}} or shorten the prompt", length="length")
         if self.method.causal and not prefix:
             raise DlmsError("an autoregressive model needs a prompt or a start token")
-        canvas = torch.full((num_samples, length), self.method.special.mask, dtype=torch.long, device=self.device)
+        # A bidirectional model reads the canvas's length as part of its input, and it has only seen
+        # rows of its training length: asked for fewer tokens on a canvas that short it is off its
+        # data (on the demo it predicted padding at the first position). So it samples on a canvas
+        # of its training length; with padded data the positions past `length` are held as padding,
+        # which is how a shorter text looks in training. `sample_ids` returns the first `length`.
+        width = length
+        trained = self.cfg.data.seq_len
+        if not self.method.causal and trained and length < trained <= max_len:
+            width = trained
+        canvas = torch.full((num_samples, width), self.method.special.mask, dtype=torch.long, device=self.device)
         fixed = torch.zeros_like(canvas, dtype=torch.bool)
         if prefix:
             canvas[:, : len(prefix)] = torch.tensor(prefix, device=self.device)
             fixed[:, : len(prefix)] = True
+        if width > length and self.cfg.data.layout == "padded":
+            canvas[:, length:] = self.method.special.pad
+            fixed[:, length:] = True
         return canvas, fixed
 
     def sample_ids(self, prompt: str | None = None, length: int | None = None, steps: int | None = None,
@@ -224,13 +236,14 @@ class DiffusionLM:
                                     arg=SAMPLER_OPTIONS[option].argument, **takes)
             check_option(SAMPLER_OPTIONS[option], value)
         check_int("seed", seed, 0)
+        prompt_text = prompt
         canvas, fixed = self.canvas(prompt, length, num_samples)
         labels = self._label_ids(label, num_samples)
         generator = torch.Generator(device=self.device).manual_seed(s.seed if seed is None else seed)
         options = {o: getattr(s, o) if given[o] is None else given[o] for o in chosen.options}
         # Without labels, guidance contrasts the prompt with the prompt hidden; the start tokens stay.
-        prompt = fixed.clone()
-        prompt[:, : len(self._start_tokens)] = False
+        prompt = torch.zeros_like(fixed)
+        prompt[:, len(self._start_tokens): len(self.encode_prompt(prompt_text))] = True
         if guidance is not None and guidance != 1.0 and labels is None:
             if not chosen.prompt_guidance:
                 raise ArgumentError(f"{{guidance}} needs a {{label}} with the '{chosen.name}' sampler (it contrasts a "
@@ -242,9 +255,11 @@ class DiffusionLM:
                                     guidance="guidance", prompt="prompt", label="label")
         extra = {"prompt": prompt} if chosen.prompt_guidance else {}
         self.last_sampler = chosen  # its `stats`: steps and network calls of this call
+        width = self.cfg.data.seq_len if length is None else length
+        shown = (lambda i, n, x: callback(i, n, x[:, :width])) if callback and canvas.shape[1] > width else callback
         with self.autocast():
-            return chosen.sample(canvas, fixed, labels=labels, generator=generator, callback=callback,
-                                 **options, **extra)
+            ids = chosen.sample(canvas, fixed, labels=labels, generator=generator, callback=shown, **options, **extra)
+        return ids[:, :width]
 
     def decode(self, ids: torch.Tensor) -> list[str]:
         """Token rows [B, L] -> texts: the start tokens dropped, cut at the first end-of-text."""

@@ -273,3 +273,35 @@ def test_a_sampler_declares_its_options_and_swallows_none(sampler):
     params = inspect.signature(cls.sample).parameters
     assert not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
     assert set(cls.options) <= set(params) and set(cls.options) <= set(SAMPLING_ARGUMENTS)
+
+
+BUILTIN_FP32 = [m for m, b, p in RUNS if b == "transformer" and p == "fp32"]
+
+
+@pytest.mark.parametrize("method", BUILTIN_FP32)
+def test_a_shorter_sample_keeps_the_model_on_its_training_length(trained, method):
+    """A bidirectional model samples a shorter text on a canvas of its training length, the
+    tail held as padding (padded data), and returns the asked length; a causal one decodes only
+    what is asked."""
+    _, lm = trained(method, "transformer", "fp32")
+    widths, inner = [], lm.model.hidden
+
+    def hidden(input_ids=None, **kwargs):
+        widths.append((input_ids if input_ids is not None else kwargs["inputs_embeds"]).shape[1])
+        return inner(input_ids, **kwargs)
+
+    lm.model.hidden = hidden
+    try:
+        sampler = {"gaussian": "ddim", "ar": "ar"}.get(method, "confidence")
+        ids = lm.sample_ids(None, 8, num_samples=2, sampler=sampler, seed=0,
+                            **({} if method == "ar" else {"steps": 4}))
+    finally:
+        del lm.model.hidden
+    assert ids.shape == (2, 8) and not (ids == lm.method.special.mask).any()
+    if lm.method.causal:
+        assert max(widths) <= 8
+    else:
+        assert max(widths) == SEQ_LEN
+        assert lm.cfg.data.layout == "padded"
+        canvas, fixed = lm.canvas(None, 8, 1)
+        assert canvas.shape[1] == SEQ_LEN and fixed[0, 8:].all() and (canvas[0, 8:] == lm.method.special.pad).all()

@@ -224,7 +224,9 @@ class _MaskedSamplerBase:
         has_end = end.any(-1)
         first = torch.where(has_end, end.float().argmax(-1), torch.full_like(has_end, x.shape[1], dtype=torch.long))
         pos = torch.arange(x.shape[1], device=x.device)
-        fixed_after = (fix & (pos[None, :] > first[:, None])).any(-1)
+        # A fixed token after the end keeps the row open (an infilling template), unless it is an
+        # end itself (a canvas whose tail is held as padding).
+        fixed_after = (fix & (pos[None, :] > first[:, None]) & (rows != special.pad) & (rows != special.eos)).any(-1)
         ended = has_end & ~fixed_after
         if ended.any():
             tail = pos[None, :] > first[:, None]
