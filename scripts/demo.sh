@@ -17,17 +17,21 @@ dlms train --config configs/demo-masked.yaml --overwrite "$@"
 # The judge: another AR run (another seed and validation split, no label) that scores both models' samples.
 dlms train --config configs/demo-judge.yaml --overwrite --samples 0 "$@"
 echo "== trained in $(( $(date +%s) - start )) s"
-# Both models are conditioned on the corpus's review label; the eval draws the same number of
-# samples for every label (so samples follow the corpus's own label distribution) at the
-# configs' temperature 0.7, and also shows the raw unconditional figures at temperature 1.
-echo "== autoregressive baseline (a sample per review label in turn, temperature 0.7)"
+# Both models are conditioned on the corpus's review label; each eval draws the same number of
+# samples for every label (so samples follow the corpus's own label distribution), at temperature 1
+# unless said otherwise, and reports them beside the data's own length and unigram entropy.
+echo "== autoregressive baseline (each label in turn, temperature 1)"
 dlms eval --checkpoint runs/demo-ar --evaluator runs/demo-judge --num_samples 200 --passes 1
-echo "== masked diffusion, confidence-ordered sampler (24 steps, each label in turn, temperature 0.7)"
+echo "== masked diffusion, its default sampler: confidence-ordered, blocks of 8, 24 steps (each label in turn, temperature 1)"
 dlms eval --checkpoint runs/demo-masked --evaluator runs/demo-judge --num_samples 200 --passes 8
-echo "== for comparison: unconditional samples at temperature 1 (AR; masked ancestral and confidence)"
-dlms eval --checkpoint runs/demo-ar --evaluator runs/demo-judge --num_samples 200 --passes 0 --label none --temperature 1 | tail -1
-dlms eval --checkpoint runs/demo-masked --evaluator runs/demo-judge --num_samples 200 --passes 0 --label none --temperature 1 --sampler ancestral | tail -1
-dlms eval --checkpoint runs/demo-masked --evaluator runs/demo-judge --num_samples 200 --passes 0 --label none --temperature 1 | tail -1
+echo "== masked diffusion, other samplers and temperatures (one line each)"
+dlms eval --checkpoint runs/demo-masked --evaluator runs/demo-judge --num_samples 200 --passes 0 --sampler threshold --block_size 8 --cache dual | tail -1
+dlms eval --checkpoint runs/demo-masked --evaluator runs/demo-judge --num_samples 200 --passes 0 --sampler ancestral --num_steps 24 | tail -1
+dlms eval --checkpoint runs/demo-ar --evaluator runs/demo-judge --num_samples 200 --passes 0 --temperature 0.7 | tail -1
+dlms eval --checkpoint runs/demo-masked --evaluator runs/demo-judge --num_samples 200 --passes 0 --temperature 0.7 | tail -1
+echo "== unconditional samples (the null class, temperature 1): AR, then masked"
+dlms eval --checkpoint runs/demo-ar --evaluator runs/demo-judge --num_samples 200 --passes 0 --label none | tail -1
+dlms eval --checkpoint runs/demo-masked --evaluator runs/demo-judge --num_samples 200 --passes 0 --label none | tail -1
 echo "== prompted samples"
 dlms generate --checkpoint runs/demo-masked --prompt "the chef" --label positive-food --num_samples 3
 dlms generate --checkpoint runs/demo-ar --prompt "the chef" --label negative-food --num_samples 3

@@ -111,10 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--sampler", default=None)
     ev.add_argument("--label", default=None,
                     help="class of every sample ('none': unconditional); default: each class in turn")
-    ev.add_argument("--temperature", type=float, default=None)
-    ev.add_argument("--top_p", type=float, default=None)
-    ev.add_argument("--eta", type=float, default=None, help="ddim sampler: 0 deterministic ... 1 as noisy as ddpm")
-    ev.add_argument("--clamp", action="store_true", default=None, help="gaussian samplers: snap x0 estimates to tokens")
+    _add_sampler_option_flags(ev)
     ev.add_argument("--seed", type=int, default=0)
     ev.add_argument("--device", default="auto")
     ev.add_argument("--precision", choices=("auto", "bf16", "fp32"), default=None,
@@ -204,11 +201,16 @@ def _load(args: argparse.Namespace):
     return DiffusionLM.load_checkpoint(args.checkpoint, device=args.device, precision=args.precision)
 
 
-def _sampling_kwargs(args: argparse.Namespace) -> dict:
+def _sampler_options(args: argparse.Namespace) -> dict:
+    """The sampler options given on the command line, by DiffusionLM.sample's argument names."""
     from .samplers.options import SAMPLER_OPTIONS
 
-    options = {o.argument: getattr(args, o.name) for o in SAMPLER_OPTIONS.values() if o.name != "num_steps"}
-    return {"label": args.label, "sampler": args.sampler, "seed": args.seed, **options}
+    return {o.argument: getattr(args, o.name) for o in SAMPLER_OPTIONS.values()
+            if o.name != "num_steps" and getattr(args, o.name) is not None}
+
+
+def _sampling_kwargs(args: argparse.Namespace) -> dict:
+    return {"label": args.label, "sampler": args.sampler, "seed": args.seed, **_sampler_options(args)}
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
@@ -261,8 +263,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         passes=args.passes, max_sequences=args.max_sequences, batch_size=args.batch_size,
         discrete_steps=args.discrete_steps, num_samples=args.num_samples, num_steps=args.num_steps,
         sampler=args.sampler, seed=args.seed, device=args.device, precision=args.precision, label=args.label,
-        temperature=args.temperature,
-        top_p=args.top_p, eta=args.eta, clamp=args.clamp, mauve=args.mauve, classifier=args.classifier, references=args.references,
+        sampling=_sampler_options(args), mauve=args.mauve, classifier=args.classifier, references=args.references,
         multiple_choice=args.multiple_choice, max_items=args.max_items, show=args.show)
     from .eval.report import format_table
 

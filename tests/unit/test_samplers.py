@@ -511,7 +511,7 @@ def test_build_sampler_checks_method():
             build_sampler(name, AR, CAUSAL)
     with pytest.raises(ConfigError, match="unknown sampler"):
         build_sampler("beam", MASKED, BIDIR)
-    assert build_sampler("auto", MASKED, BIDIR).name == "ancestral"
+    assert build_sampler("auto", MASKED, BIDIR).name == "confidence"
     assert build_sampler("auto", AR, CAUSAL).name == "ar"
 
 

@@ -30,8 +30,8 @@ def evaluate_run(checkpoint: str, *, dataset: str | None = None, evaluator: str 
                  batch_size: int | None = None, discrete_steps: int | None = None, num_samples: int = 64,
                  num_steps: int | None = None, sampler: str | None = None, seed: int = 0, device: str = "auto",
                  precision: str | None = None,
-                 label: str | None = None, temperature: float | None = None, top_p: float | None = None,
-                 eta: float | None = None, clamp: bool | None = None, mauve: bool = False, classifier: str | None = None, references: str | None = None,
+                 label: str | None = None, sampling: dict[str, Any] | None = None,
+                 mauve: bool = False, classifier: str | None = None, references: str | None = None,
                  multiple_choice: str | None = None, max_items: int | None = None, show: int = 5) -> dict[str, Any]:
     """Evaluate the run in `checkpoint`; returns a flat dict of figures (plus `examples`).
 
@@ -57,6 +57,7 @@ def evaluate_run(checkpoint: str, *, dataset: str | None = None, evaluator: str 
         check_independent(checkpoint, judge_spec)  # before minutes of loading and sampling
     lm = DiffusionLM.load_checkpoint(checkpoint, device=device, precision=precision)
     judge = load_evaluator(judge_spec, device=device) if judge_spec else None
+    sampling = dict(sampling or {})
     results: dict[str, Any] = {"checkpoint": str(checkpoint), "method": lm.method.name, "precision": lm.precision}
     if judge_spec:
         results["evaluator"] = str(judge_spec)
@@ -65,8 +66,8 @@ def evaluate_run(checkpoint: str, *, dataset: str | None = None, evaluator: str 
         results.update(_likelihood(lm, dataset, passes, max_sequences, batch_size, seed,
                                    discrete_steps or lm.cfg.sample.num_steps))
     if num_samples > 0:
-        results.update(_generation(lm, judge, num_samples, num_steps, sampler, seed, label, temperature, top_p,
-                                   dataset, mauve, classifier, {"eta": eta, "clamp": clamp}, show))
+        results.update(_generation(lm, judge, num_samples, num_steps, sampler, seed, label, sampling,
+                                   dataset, mauve, classifier, show))
         if judge is None:
             notes.append(NO_EVALUATOR_NOTE)
         length_note = data_length_note(results)
@@ -76,7 +77,8 @@ def evaluate_run(checkpoint: str, *, dataset: str | None = None, evaluator: str 
         from .tasks import evaluate_references, read_reference_task
 
         task = evaluate_references(lm, read_reference_task(references), max_items=max_items, seed=seed,
-                                   steps=num_steps, sampler=sampler, temperature=temperature, top_p=top_p)
+                                   steps=num_steps, sampler=sampler, temperature=sampling.get("temperature"),
+                                   top_p=sampling.get("top_p"))
         results.update({f"ref_{k}": v for k, v in task.items() if k != "examples"})
     if multiple_choice:
         from .tasks import evaluate_multiple_choice, read_multiple_choice
@@ -99,24 +101,28 @@ def _likelihood(lm, dataset, passes, max_sequences, batch_size, seed, discrete_s
     return out
 
 
-def _generation(lm, judge, num_samples, num_steps, sampler, seed, label, temperature, top_p, dataset, mauve,
-                classifier, gaussian_options, show) -> dict[str, Any]:
+def _generation(lm, judge, num_samples, num_steps, sampler, seed, label, sampling, dataset, mauve,
+                classifier, show) -> dict[str, Any]:
     if label is None:
         labels = lm.balanced_labels(num_samples)
     else:
         labels = None if label.lower() == "none" else [label] * num_samples
     start = time.perf_counter()
     ids = lm.sample_ids(num_samples=num_samples, steps=num_steps, sampler=sampler, seed=seed, label=labels,
-                        temperature=temperature, top_p=top_p, **gaussian_options)
+                        **sampling)
     elapsed = time.perf_counter() - start
     texts = lm.decode(ids)
     s = lm.cfg.sample
-    chosen = sampler or s.sampler
+    chosen = lm.last_sampler
+    from ..samplers.options import SAMPLER_OPTIONS
+
+    # Every option the sampler ran with: what was passed, else the run's default.
+    used = {o: sampling.get(SAMPLER_OPTIONS[o].argument) for o in chosen.options if o != "num_steps"}
+    used = {o: getattr(s, o) if v is None else v for o, v in used.items()}
     out: dict[str, Any] = {
-        "samples": num_samples, "sampler": chosen if chosen != "auto" else lm.method.default_sampler,
-        "sample_steps": num_steps or s.num_steps,
-        "temperature": s.temperature if temperature is None else temperature,
-        "top_p": s.top_p if top_p is None else top_p, "labels": "balanced" if label is None and labels else label,
+        "samples": num_samples, "sampler": chosen.name, "sample_steps": chosen.stats.steps,
+        "network_calls": chosen.stats.network_calls, **used,
+        "labels": "balanced" if label is None and labels else label,
         "sample_tokens_per_s": ids.numel() / elapsed,
     }
     builtin = (dataset or lm.cfg.data.dataset).startswith("builtin")
