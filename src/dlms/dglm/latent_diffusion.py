@@ -24,7 +24,7 @@ from ..config import dataclass_from_dict
 from ..data.cache import staged_entry
 from ..errors import CheckpointError, ConfigError
 from ..training.checkpoint import load_weights, read_tensors
-from ..samplers.gaussian import DDIMSampler, DDPMSampler
+from ..samplers.gaussian import ddim_update, ddpm_update, vp_coefficients
 from ..samplers.guidance import mix_guidance
 from ..schedules import GaussianSchedule, build_schedule
 from .embeddings import Standardizer
@@ -123,10 +123,8 @@ class LatentDiffusion:
 
         `control`: a function x_hat [B, D] -> gradient [B, D] (see `control.guidance_gradient`);
         every step moves the clean estimate by control_scale x that gradient before the update."""
-        updates = {"ddim": DDIMSampler, "ddpm": DDPMSampler}
-        if sampler not in updates:
+        if sampler not in ("ddim", "ddpm"):
             raise ConfigError(f"unknown latent sampler '{sampler}'; choose ddim or ddpm")
-        step = updates[sampler](self, None)  # only its update rule and coefficients are used
         z = torch.randn(prefix.shape, generator=generator, device=prefix.device) if noise is None else noise.clone()
         times = torch.linspace(1.0, 0.0, num_steps + 1, dtype=torch.float64).tolist()
         x_hat = z
@@ -136,7 +134,9 @@ class LatentDiffusion:
             if control is not None and control_scale:
                 with torch.enable_grad():
                     x_hat = x_hat + control_scale * control(x_hat)
-            z = step.update(z[:, None, :], x_hat[:, None, :], t, s, eta, generator)[:, 0, :]
+            coefficients = vp_coefficients(self.schedule, t, s)
+            z = (ddim_update(z, x_hat, coefficients, eta, generator) if sampler == "ddim"
+                 else ddpm_update(z, x_hat, coefficients, generator))
         return x_hat
 
 

@@ -34,6 +34,38 @@ def clamp_to_tokens(x0_hat: torch.Tensor, table: torch.Tensor, exclude: int | No
     return table[scores.argmax(-1)]
 
 
+def vp_coefficients(schedule, t: float, s: float) -> tuple[float, float, float, float]:
+    """(alpha_t, sigma_t, alpha_s, sigma_s) of a gaussian schedule at times t > s, as floats (float64 maths)."""
+    ts = torch.tensor([t, s], dtype=torch.float64)
+    a, sg = schedule.alpha(ts).tolist(), schedule.sigma(ts).tolist()
+    return a[0], sg[0], a[1], sg[1]
+
+
+def ddpm_update(z: torch.Tensor, x0_hat: torch.Tensor, coefficients: tuple[float, float, float, float],
+                generator: torch.Generator | None = None) -> torch.Tensor:
+    """One ancestral step: z_s drawn from q(z_s | z_t = z, x0 = x0_hat); any shape [..., D].
+    `coefficients`: (alpha_t, sigma_t, alpha_s, sigma_s), see `vp_coefficients`."""
+    a_t, s_t, a_s, s_s = coefficients
+    a_ts = a_t / a_s
+    var_ts = max(s_t**2 - a_ts**2 * s_s**2, 0.0)  # variance of q(z_t | z_s)
+    mean = (a_ts * s_s**2 / s_t**2) * z + (a_s * var_ts / s_t**2) * x0_hat
+    std = (var_ts * s_s**2 / s_t**2) ** 0.5
+    return mean + std * torch.randn(z.shape, generator=generator, device=z.device)
+
+
+def ddim_update(z: torch.Tensor, x0_hat: torch.Tensor, coefficients: tuple[float, float, float, float],
+                eta: float = 0.0, generator: torch.Generator | None = None) -> torch.Tensor:
+    """One DDIM step from z_t = z to z_s: alpha_s x0_hat + sqrt(sigma_s^2 - c^2) eps_hat + c noise,
+    c = eta sqrt(sigma_s^2 / sigma_t^2 (1 - alpha_t^2 / alpha_s^2)); eta = 0 draws no noise."""
+    a_t, s_t, a_s, s_s = coefficients
+    eps_hat = (z - a_t * x0_hat) / s_t
+    c = eta * max(s_s**2 / s_t**2 * (1.0 - a_t**2 / a_s**2), 0.0) ** 0.5
+    out = a_s * x0_hat + max(s_s**2 - c**2, 0.0) ** 0.5 * eps_hat
+    if eta > 0:
+        out = out + c * torch.randn(z.shape, generator=generator, device=z.device)
+    return out
+
+
 class _GaussianSamplerBase:
     method_names = ("gaussian",)
     options: tuple[str, ...] = ("num_steps", "temperature", "guidance_scale", "clamp")
@@ -46,10 +78,7 @@ class _GaussianSamplerBase:
 
     def coefficients(self, t: float, s: float) -> tuple[float, float, float, float]:
         """alpha_t, sigma_t, alpha_s, sigma_s as floats (float64 maths)."""
-        sch = self.method.schedule
-        ts = torch.tensor([t, s], dtype=torch.float64)
-        a, sg = sch.alpha(ts).tolist(), sch.sigma(ts).tolist()
-        return a[0], sg[0], a[1], sg[1]
+        return vp_coefficients(self.method.schedule, t, s)
 
     def update(self, z: torch.Tensor, x0_hat: torch.Tensor, t: float, s: float, eta: float,
                generator: torch.Generator | None) -> torch.Tensor:
@@ -137,12 +166,7 @@ class DDPMSampler(_GaussianSamplerBase):
     name = "ddpm"
 
     def update(self, z, x0_hat, t, s, eta, generator):
-        a_t, s_t, a_s, s_s = self.coefficients(t, s)
-        a_ts = a_t / a_s
-        var_ts = max(s_t**2 - a_ts**2 * s_s**2, 0.0)  # variance of q(z_t | z_s)
-        mean = (a_ts * s_s**2 / s_t**2) * z + (a_s * var_ts / s_t**2) * x0_hat
-        std = (var_ts * s_s**2 / s_t**2) ** 0.5
-        return mean + std * torch.randn(z.shape, generator=generator, device=z.device)
+        return ddpm_update(z, x0_hat, self.coefficients(t, s), generator)
 
 
 class DDIMSampler(_GaussianSamplerBase):
@@ -153,10 +177,4 @@ class DDIMSampler(_GaussianSamplerBase):
     options = (*_GaussianSamplerBase.options, "eta")
 
     def update(self, z, x0_hat, t, s, eta, generator):
-        a_t, s_t, a_s, s_s = self.coefficients(t, s)
-        eps_hat = (z - a_t * x0_hat) / s_t
-        c = eta * max(s_s**2 / s_t**2 * (1.0 - a_t**2 / a_s**2), 0.0) ** 0.5
-        out = a_s * x0_hat + max(s_s**2 - c**2, 0.0) ** 0.5 * eps_hat
-        if eta > 0:
-            out = out + c * torch.randn(z.shape, generator=generator, device=z.device)
-        return out
+        return ddim_update(z, x0_hat, self.coefficients(t, s), eta, generator)
