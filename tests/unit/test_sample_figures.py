@@ -145,3 +145,19 @@ def test_packed_rows_start_at_a_document_boundary():
     # a sample is; row 1: the next one; row 2 starts at an eos whose document row 1 took: the next
     # one; row 3's only document runs into the end of the split: none
     assert texts == ["6 7 8", "10", "11 12 13"]
+
+
+def test_samples_that_repeat_themselves_are_not_at_the_data_diversity():
+    """Unigram entropy is within each text: the same fluent text over and over matches the data's
+    length and entropy, and only the diversity across samples (distinct-2) tells."""
+    from dlms.eval.generation import data_diversity_note, generation_figures
+
+    data = ["the chef cooked a fine soup .", "a dog ran in the park today .", "my sister liked the quiet lake ."]
+    rows = [[i + 1 for i in range(len(t.split()))] for t in data]
+    same = [data[0]] * 3
+    figures = generation_figures(same, [rows[0]] * 3, data_texts=data, data_token_rows=rows)
+    assert figures["at_data_length"] and not figures["at_data_diversity"]
+    assert figures["distinct_2"] < figures["data_distinct_2"]
+    assert "diversity across samples" in data_diversity_note(figures)
+    varied = generation_figures(data, rows, data_texts=data, data_token_rows=rows)
+    assert varied["at_data_diversity"] and data_diversity_note(varied) is None

@@ -27,6 +27,7 @@ from .text_metrics import distinct_n, self_bleu
 
 LENGTH_TOLERANCE = 0.10  # |length_gap| at most this: at the data's length
 ENTROPY_TOLERANCE = 0.05  # |entropy_gap| at most this: at the data's diversity
+DIVERSITY_TOLERANCE = 0.10  # |distinct_2_gap| at most this: as varied across samples as the data
 DATA_TEXTS = 1000  # validation texts the data's figures are computed on (more when there are more samples)
 _EPS = 1e-9  # the bounds are inclusive: 11 words against 10 is a gap of 0.10, not 0.1000000001
 
@@ -100,6 +101,16 @@ def data_length_note(figures: dict[str, Any]) -> str | None:
             f"unigram entropy {figures['unigram_entropy']:.3f} against {figures['data_unigram_entropy']:.3f} "
             f"({pct(figures['entropy_gap'])}, allowed +-{ENTROPY_TOLERANCE:.0%}); "
             "the quality figures of these samples support no claim")
+
+
+def data_diversity_note(figures: dict[str, Any]) -> str | None:
+    """One line when samples are less (or more) varied across samples than the data."""
+    if "at_data_diversity" not in figures or figures["at_data_diversity"]:
+        return None
+    gap = figures["distinct_2_gap"]
+    return (f"not at the data's diversity across samples: distinct-2 {figures['distinct_2']:.3f} against the "
+            f"data's {figures['data_distinct_2']:.3f} ({'undefined' if gap is None else f'{gap:+.0%}'}, allowed "
+            f"+-{DIVERSITY_TOLERANCE:.0%}); a sampler that repeats itself can look fluent")
 
 
 def data_reference_texts(lm, data: Any = None, n: int = DATA_TEXTS, labels: Sequence[Any] | None = None) -> list[str]:
@@ -201,6 +212,13 @@ def generation_figures(texts: Sequence[str], token_rows: Sequence[Sequence[int]]
         figures.update(data_comparison(figures, data))
     for n in (1, 2, 3):
         figures[f"distinct_{n}"] = distinct_n(texts, n)
+    if data_texts is not None and len(data_texts) and texts:
+        # Diversity across samples, against as many data texts: unigram entropy is within each
+        # text, and a mode-seeking sampler can match it while writing the same texts again.
+        figures["data_distinct_2"] = distinct_n(list(data_texts[: len(texts)]), 2)
+        gap = _gap(figures["distinct_2"], figures["data_distinct_2"])
+        figures["distinct_2_gap"] = gap
+        figures["at_data_diversity"] = gap is not None and abs(gap) <= DIVERSITY_TOLERANCE + _EPS
     if len(texts) >= 2:
         figures["self_bleu"] = self_bleu(texts, max_texts=self_bleu_texts)
     if evaluator is not None:

@@ -18,7 +18,7 @@ import time
 from typing import Any
 
 from .evaluator import check_independent, load_evaluator
-from .generation import DATA_TEXTS, data_length_note, data_reference_texts, generation_figures
+from .generation import DATA_TEXTS, data_diversity_note, data_length_note, data_reference_texts, generation_figures
 
 NO_EVALUATOR_NOTE = ("no gen_ppl: no independent evaluator was given (a model never scores its own samples); "
                      "pass --evaluator with an AR run that is not one of the models compared (another seed or "
@@ -70,9 +70,9 @@ def evaluate_run(checkpoint: str, *, dataset: str | None = None, evaluator: str 
                                    dataset, mauve, classifier, show))
         if judge is None:
             notes.append(NO_EVALUATOR_NOTE)
-        length_note = data_length_note(results)
-        if length_note:
-            notes.append(length_note)
+        for note in (data_length_note(results), data_diversity_note(results)):
+            if note:
+                notes.append(note)
     if references:
         from .tasks import evaluate_references, read_reference_task
 
