@@ -233,7 +233,7 @@ def plot(records: list[dict], path: Path) -> None:
         for r in quality:
             if key not in r:
                 continue
-            face = "none" if not r.get("at_data_length", True) else None
+            face = "none" if not (r.get("at_data_length", True) and r.get("at_data_diversity", True)) else None
             ax.scatter(r["tokens_per_s"], r[key], marker=markers.get(r["family"], "o"), s=46,
                        facecolors=face, edgecolors="C%d" % list(markers).index(r["family"]) if r["family"] in markers else "k",
                        color=None if face else "C%d" % list(markers).index(r["family"]))
@@ -246,7 +246,8 @@ def plot(records: list[dict], path: Path) -> None:
         if key == "gen_ppl":
             ax.set_yscale("log")
         ax.grid(alpha=0.3)
-    fig.suptitle("generation frontier (hollow: not at the data's length and diversity)", fontsize=10)
+    fig.suptitle("generation frontier (hollow: not at the data's length, entropy and diversity across samples)",
+                 fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=130)
     plt.close(fig)
@@ -259,22 +260,23 @@ def report(records: list[dict], folder: Path, command: str) -> None:
     quality = [r for r in records if r["part"] == "quality"]
     lines = ["# Generation frontier", "", f"Made by `{command}`.", "",
              "| config | tokens/s | tokens/call | grammatical | perplexity (judge) | mean words | unigram entropy "
-             "| at data length | distinct-2 | self-BLEU |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "| at data length | distinct-2 | self-BLEU | at data diversity |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in quality:
-        lines.append("| {config} | {tps} | {tpc} | {g} | {p} | {mw:.1f} | {ue:.3f} | {ok} | {d2:.3f} | {sb:.1f} |".format(
+        lines.append("| {config} | {tps} | {tpc} | {g} | {p} | {mw:.1f} | {ue:.3f} | {ok} | {d2:.3f} | {sb:.1f} | {dv} |".format(
             config=r["config"], tps=r["tokens_per_s"], tpc=r.get("tokens_per_call", "-"),
             g=r.get("grammatical", "-"), p=round(r["gen_ppl"], 2) if "gen_ppl" in r else "-",
             mw=r["mean_words"], ue=r["unigram_entropy"], ok="yes" if r.get("at_data_length") else "**no**",
-            d2=r["distinct_2"], sb=r.get("self_bleu", float("nan"))))
+            d2=r["distinct_2"], sb=r.get("self_bleu", float("nan")),
+            dv="yes" if r.get("at_data_diversity") else "**no**"))
     if quality:
         r = quality[0]
-        lines.append("| *the data (validation texts)* | | | | | {:.1f} | {:.3f} | | {:.3f} | {:.1f} |".format(
+        lines.append("| *the data (validation texts)* | | | | | {:.1f} | {:.3f} | | {:.3f} | {:.1f} | |".format(
             r["data_mean_words"], r["data_unigram_entropy"], r["data_distinct_2"], r["data_self_bleu"]))
     lines += ["", "tokens/call: tokens per row and network call; the rows of a batch move together, so at batch > 1 "
               "a step waits for the slowest row. at data length: mean words within 10% and unigram entropy within "
               "5% of the data's. distinct-2 and self-BLEU measure diversity across samples (the data's: as many "
-              "validation texts as samples)."]
+              "validation texts as samples); at data diversity: distinct-2 within 10% of the data's."]
     lines += ["", "![frontier](frontier.png)", ""]
     (folder / "report.md").write_text("\n".join(lines))
 
