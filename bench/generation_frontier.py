@@ -136,6 +136,10 @@ def quality_configs(args) -> list[tuple[str, str, dict]]:
                                                                  "block_size": 8}),
             ("masked", "masked confidence 2 tokens/step block 8", {"sampler": "confidence", "tokens_per_step": 2,
                                                                   "block_size": 8}),
+            # Ordered by the entropy of each position's distribution, not by the drawn token's
+            # probability: no preference for likely draws, so less mode-seeking.
+            ("masked", "masked confidence (entropy) 1 token/step block 8",
+             {"sampler": "confidence", "tokens_per_step": 1, "block_size": 8, "confidence": "entropy"}),
         ]
         for threshold in args.thresholds:
             for cache in ("none", "dual"):
@@ -255,10 +259,13 @@ def plot(records: list[dict], path: Path) -> None:
 
 def report(records: list[dict], folder: Path, command: str) -> None:
     folder.mkdir(parents=True, exist_ok=True)
+    for r in records:  # lines written before the verdict existed carry what it is made of
+        if r["part"] == "quality" and "at_data_diversity" not in r and r.get("data_distinct_2"):
+            r["at_data_diversity"] = abs(r["distinct_2"] / r["data_distinct_2"] - 1) <= 0.10 + 1e-9
     (folder / "frontier.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     plot(records, folder / "frontier.png")
     quality = [r for r in records if r["part"] == "quality"]
-    lines = ["# Generation frontier", "", f"Made by `{command}`.", "",
+    lines = ["# Generation frontier", "", f"Made by `{command}`.", "", *runs_lines(quality),
              "| config | tokens/s | tokens/call | grammatical | perplexity (judge) | mean words | unigram entropy "
              "| at data length | distinct-2 | self-BLEU | at data diversity |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -278,7 +285,51 @@ def report(records: list[dict], folder: Path, command: str) -> None:
               "5% of the data's. distinct-2 and self-BLEU measure diversity across samples (the data's: as many "
               "validation texts as samples); at data diversity: distinct-2 within 10% of the data's."]
     lines += ["", "![frontier](frontier.png)", ""]
+    for speed_file in sorted(folder.glob("speed-*.jsonl")):
+        lines += speed_table([json.loads(line) for line in speed_file.read_text().splitlines() if line.strip()],
+                             speed_file.name)
     (folder / "report.md").write_text("\n".join(lines))
+
+
+def runs_lines(quality: list[dict]) -> list[str]:
+    """What each compared run is, read from its config.yaml (when the run folder is here)."""
+    import yaml
+
+    lines = []
+    for run in dict.fromkeys(r["run"] for r in quality if r.get("run")):
+        path = Path(run) / "config.yaml"
+        if not path.is_file():
+            continue
+        cfg = yaml.safe_load(path.read_text())
+        m, t, d = cfg["method"], cfg["train"], cfg.get("distill") or {}
+        what = f"method {m['name']}" + (f" (block {m['block_size']})" if m["name"] == "block" else "")
+        what += f", preset {cfg['model']['preset']}, {t['max_steps']} steps, seed {t['seed']}"
+        if d.get("teacher"):
+            what += (f"; a student of {d['teacher']} ({d['teacher_steps']} -> {cfg['sample']['num_steps']} "
+                     f"steps, {d['rounds']} rounds of {t['max_steps']} steps, {d['objective']})")
+        lines.append(f"- `{run}`: {what}")
+    return lines + ([""] if lines else [])
+
+
+def speed_table(records: list[dict], name: str) -> list[str]:
+    """Markdown lines: tokens/s and the ratios to AR and to ancestral, one column per shape."""
+    shapes = sorted({(r["seq_len"], r["batch"]) for r in records})
+    configs = list(dict.fromkeys(r["config"] for r in records))
+    by = {(r["config"], r["seq_len"], r["batch"]): r for r in records}
+    first = records[0]
+    lines = [f"## Speed on random weights (`{name}`)", "",
+             f"Preset `{first['preset']}`, {first['threads']} threads; each cell: tokens/s, then x AR with its KV cache "
+             "and x one-token-per-step ancestral, measured in the same process, interleaved, median "
+             "(`python bench/generation_frontier.py speed` printed the lines in that file).", "",
+             "| config | " + " | ".join(f"{L} tokens, batch {b}" for L, b in shapes) + " |",
+             "|---|" + "---|" * len(shapes)]
+    for config in configs:
+        cells = []
+        for L, b in shapes:
+            r = by.get((config, L, b))
+            cells.append("-" if r is None else f"{r['tokens_per_s']:.0f} ({r['vs_ar']:.2f}x AR, {r['vs_ancestral']:.1f}x anc.)")
+        lines.append(f"| {config} | " + " | ".join(cells) + " |")
+    return lines + [""]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -309,7 +360,16 @@ def main(argv: list[str] | None = None) -> int:
     qp.add_argument("--device", default="cpu")
     qp.add_argument("--threads", type=int, default=0)
     qp.add_argument("--report", default=None, help="folder for frontier.jsonl, frontier.png and report.md")
+    rp = sub.add_parser("report", help="redraw DIR/report.md and frontier.png from DIR/frontier.jsonl and DIR/speed-*.jsonl")
+    rp.add_argument("folder")
     args = p.parse_args(argv)
+    if args.part == "report":
+        folder = Path(args.folder)
+        records = [json.loads(line) for line in (folder / "frontier.jsonl").read_text().splitlines() if line.strip()]
+        command = next((line for line in (folder / "report.md").read_text().splitlines() if line.startswith("Made by")),
+                       "Made by `?`.")[len("Made by `"):-2] if (folder / "report.md").exists() else "?"
+        report(records, folder, command)
+        return 0
     set_threads(args.threads)
     if args.part == "speed":
         run_speed(args)
