@@ -182,6 +182,9 @@ class DiffusionLM:
         check_int("num_samples", num_samples, 1, optional=False)
         length = self.cfg.data.seq_len if length is None else length
         max_len = self.model.spec.max_seq_len
+        if length > max_len and self.method.extends_past_training_length:  # (block: built-in backbone only)
+            self.model.extend_positions(length)  # rotary positions: nothing to learn, but never trained this far
+            max_len = length
         if length > max_len:
             raise ArgumentError(f"{{length}} {length} exceeds the model's maximum of {max_len} tokens (its training "
                                 "length); lower {length}", length="length")

@@ -305,3 +305,19 @@ def test_a_shorter_sample_keeps_the_model_on_its_training_length(trained, method
         assert lm.cfg.data.layout == "padded"
         canvas, fixed = lm.canvas(None, 8, 1)
         assert canvas.shape[1] == SEQ_LEN and fixed[0, 8:].all() and (canvas[0, 8:] == lm.method.special.pad).all()
+
+
+@pytest.mark.parametrize("method", BUILTIN_FP32)
+def test_only_a_method_that_extends_past_its_training_length_samples_longer(trained, method):
+    """Block diffusion decodes blocks left to right, so it may write past its training length
+    (with an exact cache); every other method refuses a length above it with one clear error."""
+    from dlms.errors import ArgumentError
+
+    _, lm = trained(method, "transformer", "fp32")
+    longer = 2 * SEQ_LEN
+    if lm.method.extends_past_training_length:
+        ids = lm.sample_ids(None, longer, num_samples=2, seed=0, cache="dual")
+        assert ids.shape == (2, longer) and not (ids == lm.method.special.mask).any()
+    else:
+        with pytest.raises(ArgumentError, match="exceeds the model's maximum"):
+            lm.sample_ids(None, longer, num_samples=1, seed=0)

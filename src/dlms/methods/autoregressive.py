@@ -12,6 +12,7 @@ class Autoregressive:
     name = "ar"
     causal = True
     default_sampler = "ar"
+    extends_past_training_length = False  # samples at most as long as the training rows
     stochastic_bound = False  # the likelihood is exact
 
     def __init__(self, cfg: MethodConfig, special: SpecialTokens):

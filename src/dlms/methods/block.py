@@ -32,6 +32,9 @@ class BlockDiffusion(MaskedDiffusion):
     name = "block"
     causal = False  # bidirectional backbone: the block structure comes from the attention mask
     default_sampler = "confidence"
+    # Samples may be longer than the training length: blocks are decoded left to right, each
+    # attending to the ones before it, as an AR model reads its prefix.
+    extends_past_training_length = True
     stochastic_bound = True
     supports_discrete_bound = True  # the T-step bound, block by block
     needs_builtin_backbone = True

@@ -88,6 +88,7 @@ class GaussianDiffusion:
     name = "gaussian"
     causal = False
     default_sampler = "ddim"
+    extends_past_training_length = False  # samples at most as long as the training rows
     stochastic_bound = True  # the likelihood is a Monte Carlo estimate of a bound
     supports_discrete_bound = False  # only the continuous-time bound
     needs_time = True  # resolve_run_config switches the backbone's time conditioning on

@@ -22,6 +22,7 @@ class MaskedDiffusion:
     # Confidence-ordered, block by block (LLaDA): at the data's length it writes far better texts
     # than the exact reverse process (ancestral) at the same number of steps.
     default_sampler = "confidence"
+    extends_past_training_length = False  # samples at most as long as the training rows
     stochastic_bound = True  # the likelihood is a Monte Carlo estimate of a bound
     supports_discrete_bound = True  # sequence_nll(discrete_steps=T): the T-step bound
 
