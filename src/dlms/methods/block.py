@@ -44,6 +44,7 @@ class BlockDiffusion(MaskedDiffusion):
         if cfg.block_size < 1:
             raise ConfigError(f"method.block_size must be at least 1, got {cfg.block_size}")
         self.block_size = cfg.block_size
+        self.decoding_block = cfg.block_size
 
     @staticmethod
     def check_run_config(cfg: RunConfig) -> None:

@@ -23,6 +23,9 @@ class MaskedDiffusion:
     # than the exact reverse process (ancestral) at the same number of steps.
     default_sampler = "confidence"
     extends_past_training_length = False  # samples at most as long as the training rows
+    # A model whose attention is causal across blocks of this size decodes only such blocks, each
+    # with an exact cache (block diffusion); None: any block size, caches approximate.
+    decoding_block: int | None = None
     stochastic_bound = True  # the likelihood is a Monte Carlo estimate of a bound
     supports_discrete_bound = True  # sequence_nll(discrete_steps=T): the T-step bound
 

@@ -80,9 +80,9 @@ class _Block:
         window = (0, x.shape[1])
         extra = {}
         if self.kv is not None:
-            if s.method.name == "block" or self.filled:
-                window = (self.start, self.end if self.cache_mode == "dual" or s.method.name == "block"
-                          else x.shape[1])
+            block_causal = s.method.decoding_block is not None
+            if block_causal or self.filled:
+                window = (self.start, self.end if self.cache_mode == "dual" or block_causal else x.shape[1])
             self.filled = True
             self.kv.window = window
             extra["cache"] = self.kv
@@ -124,7 +124,7 @@ class _MaskedSamplerBase:
 
     # ------------------------------------------------------------------ checks
     def block_length(self, block_size: int | None, length: int) -> int:
-        trained = getattr(self.method, "block_size", None) if self.method.name == "block" else None
+        trained = self.method.decoding_block
         if trained is not None:
             if block_size is not None and block_size != trained:
                 raise ArgumentError(f"{{block_size}} {block_size}: this block-diffusion model decodes blocks of its "
@@ -146,7 +146,7 @@ class _MaskedSamplerBase:
                                 "this one (block decoding works without a cache)", cache="cache")
         param = next(self.model.parameters())
         dtype = torch.get_autocast_dtype(device.type) if torch.is_autocast_enabled(device.type) else param.dtype
-        return self.model.new_canvas_cache(batch, length, device, dtype, see_ahead=self.method.name != "block")
+        return self.model.new_canvas_cache(batch, length, device, dtype, see_ahead=self.method.decoding_block is None)
 
     # ------------------------------------------------------------------ the loop
     def decode(self, canvas: torch.Tensor, fixed: torch.Tensor | None, *, labels, guidance_scale: float,
@@ -166,7 +166,7 @@ class _MaskedSamplerBase:
         plans = {span: steps_in_block(int((~fixed[:, span[0]:span[1]]).sum(-1).max()), len(todo)) for span in todo}
         total = sum(plans.values())
         active = torch.arange(batch, device=x.device)
-        exact = self.method.name == "block"
+        exact = self.method.decoding_block is not None  # block diffusion: one cache, exact, kept across blocks
         reps = 2 if guidance_scale != 1.0 and (labels is not None or bool(prompt.any())) else 1
         kv = self.new_cache(cache, batch * reps, length, x.device) if exact else None
         for a, b in spans:
