@@ -25,14 +25,14 @@ from typing import Any
 
 import torch
 
-from ..assembly import build_parts, dataset_from_config
+from ..assembly import dataset_from_config
 from ..checks import check_int, check_number
 from ..config import DistillConfig, RunConfig
-from ..errors import ArgumentError, CheckpointError, ConfigError, DlmsError, literal
+from ..errors import ArgumentError, CheckpointError, ConfigError, literal
 from ..jsonsafe import dumps
 from ..paths import check_writable
 from ..training import Trainer
-from ..training.checkpoint import find_checkpoint, load_weights, read_config, read_tensors, read_trainer_state
+from ..training.checkpoint import find_checkpoint, read_config, read_trainer_state
 from ..training.distributed import resolve_device
 from ..training.run_folder import RunLock, clear_run, describe_run, tidy
 from .progressive import ProgressiveObjective
@@ -95,22 +95,10 @@ def plan_rounds(teacher_steps: int, steps: int, rounds: int | None = None) -> tu
 def load_frozen(path: str | Path, device: torch.device):
     """(config, method, model, tokenizer) of a run, the model in eval mode with gradients off,
     on `device`, with its EMA weights when it keeps them (the weights it samples with)."""
-    from ..data import load_tokenizer
+    from ..model import DiffusionLM
 
-    ckpt = find_checkpoint(path)
-    state = read_trainer_state(ckpt)
-    cfg = read_config(ckpt)
-    if cfg.method.name != state["method"]:
-        raise CheckpointError(f"checkpoint '{path}' is damaged: its config and state disagree on the method")
-    try:
-        tokenizer = load_tokenizer(str(ckpt / "tokenizer"))
-    except DlmsError:
-        raise CheckpointError(f"checkpoint '{path}' is damaged: its tokenizer folder cannot be read; retrain") from None
-    method, model = build_parts(cfg, tokenizer, checkpoint=ckpt)
-    weights = ckpt / ("ema.safetensors" if (ckpt / "ema.safetensors").exists() else "model.safetensors")
-    load_weights(model, read_tensors(weights), weights)
-    model = model.to(device).eval().requires_grad_(False)
-    return cfg, method, model, tokenizer
+    lm = DiffusionLM.load_checkpoint(path, device=str(device), use_ema=True)
+    return lm.cfg, lm.method, lm.model.eval().requires_grad_(False), lm.tokenizer
 
 
 def _check_teacher(checkpoint: str | Path) -> tuple[Path, RunConfig, dict]:

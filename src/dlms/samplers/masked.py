@@ -59,18 +59,17 @@ class _Block:
         self.labels, self.prompt, self.scale = labels, prompt, guidance_scale
         self.cache_mode, self.kv = cache, kv
         self.filled = False  # a bidirectional cache is filled by the block's first call
+        self.memo = None  # the cached sampler's per-row predictions within this block
 
     def rows(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, int]:
         """The rows the network sees: (x_t [r*b, L], labels, r) with r = 2 under guidance."""
         s = self.s
-        if self.scale == 1.0:
+        if not s.guided:
             return x, self.labels, 1
         if self.labels is not None:
             null = torch.full_like(self.labels, s.model.null_class)
             return x.repeat(2, 1), torch.cat([self.labels, null]), 2
-        if self.prompt is not None and bool(self.prompt.any()):
-            return torch.cat([x, x.masked_fill(self.prompt, s.mask_id)]), None, 2
-        return x, None, 1
+        return torch.cat([x, x.masked_fill(self.prompt, s.mask_id)]), None, 2
 
     def logits(self, x: torch.Tensor, select: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """Logits of p(x0 | x_t) [M, V] float32 at `select` (bool [b, L], inside this block's
@@ -121,6 +120,7 @@ class _MaskedSamplerBase:
         self.model = model
         self.mask_id = method.special.mask
         self.stats = SamplerStats()
+        self.guided = False  # set by `decode` for the batch at hand
 
     # ------------------------------------------------------------------ checks
     def block_length(self, block_size: int | None, length: int) -> int:
@@ -167,7 +167,10 @@ class _MaskedSamplerBase:
         total = sum(plans.values())
         active = torch.arange(batch, device=x.device)
         exact = self.method.decoding_block is not None  # block diffusion: one cache, exact, kept across blocks
-        reps = 2 if guidance_scale != 1.0 and (labels is not None or bool(prompt.any())) else 1
+        # Guided: against the null class (labels), else against the prompt masked; decided once for
+        # the whole batch, so that every block and the cache agree on the rows the network sees.
+        self.guided = guidance_scale != 1.0 and (labels is not None or bool(prompt.any()))
+        reps = 2 if self.guided else 1
         kv = self.new_cache(cache, batch * reps, length, x.device) if exact else None
         for a, b in spans:
             if active.numel() == 0:
@@ -297,7 +300,7 @@ class CachedAncestralSampler(AncestralSampler):
     options = ("num_steps", "temperature", "top_k", "top_p", "guidance_scale", "block_size")
 
     def reveal_logits(self, block: _Block, x, candidates, reveal, t) -> torch.Tensor:
-        memo = getattr(block, "memo", None)
+        memo = block.memo
         if memo is None or memo[0].shape[0] != x.shape[0]:
             memo = block.memo = (torch.zeros(*x.shape, self.method.special.vocab_size, device=x.device),
                                  torch.zeros(x.shape[0], dtype=torch.bool, device=x.device), x.clone())
