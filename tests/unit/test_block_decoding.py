@@ -122,6 +122,43 @@ def test_caches_decode_valid_canvases_and_call_the_network_on_less(name, cache):
     assert not (out == SPECIAL.mask).any() and torch.equal(out[fixed], x[fixed])
 
 
+BLOCK = build_method(MethodConfig(name="block", block_size=4), SPECIAL)
+
+
+def tiny_block(seed: int = 0, **kwargs):
+    torch.manual_seed(seed)
+    cfg = resolve_model_config(ModelConfig(preset="tiny", **kwargs), seq_len=L, causal=False)
+    return build_backbone(cfg, SPECIAL.vocab_size).eval()
+
+
+@pytest.mark.parametrize("name", [n for n in MASKED_SAMPLERS if "cache" in SAMPLERS.get(n).options
+                                  and "block" in SAMPLERS.get(n).method_names])
+@pytest.mark.parametrize("time_conditioning", [False, True])
+@pytest.mark.parametrize("prompt_len", [1, 6])
+def test_block_diffusion_exact_cache_is_exact_and_stores_finished_blocks_for_free(name, time_conditioning,
+                                                                                  prompt_len):
+    """A block-diffusion model's cache changes no token (its attention never looks ahead). A
+    model that does not see the time stores each finished block (and a prompt of several
+    blocks) within the next block's first call: exactly as many calls as steps; one that sees the
+    time pays one call per finished block but the last."""
+    model = tiny_block(time_conditioning=time_conditioning)
+    x = torch.full((3, L), SPECIAL.mask)
+    x[:, :prompt_len] = torch.arange(5, 5 + prompt_len)
+    x[:, -1] = 7  # no text ends early
+    fixed = x != SPECIAL.mask
+    runs, samplers = [], []
+    for cache in ("none", "dual"):
+        sampler = build_sampler(name, BLOCK, model)
+        runs.append(sampler.sample(x, fixed, generator=torch.Generator().manual_seed(4), cache=cache,
+                                   **options_for(name)))
+        samplers.append(sampler)
+    assert torch.equal(*runs)
+    cached = samplers[1].stats
+    written_blocks = len(range(prompt_len // 4 * 4, L, 4))  # blocks that hold a free position
+    extra = 0 if not time_conditioning else written_blocks - 1 + prompt_len // 4
+    assert cached.network_calls == cached.steps + extra
+
+
 def test_cache_needs_the_builtin_transformer():
     from dlms.errors import ArgumentError
 

@@ -106,6 +106,9 @@ class CanvasCache:
         self.length = length
         self.see_ahead = see_ahead
         self.window = (0, length)
+        # For the next call only: each query's first invisible key position ([end - start] long),
+        # so that one call can hold several blocks of a block-causal model (None: no limit).
+        self.visible_until: torch.Tensor | None = None
 
     @property
     def start(self) -> int:
@@ -123,7 +126,9 @@ class CanvasCache:
     def attention_mask(self, length: int, keys: int, causal: bool, device: torch.device):
         if causal:
             raise ValueError("a CanvasCache serves bidirectional models; a causal model decodes with a KVCache")
-        return None, False
+        if self.visible_until is None:
+            return None, False
+        return torch.arange(keys, device=device)[None, :] < self.visible_until[:, None], False
 
     def advance(self, length: int) -> None:
         """Nothing to do: the window says where the tokens go."""

@@ -54,12 +54,16 @@ class _Block:
     and a block-diffusion model's attention pattern are handled here."""
 
     def __init__(self, sampler: "_MaskedSamplerBase", x: torch.Tensor, start: int, end: int, labels, prompt,
-                 guidance_scale: float, cache, kv):
+                 guidance_scale: float, cache, kv, clean_from: int | None = None):
         self.s, self.x, self.start, self.end = sampler, x, start, end
         self.labels, self.prompt, self.scale = labels, prompt, guidance_scale
         self.cache_mode, self.kv = cache, kv
         self.filled = False  # a bidirectional cache is filled by the block's first call
         self.memo = None  # the cached sampler's per-row predictions within this block
+        # Block diffusion with its exact cache: the first position whose final (clean) keys and
+        # values are not stored yet. The block's first call carries [clean_from, start) along, so
+        # storing the finished blocks costs no call of its own.
+        self.clean_from = start if clean_from is None else clean_from
 
     def rows(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, int]:
         """The rows the network sees: (x_t [r*b, L], labels, r) with r = 2 under guidance."""
@@ -83,6 +87,10 @@ class _Block:
             if block_causal or self.filled:
                 window = (self.start, self.end if self.cache_mode == "dual" or block_causal else x.shape[1])
             self.filled = True
+            if block_causal and self.clean_from < self.start:
+                window = (self.clean_from, self.end)
+                self.kv.visible_until = self.block_ends(self.clean_from, self.end, x.device)
+                self.clean_from = self.start
             self.kv.window = window
             extra["cache"] = self.kv
         else:
@@ -93,18 +101,32 @@ class _Block:
         time = t.expand(rows.shape[0]) if s.model.spec.time_conditioning else None
         out = s.model(rows[:, a:b], select=select[:, a:b].repeat(reps, 1), time=time, labels=labels, **extra).float()
         s.stats.network_calls += 1
+        if self.kv is not None:
+            self.kv.visible_until = None
         logits = mix_guidance(*out.chunk(2), self.scale) if reps == 2 else out
         logits[:, s.mask_id] = float("-inf")
         return logits
 
+    def block_ends(self, a: int, b: int, device: torch.device) -> torch.Tensor:
+        """For positions a..b-1 of a block-causal model: the end of each one's block (what it may
+        see up to), long [b - a]."""
+        size = self.s.method.decoding_block
+        pos = torch.arange(a, b, device=device)
+        return ((pos // size + 1) * size).clamp(max=b)
+
     def write_clean(self, x: torch.Tensor) -> None:
-        """Block diffusion with a cache: store the keys and values of this block's final tokens,
-        which every later block attends to (one forward of the block's positions)."""
+        """Block diffusion with a cache, time-conditioned model: store the keys and values of the
+        finished positions [clean_from, end), which every later block attends to, in a call of
+        their own at time 0 (a model that does not see the time has them carried by the next
+        block's first call instead)."""
         s = self.s
         rows, labels, _ = self.rows(x)
-        self.kv.window = (self.start, self.end)
+        self.kv.window = (self.clean_from, self.end)
+        self.kv.visible_until = self.block_ends(self.clean_from, self.end, x.device)
         time = torch.zeros(rows.shape[0], device=x.device) if s.model.spec.time_conditioning else None
-        s.model.hidden(rows[:, self.start:self.end], time=time, labels=labels, cache=self.kv)
+        s.model.hidden(rows[:, self.clean_from:self.end], time=time, labels=labels, cache=self.kv)
+        self.kv.visible_until = None
+        self.clean_from = self.end
         s.stats.network_calls += 1
 
 
@@ -172,6 +194,10 @@ class _MaskedSamplerBase:
         self.guided = guidance_scale != 1.0 and (labels is not None or bool(prompt.any()))
         reps = 2 if self.guided else 1
         kv = self.new_cache(cache, batch * reps, length, x.device) if exact else None
+        # The exact cache stores a finished block within the next block's first call, unless the
+        # model sees the time (finished tokens are at time 0, the block's at t): then in a call of its own.
+        carried = exact and kv is not None and not self.model.spec.time_conditioning
+        clean_from = 0
         for a, b in spans:
             if active.numel() == 0:
                 break
@@ -179,12 +205,14 @@ class _MaskedSamplerBase:
                 if not exact:  # a bidirectional model's cache is refilled for every block
                     kv = self.new_cache(cache, active.numel() * reps, length, x.device)
                 block = self._decode_block(x, fixed, active, a, b, plans[(a, b)], total, labels, prompt, guidance_scale,
-                                           cache, kv, generator, callback, step)
+                                           cache, kv, generator, callback, step, clean_from)
             else:
                 block = _Block(self, x[active], a, b, None if labels is None else labels[active], prompt[active],
-                               guidance_scale, cache, kv)
+                               guidance_scale, cache, kv, clean_from)
             if exact and kv is not None:
-                block.write_clean(x[active])
+                if not carried and b < length:  # nothing attends to the last block
+                    block.write_clean(x[active])
+                clean_from = block.clean_from
             ended = self._end_rows(x, fixed, active)
             if bool(ended.any()):
                 keep = ~ended
@@ -194,10 +222,10 @@ class _MaskedSamplerBase:
         return x
 
     def _decode_block(self, x, fixed, active, a, b, steps, total, labels, prompt, guidance_scale, cache, kv,
-                      generator, callback, step) -> _Block:
+                      generator, callback, step, clean_from: int) -> _Block:
         """Run the rule on positions [a, b) of the active rows until none is masked (in place)."""
         block = _Block(self, x[active], a, b, None if labels is None else labels[active], prompt[active],
-                       guidance_scale, cache, kv)
+                       guidance_scale, cache, kv, clean_from)
         in_block = torch.zeros(x.shape[1], dtype=torch.bool, device=x.device)
         in_block[a:b] = True
         i = 0
