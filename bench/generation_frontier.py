@@ -134,24 +134,25 @@ def run_speed(args) -> list[dict]:
 def quality_configs(args) -> list[tuple[str, str, dict]]:
     """(run role, label, sample options) for every configuration of the quality part."""
     configs = [("ar", "ar kv-cache", {"sampler": "ar"})]
+    size = args.block_size
     if args.masked:
         configs += [
             ("masked", "masked ancestral 1 token/step", {"sampler": "ancestral", "steps": "length"}),
-            ("masked", "masked confidence 1 token/step block 8", {"sampler": "confidence", "tokens_per_step": 1,
-                                                                 "block_size": 8}),
-            ("masked", "masked confidence 2 tokens/step block 8", {"sampler": "confidence", "tokens_per_step": 2,
-                                                                  "block_size": 8}),
+            ("masked", f"masked confidence 1 token/step block {size}", {"sampler": "confidence", "tokens_per_step": 1,
+                                                                       "block_size": size}),
+            ("masked", f"masked confidence 2 tokens/step block {size}", {"sampler": "confidence", "tokens_per_step": 2,
+                                                                        "block_size": size}),
             # Ordered by the entropy of each position's distribution, not by the drawn token's
             # probability: no preference for likely draws, so less mode-seeking.
-            ("masked", "masked confidence (entropy) 1 token/step block 8",
-             {"sampler": "confidence", "tokens_per_step": 1, "block_size": 8, "confidence": "entropy"}),
+            ("masked", f"masked confidence (entropy) 1 token/step block {size}",
+             {"sampler": "confidence", "tokens_per_step": 1, "block_size": size, "confidence": "entropy"}),
         ]
         for threshold in args.thresholds:
             for cache in ("none", "dual"):
-                configs.append(("masked", f"masked threshold {threshold} block 8 cache {cache}",
-                                {"sampler": "threshold", "threshold": threshold, "block_size": 8, "cache": cache}))
-        configs.append(("masked", "masked factor 1.0 block 8 cache dual",
-                        {"sampler": "threshold", "factor": 1.0, "block_size": 8, "cache": "dual"}))
+                configs.append(("masked", f"masked threshold {threshold} block {size} cache {cache}",
+                                {"sampler": "threshold", "threshold": threshold, "block_size": size, "cache": cache}))
+        configs.append(("masked", f"masked factor 1.0 block {size} cache dual",
+                        {"sampler": "threshold", "factor": 1.0, "block_size": size, "cache": "dual"}))
     if args.distilled:
         configs.append(("distilled", "distilled masked student (its steps)", {"sampler": "ancestral"}))
         if args.masked:  # the teacher at the student's steps, undistilled: what the distillation bought
@@ -169,6 +170,10 @@ def quality_configs(args) -> list[tuple[str, str, dict]]:
     return configs
 
 
+def runs_paths(args) -> list[str]:
+    return [p for p in (args.ar, args.masked, args.distilled, args.block, args.gaussian, args.gaussian_distilled) if p]
+
+
 def run_quality(args) -> list[dict]:
     from dlms.eval.evaluator import load_evaluator
     from dlms.eval.generation import data_reference_texts, generation_figures
@@ -178,6 +183,10 @@ def run_quality(args) -> list[dict]:
             for role, path in (("ar", args.ar), ("masked", args.masked), ("distilled", args.distilled),
                                ("block", args.block), ("gaussian", args.gaussian),
                                ("gaussian_distilled", args.gaussian_distilled)) if path}
+    compared = {str(Path(p).resolve()) for p in runs_paths(args)}
+    if args.judge and str(Path(args.judge).resolve()) in compared:
+        raise SystemExit(f"error: the judge {args.judge} is one of the compared runs; judge with a run that is none "
+                         "of them (an AR run of another seed, or a Hugging Face LM)")
     judge = load_evaluator(args.judge, device=args.device) if args.judge else None
     reference = runs["ar"]
     builtin = reference.cfg.data.dataset.startswith("builtin")
@@ -246,7 +255,7 @@ def plot(records: list[dict], path: Path) -> None:
             ax.scatter(r["tokens_per_s"], r[key], marker=markers.get(r["family"], "o"), s=46,
                        facecolors=face, edgecolors="C%d" % list(markers).index(r["family"]) if r["family"] in markers else "k",
                        color=None if face else "C%d" % list(markers).index(r["family"]))
-            ax.annotate(r["config"].replace("masked ", "").replace(" block 8", ""), (r["tokens_per_s"], r[key]),
+            ax.annotate(re.sub(r" block \d+", "", r["config"].replace("masked ", "")), (r["tokens_per_s"], r[key]),
                         fontsize=6, xytext=(3, 3), textcoords="offset points")
         ax.set_xscale("log")
         ax.set_xlabel("tokens / s (higher is faster)")
@@ -362,6 +371,8 @@ def main(argv: list[str] | None = None) -> int:
     qp.add_argument("--gaussian", default=None)
     qp.add_argument("--gaussian_distilled", default=None)
     qp.add_argument("--thresholds", type=lambda s: [float(x) for x in s.split(",")], default=[0.9, 0.7, 0.5])
+    qp.add_argument("--block_size", type=int, default=8, help="decoding blocks of the masked confidence and "
+                    "threshold configurations")
     qp.add_argument("--num_samples", type=int, default=200)
     qp.add_argument("--batch", type=int, default=50)
     qp.add_argument("--temperature", type=float, default=1.0)
