@@ -2,6 +2,7 @@
 
     dlms train [--config YAML] [section.key=value ...] [--num_epochs N ...]
     dlms generate --checkpoint RUN --prompt "..." --seq_len N --num_steps S [--show_steps]
+    dlms generate --checkpoint RUN --infill "the chef ___ the soup , and it was ___:2 ."
     dlms view --checkpoint RUN --steps 20 --seq_len 8
     dlms eval --checkpoint RUN [--ar_checkpoint RUN] [--dataset PATH]
     dlms distill --checkpoint RUN --steps N [--out_dir DIR] [--rounds R] [--max_steps M] [--resume]
@@ -82,6 +83,11 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--num_samples", type=int, default=4)
     gen.add_argument("--show_steps", action="store_true", help="print intermediate states")
     gen.add_argument("--step_interval", type=int, default=1, help="with --show_steps: print every K steps")
+    gen.add_argument("--infill", default=None, metavar="TEMPLATE",
+                     help="fill the blanks of a text instead of continuing a prompt (masked and gaussian models): "
+                          "`___` is a blank of --blank_tokens tokens, `___:N` one of N tokens")
+    gen.add_argument("--blank_tokens", type=int, default=None,
+                     help="with --infill: tokens in a plain `___` blank (default 1)")
 
     view = sub.add_parser("view", help="watch noise turn into text, one line per denoising step")
     _add_sampling_flags(view)
@@ -217,6 +223,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from .checks import check_int
 
     check_int("step_interval", args.step_interval, 1)
+    _check_infill_flags(args)
     lm = _load(args)
     callback = None
     if args.show_steps:
@@ -225,11 +232,29 @@ def cmd_generate(args: argparse.Namespace) -> int:
                 for i, text in enumerate(texts):
                     print(f"[step {step:>4}/{total}] #{i}: {one_line(text)}")
 
-    texts = lm.sample(args.prompt, args.seq_len, args.num_steps, num_samples=args.num_samples, callback=callback,
-                      **_sampling_kwargs(args))
+    if args.infill is not None:
+        texts = lm.infill(args.infill, num_samples=args.num_samples, blank_tokens=args.blank_tokens,
+                          steps=args.num_steps, callback=callback, **_sampling_kwargs(args))
+    else:
+        texts = lm.sample(args.prompt, args.seq_len, args.num_steps, num_samples=args.num_samples, callback=callback,
+                          **_sampling_kwargs(args))
     for text in texts:
         print(one_line(text))
     return 0
+
+
+def _check_infill_flags(args: argparse.Namespace) -> None:
+    """--infill's template is the whole text: no --prompt, no --seq_len; --blank_tokens needs it."""
+    if args.infill is None:
+        if args.blank_tokens is not None:
+            raise DlmsError("--blank_tokens sizes the blanks of --infill; pass a template with --infill or drop it")
+        return
+    if args.prompt is not None:
+        raise DlmsError("--infill and --prompt cannot be combined: the template holds all the given words; put the "
+                        "prompt's words into the --infill template and drop --prompt")
+    if args.seq_len is not None:
+        raise DlmsError("--seq_len does not apply to --infill: the text ends where its template ends, on a canvas of "
+                        "the model's training length; size the blanks with `___:N` and drop --seq_len")
 
 
 def cmd_view(args: argparse.Namespace) -> int:
@@ -335,7 +360,7 @@ def cmd_dglm(args: argparse.Namespace) -> int:
 
 
 # Python arguments whose command-line flag has another name (the rest are `--<name>`).
-FLAG_ALIASES = {"length": "seq_len", "steps": "num_steps", "guidance": "guidance_scale"}
+FLAG_ALIASES = {"length": "seq_len", "steps": "num_steps", "guidance": "guidance_scale", "text": "infill"}
 
 
 def _flag_namer(parser: argparse.ArgumentParser, argv: list[str] | None):

@@ -2,6 +2,7 @@
 
     lm = DiffusionLM.load_checkpoint("runs/demo-masked")
     lm.sample("the chef", length=32, steps=64)
+    lm.infill("the chef ___ the soup , and it was ___:2 .")   # fill blanks (masked, gaussian)
     lm.evaluate()            # validation NLL (bound) with its standard error
 """
 from __future__ import annotations
@@ -158,6 +159,81 @@ class DiffusionLM:
                               callback=(lambda i, n, x: callback(i, n, self.render(x))) if callback else None)
         return self.decode(ids)
 
+    # ------------------------------------------------------------------ infilling
+    def infill(self, text: str, *, num_samples: int = 1, seed: int | None = None, blank_tokens: int | None = None,
+               steps: int | None = None, guidance: float | None = None, label: Label | Sequence[Label] | None = None,
+               sampler: str | None = None, temperature: float | None = None, top_k: int | None = None,
+               top_p: float | None = None, tokens_per_step: int | None = None, block_size: int | None = None,
+               cache: str | None = None, threshold: float | None = None, factor: float | None = None,
+               confidence: str | None = None, remasking: str | None = None, eta: float | None = None,
+               clamp: bool | None = None, callback: Callable[[int, int, list[str]], None] | None = None) -> list[str]:
+        """`num_samples` copies of the template `text` with its blanks filled, as texts.
+
+            lm.infill("the chef ___ the soup , and it was ___:2 .", num_samples=4)
+
+        `___` is a blank of `blank_tokens` tokens (None: dlms.infill.DEFAULT_BLANK_TOKENS, 1),
+        `___:N` one of exactly N tokens; the given words keep their tokens and never move, and the
+        text ends right after the template (see dlms/infill.py for the canvas). Needs a masked or
+        gaussian model: one that reads the words on both sides of a blank. Without a label,
+        `guidance` contrasts the template with its given words hidden. The sampler options are
+        `sample`'s; `callback(step, num_steps, texts)` sees the partly filled texts.
+        """
+        ids = self.infill_ids(text, num_samples=num_samples, seed=seed, blank_tokens=blank_tokens, steps=steps,
+                              guidance=guidance, label=label, sampler=sampler, temperature=temperature, top_k=top_k,
+                              top_p=top_p, tokens_per_step=tokens_per_step, block_size=block_size, cache=cache,
+                              threshold=threshold, factor=factor, confidence=confidence, remasking=remasking, eta=eta,
+                              clamp=clamp,
+                              callback=(lambda i, n, x: callback(i, n, self.render(x))) if callback else None)
+        return self.decode(ids)
+
+    def infill_ids(self, text: str, *, num_samples: int = 1, seed: int | None = None, blank_tokens: int | None = None,
+                   steps: int | None = None, guidance: float | None = None,
+                   label: Label | Sequence[Label] | None = None, sampler: str | None = None,
+                   temperature: float | None = None, top_k: int | None = None, top_p: float | None = None,
+                   tokens_per_step: int | None = None, block_size: int | None = None, cache: str | None = None,
+                   threshold: float | None = None, factor: float | None = None, confidence: str | None = None,
+                   remasking: str | None = None, eta: float | None = None, clamp: bool | None = None,
+                   callback: Callable[[int, int, torch.Tensor], None] | None = None) -> torch.Tensor:
+        """Like `infill` but returns the token ids [num_samples, W] (W the training length; the
+        start tokens first, as `sample_ids` returns them)."""
+        from .infill import infill_canvas, parse_template, template_ids
+
+        self._check_infill_method()
+        given = {"num_steps": steps, "temperature": temperature, "top_k": top_k, "top_p": top_p,
+                 "guidance_scale": guidance, "tokens_per_step": tokens_per_step, "block_size": block_size,
+                 "cache": cache, "threshold": threshold, "factor": factor, "confidence": confidence,
+                 "remasking": remasking, "eta": eta, "clamp": clamp}
+        chosen, options = self._checked_sampler(sampler, given, seed)
+        check_int("num_samples", num_samples, 1, optional=False)
+        special = self.method.special
+        pieces = parse_template(text, blank_tokens)
+        ids, given_tokens = template_ids(pieces, lambda piece: self.tokenizer.encode(piece, add_special_tokens=False),
+                                         special.mask, (special.pad, special.bos, special.eos, special.mask))
+        width = self.cfg.data.seq_len or self.model.spec.max_seq_len
+        canvas, fixed, prompt_mask = infill_canvas(
+            self._start_tokens, ids, given_tokens, width, eos=special.eos, pad=special.pad, mask_id=special.mask,
+            padded=self.cfg.data.layout == "padded", num_samples=num_samples, device=self.device)
+        return self._sample_canvas(chosen, options, canvas, fixed, prompt_mask, width, guidance=guidance, label=label,
+                                   seed=seed, callback=callback)
+
+    def _check_infill_method(self) -> None:
+        """Infilling needs a model that reads both sides of a blank: masked or gaussian."""
+        name = self.method.name
+        if name in ("masked", "gaussian"):
+            return
+        if self.method.causal:
+            why = "it writes left to right and never sees the words after a blank"
+        elif getattr(self.method, "decoding_block", None) is not None:
+            why = ("block diffusion is causal across blocks: it would fill a blank without seeing the words in the "
+                   "blocks after it")
+        else:
+            why = "it has no infilling path"
+        raise DlmsError(f"infilling needs a bidirectional model (masked or gaussian); this run is '{name}': {why}; "
+                        "train one with method.name=masked (or gaussian) and pass that checkpoint",
+                        cli=f"--infill needs a bidirectional model (masked or gaussian); this run is '{name}': "
+                            f"{why}; train one with `dlms train method.name=masked` (or gaussian) and pass it as "
+                            "--checkpoint")
+
     def generate_continuations(self, prompts: Sequence[str], length: int | None = None, *, seed: int = 0,
                                **sampling: Any) -> list[str]:
         """One continuation per prompt (the text after the prompt, cut at end-of-text): each
@@ -223,12 +299,26 @@ class DiffusionLM:
                    eta: float | None = None, clamp: bool | None = None,
                    callback: Callable[[int, int, torch.Tensor], None] | None = None) -> torch.Tensor:
         """Like `sample` but returns the token ids [num_samples, length]."""
-        s = self.cfg.sample
         # What the caller gave (None: not given), by the samplers' option names.
         given = {"num_steps": steps, "temperature": temperature, "top_k": top_k, "top_p": top_p,
                  "guidance_scale": guidance, "tokens_per_step": tokens_per_step, "block_size": block_size,
                  "cache": cache, "threshold": threshold, "factor": factor, "confidence": confidence,
                  "remasking": remasking, "eta": eta, "clamp": clamp}
+        chosen, options = self._checked_sampler(sampler, given, seed)
+        canvas, fixed = self.canvas(prompt, length, num_samples)
+        # Without labels, guidance contrasts the prompt with the prompt hidden; the start tokens stay.
+        prompt_mask = torch.zeros_like(fixed)
+        prompt_mask[:, len(self._start_tokens): len(self.encode_prompt(prompt))] = True
+        width = self.cfg.data.seq_len if length is None else length
+        return self._sample_canvas(chosen, options, canvas, fixed, prompt_mask, width, guidance=guidance, label=label,
+                                   seed=seed, callback=callback)
+
+    def _checked_sampler(self, sampler: str | None, given: dict[str, Any],
+                         seed: int | None) -> tuple[Any, dict[str, Any]]:
+        """(the sampler, its options by name: the given ones, else the run's defaults); `given`
+        maps every sampler option to the caller's value (None: not given). A value out of range or
+        an option the sampler does not take is an ArgumentError."""
+        s = self.cfg.sample
         chosen = build_sampler(sampler or s.sampler, self.method, self.model)
         for option, value in given.items():
             if value is not None and option not in chosen.options:
@@ -239,14 +329,19 @@ class DiffusionLM:
                                     arg=SAMPLER_OPTIONS[option].argument, **takes)
             check_option(SAMPLER_OPTIONS[option], value)
         check_int("seed", seed, 0)
-        prompt_text = prompt
-        canvas, fixed = self.canvas(prompt, length, num_samples)
+        return chosen, {o: getattr(s, o) if given[o] is None else given[o] for o in chosen.options}
+
+    def _sample_canvas(self, chosen, options: dict[str, Any], canvas: torch.Tensor, fixed: torch.Tensor,
+                       prompt: torch.Tensor, width: int, *, guidance: float | None,
+                       label: Label | Sequence[Label] | None, seed: int | None,
+                       callback: Callable[[int, int, torch.Tensor], None] | None) -> torch.Tensor:
+        """Run `chosen` (from `_checked_sampler`) on a prepared canvas [N, W] with fixed bool [N, W]
+        under this model's autocast: token ids [N, width]. `prompt` bool [N, W]: the given tokens
+        that guidance without labels contrasts with (hidden in the unconditional branch)."""
+        s = self.cfg.sample
+        num_samples = canvas.shape[0]
         labels = self._label_ids(label, num_samples)
         generator = torch.Generator(device=self.device).manual_seed(s.seed if seed is None else seed)
-        options = {o: getattr(s, o) if given[o] is None else given[o] for o in chosen.options}
-        # Without labels, guidance contrasts the prompt with the prompt hidden; the start tokens stay.
-        prompt = torch.zeros_like(fixed)
-        prompt[:, len(self._start_tokens): len(self.encode_prompt(prompt_text))] = True
         if guidance is not None and guidance != 1.0 and labels is None:
             if not chosen.prompt_guidance:
                 raise ArgumentError(f"{{guidance}} needs a {{label}} with the '{chosen.name}' sampler (it contrasts a "
@@ -258,7 +353,6 @@ class DiffusionLM:
                                     guidance="guidance", prompt="prompt", label="label")
         extra = {"prompt": prompt} if chosen.prompt_guidance else {}
         self.last_sampler = chosen  # its `stats`: steps and network calls of this call
-        width = self.cfg.data.seq_len if length is None else length
         shown = (lambda i, n, x: callback(i, n, x[:, :width])) if callback and canvas.shape[1] > width else callback
         with self.autocast():
             ids = chosen.sample(canvas, fixed, labels=labels, generator=generator, callback=shown, **options, **extra)

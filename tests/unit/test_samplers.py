@@ -19,6 +19,7 @@ from dlms.samplers import SAMPLERS, build_sampler
 from dlms.schedules import schedule_names
 from dlms.samplers.common import filter_logits, sample_categorical
 from dlms.samplers.guidance import guided_logits
+from dlms.samplers.masked import forbid_ends, inside_the_text
 from tests.backbone_helpers import NoEnds
 
 SPECIAL = SpecialTokens(pad=0, bos=1, eos=2, mask=3, vocab_size=16)
@@ -229,6 +230,9 @@ def test_confidence_greedy_keeps_the_most_confident():
         masked = ~fixed
         logits = BIDIR(canvas, select=masked).float()
     logits[:, SPECIAL.mask] = float("-inf")
+    # The canvas holds fixed words after free positions: no end may be written before them.
+    inside = inside_the_text(canvas, fixed, (SPECIAL.eos, SPECIAL.pad))[masked]
+    logits = forbid_ends(logits, inside, (SPECIAL.eos, SPECIAL.pad, SPECIAL.bos))
     best = logits.log_softmax(-1).max(-1)
     positions = masked[0].nonzero()[:, 0]
     states = []
@@ -333,7 +337,7 @@ def test_guided_logits_scales():
 
 def test_masked_sampler_with_labels_changes_output():
     model = tiny(False, num_classes=2)
-    perturb_modulation(model)
+    perturb_modulation(model, seed=4)  # strong enough that the labels differ where ends are ruled out
     sampler = build_sampler("ancestral", MASKED, model)
     canvas = torch.full((4, L), SPECIAL.mask)
     canvas[:, -1] = 5  # a fixed last token: no text ends before it, so whole rows are compared

@@ -12,6 +12,12 @@ network (self-conditioning). Options:
   unconditional prediction sees the prompt's positions (`prompt`, bool [B, L]; default every
   fixed position) noised like the rest (no clean flag) and the null class instead of `labels`.
 
+A text never ends inside its template: at a free position with a fixed token after it that is
+not an end (an infilling template's given words; `masked.inside_the_text`), the end-of-text,
+padding and start tokens are ruled out of the logits at every step, so neither the x0 estimate
+(score interpolation) nor the argmax tokens hold them there. Canvases with no such position
+sample exactly as without the rule.
+
 The callback sees the argmax tokens of the current x0 estimate [B, L] after every step.
 """
 from __future__ import annotations
@@ -20,7 +26,7 @@ import torch
 
 from .common import SamplerStats, check_canvas
 from .guidance import mix_guidance
-from .masked import StepCallback
+from .masked import StepCallback, forbid_ends, inside_the_text
 
 
 def clamp_to_tokens(x0_hat: torch.Tensor, table: torch.Tensor, exclude: int | None = None) -> torch.Tensor:
@@ -86,16 +92,20 @@ class _GaussianSamplerBase:
 
     def estimate(self, z: torch.Tensor, t: torch.Tensor, fixed: torch.Tensor, prev: tuple, labels, scale: float,
                  table: torch.Tensor, x0_fixed: torch.Tensor, uncond_noise: torch.Tensor | None,
-                 temperature: float = 1.0, prompt: torch.Tensor | None = None):
+                 temperature: float = 1.0, prompt: torch.Tensor | None = None, inside: torch.Tensor | None = None):
         """(log-probs [B, L, V], x0 estimate [B, L, D], x0 estimate of the unconditional branch or
         None) at time t [B], guided when `uncond_noise` is given. `temperature` scales the logits
         before score interpolation (below 1 the estimate leans towards the likeliest tokens;
         0 takes the likeliest token's embedding). `prompt` bool [B, L]: the fixed positions the
-        unconditional branch sees noised (default: all of them)."""
+        unconditional branch sees noised (default: all of them). `inside` bool [B, L]: the free
+        positions a given word follows, where no end-of-text, padding or start token may be."""
         m = self.method
         prompt = fixed if prompt is None else prompt
+        special = m.special
+        ends = (special.eos, special.pad, special.bos)
+        inside = torch.zeros_like(fixed) if inside is None else inside
         if uncond_noise is None:
-            logits = m.network_logits(self.model, z, t, fixed, prev[0], labels, table)
+            logits = forbid_ends(m.network_logits(self.model, z, t, fixed, prev[0], labels, table), inside, ends, -1e9)
             return (*m.x0_estimate(_tempered(logits, temperature), table), None)
         alpha, sigma = m.schedule.alpha(t)[:, None, None], m.schedule.sigma(t)[:, None, None]
         z_uncond = torch.where(prompt[..., None], alpha * x0_fixed + sigma * uncond_noise, z)
@@ -103,6 +113,8 @@ class _GaussianSamplerBase:
         prev_both = None if prev[0] is None else torch.cat(prev)
         logits = m.network_logits(self.model, torch.cat([z, z_uncond]), t.repeat(2),
                                   torch.cat([fixed, fixed & ~prompt]), prev_both, both_labels, table)
+        # Finite, like the mask token's -1e9: guidance subtracts the two branches' logits.
+        logits = forbid_ends(logits, inside.repeat(2, 1), ends, -1e9)
         cond, uncond = logits.chunk(2)
         logp, x0_hat = m.x0_estimate(_tempered(mix_guidance(cond, uncond, scale), temperature), table)
         return logp, x0_hat, m.x0_estimate(_tempered(uncond, temperature), table)[1]
@@ -126,6 +138,7 @@ class _GaussianSamplerBase:
         elif tuple(noise.shape) != shape:
             raise ValueError(f"noise {tuple(noise.shape)} must have shape {shape}")
         x0_fixed = table[canvas.clamp(0, table.shape[0] - 1)]
+        inside = inside_the_text(canvas, fixed, (m.special.eos, m.special.pad))  # no end before a given word
         z = torch.where(fixed[..., None], x0_fixed, noise.to(table.dtype))
         guided = guidance_scale != 1.0 and (labels is not None or bool(prompt.any()))
         uncond_noise = torch.randn(shape, generator=generator, device=canvas.device) if guided else None
@@ -137,7 +150,7 @@ class _GaussianSamplerBase:
             t, s = times[i], times[i + 1]
             t_batch = torch.full((batch,), t, device=canvas.device)
             logp, x0_hat, x0_uncond = self.estimate(z, t_batch, fixed, prev, labels, guidance_scale, table,
-                                                    x0_fixed, uncond_noise, temperature, prompt)
+                                                    x0_fixed, uncond_noise, temperature, prompt, inside)
             x0_hat = torch.where(fixed[..., None], x0_fixed, x0_hat)
             prev = (x0_hat, x0_uncond)
             if clamp:

@@ -20,6 +20,11 @@ Options every masked sampler shares:
   token ends there: that token becomes end-of-text, everything after it padding, and the row
   leaves the batch. So a text's length is where the model ended it, never which padding happened
   to be committed first, and a batch stops early when every row has ended.
+- A text never ends inside its template: a free position with a fixed token after it that is not
+  an end (an infilling template's given words, `inside_the_text`) never gets an end-of-text,
+  padding or start token; every sampler draws from logits with those ruled out there
+  (`_Block.logits`). A canvas with nothing but ends fixed after its free positions (a prompt,
+  then the text, then held padding) samples exactly as without the rule.
 
 Classifier-free guidance (`guidance_scale` != 1) contrasts the conditional prediction with an
 unconditional one: with `labels`, the same input under the null class; without labels, the
@@ -49,13 +54,37 @@ CACHE_MODES = ("none", "prefix", "dual")
 REMASKING = ("low_confidence", "random")
 
 
+def inside_the_text(tokens: torch.Tensor, fixed: torch.Tensor, end_ids: tuple[int, ...]) -> torch.Tensor:
+    """The free positions that a given word follows: bool [B, L], True at a free position p with
+    a fixed token at some q > p that is not one of `end_ids` (end-of-text, padding). The text goes
+    on past p, so p may hold neither an end nor a start token. tokens long [B, L], fixed bool [B, L]."""
+    words = fixed & ~torch.isin(tokens, torch.tensor(end_ids, device=tokens.device))
+    after = words.flip(-1).long().cumsum(-1).flip(-1) - words.long()  # given words strictly after p
+    return ~fixed & (after > 0)
+
+
+def forbid_ends(logits: torch.Tensor, inside: torch.Tensor, ids: tuple[int, ...],
+                value: float = float("-inf")) -> torch.Tensor:
+    """logits [..., V] with tokens `ids` set to `value` where `inside` (bool [...]) holds; the
+    same tensor, untouched, where it holds nowhere (so ordinary canvases sample as before)."""
+    if not bool(inside.any()):
+        return logits
+    columns = list(ids)
+    logits[..., columns] = torch.where(inside[..., None], torch.full_like(logits[..., columns], value),
+                                       logits[..., columns])
+    return logits
+
+
 class _Block:
     """The network calls of one block for the rows still decoding: the canvas cache, guidance
-    and a block-diffusion model's attention pattern are handled here."""
+    and a block-diffusion model's attention pattern are handled here. `inside` bool [b, L]: the
+    free positions a given word follows (`inside_the_text`), where no end may be drawn."""
 
     def __init__(self, sampler: "_MaskedSamplerBase", x: torch.Tensor, start: int, end: int, labels, prompt,
-                 guidance_scale: float, cache, kv, clean_from: int | None = None):
+                 guidance_scale: float, cache, kv, clean_from: int | None = None,
+                 inside: torch.Tensor | None = None):
         self.s, self.x, self.start, self.end = sampler, x, start, end
+        self.inside = inside
         self.labels, self.prompt, self.scale = labels, prompt, guidance_scale
         self.cache_mode, self.kv = cache, kv
         self.filled = False  # a bidirectional cache is filled by the block's first call
@@ -105,6 +134,9 @@ class _Block:
             self.kv.visible_until = None
         logits = mix_guidance(*out.chunk(2), self.scale) if reps == 2 else out
         logits[:, s.mask_id] = float("-inf")
+        if self.inside is not None:  # after guidance: -inf minus -inf would be NaN
+            special = s.method.special
+            logits = forbid_ends(logits, self.inside[:, a:b][select[:, a:b]], (special.eos, special.pad, special.bos))
         return logits
 
     def block_ends(self, a: int, b: int, device: torch.device) -> torch.Tensor:
@@ -180,6 +212,7 @@ class _MaskedSamplerBase:
         fixed = check_canvas(canvas, fixed)
         prompt = fixed if prompt is None else prompt
         x = torch.where(fixed, canvas, torch.full_like(canvas, self.mask_id))
+        inside = inside_the_text(x, fixed, (self.method.special.eos, self.method.special.pad))
         batch, length = x.shape
         size = self.block_length(block_size, length)
         self.stats = SamplerStats()
@@ -205,10 +238,10 @@ class _MaskedSamplerBase:
                 if not exact:  # a bidirectional model's cache is refilled for every block
                     kv = self.new_cache(cache, active.numel() * reps, length, x.device)
                 block = self._decode_block(x, fixed, active, a, b, plans[(a, b)], total, labels, prompt, guidance_scale,
-                                           cache, kv, generator, callback, step, clean_from)
+                                           cache, kv, generator, callback, step, clean_from, inside)
             else:
                 block = _Block(self, x[active], a, b, None if labels is None else labels[active], prompt[active],
-                               guidance_scale, cache, kv, clean_from)
+                               guidance_scale, cache, kv, clean_from, inside[active])
             if exact and kv is not None:
                 if not carried and b < length:  # nothing attends to the last block
                     block.write_clean(x[active])
@@ -222,10 +255,10 @@ class _MaskedSamplerBase:
         return x
 
     def _decode_block(self, x, fixed, active, a, b, steps, total, labels, prompt, guidance_scale, cache, kv,
-                      generator, callback, step, clean_from: int) -> _Block:
+                      generator, callback, step, clean_from: int, inside: torch.Tensor) -> _Block:
         """Run the rule on positions [a, b) of the active rows until none is masked (in place)."""
         block = _Block(self, x[active], a, b, None if labels is None else labels[active], prompt[active],
-                       guidance_scale, cache, kv, clean_from)
+                       guidance_scale, cache, kv, clean_from, inside[active])
         in_block = torch.zeros(x.shape[1], dtype=torch.bool, device=x.device)
         in_block[a:b] = True
         i = 0
@@ -337,7 +370,8 @@ class CachedAncestralSampler(AncestralSampler):
         stale = (~valid).nonzero()[:, 0]
         if stale.numel():
             sub = _Block(self, x[stale], block.start, block.end, None if block.labels is None else block.labels[stale],
-                         None if block.prompt is None else block.prompt[stale], block.scale, "none", None)
+                         None if block.prompt is None else block.prompt[stale], block.scale, "none", None,
+                         inside=None if block.inside is None else block.inside[stale])
             fresh = sub.logits(x[stale], candidates[stale], t)
             part = logits[stale]
             part[candidates[stale]] = fresh.to(part.dtype)
