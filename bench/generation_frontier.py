@@ -167,6 +167,8 @@ def quality_configs(args) -> list[tuple[str, str, dict]]:
                     for s, n in (("ddpm", 200), ("ddim", 50), ("ddim", 16))]
     if args.gaussian_distilled:
         configs.append(("gaussian_distilled", "distilled gaussian student (its steps)", {"sampler": "ddim"}))
+    if args.only:  # AR always runs: the baseline
+        configs = [c for c in configs if c[0] == "ar" or re.search(args.only, c[1])]
     return configs
 
 
@@ -373,6 +375,8 @@ def main(argv: list[str] | None = None) -> int:
     qp.add_argument("--thresholds", type=lambda s: [float(x) for x in s.split(",")], default=[0.9, 0.7, 0.5])
     qp.add_argument("--block_size", type=int, default=8, help="decoding blocks of the masked confidence and "
                     "threshold configurations")
+    qp.add_argument("--only", default=None, help="run only the configurations whose label matches this regular "
+                    "expression (and AR)")
     qp.add_argument("--num_samples", type=int, default=200)
     qp.add_argument("--batch", type=int, default=50)
     qp.add_argument("--temperature", type=float, default=1.0)

@@ -41,9 +41,10 @@ def test_quality_writes_the_report(trained_runs, tmp_path):
     shutil.copytree(trained_runs["ar"], judge)
     records = bench("quality", "--ar", str(trained_runs["ar"]), "--masked", str(trained_runs["masked"]),
                     "--judge", str(judge), "--num_samples", "4", "--batch", "2", "--thresholds", "0.9",
-                    "--block_size", "4", "--threads", "1", "--report", str(out))
+                    "--block_size", "4", "--threads", "1", "--only", "ancestral|threshold", "--report", str(out))
     configs = [r["config"] for r in records]
-    assert configs[0] == "ar kv-cache" and "masked threshold 0.9 block 4 cache dual" in configs
+    assert configs == ["ar kv-cache", "masked ancestral 1 token/step", "masked threshold 0.9 block 4 cache none",
+                       "masked threshold 0.9 block 4 cache dual"]
     for r in records:
         assert r["num_samples"] == 4 and {"mean_words", "unigram_entropy", "at_data_length", "gen_ppl"} <= set(r)
     assert (out / "frontier.png").stat().st_size > 0
