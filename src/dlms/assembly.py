@@ -23,10 +23,13 @@ def dataset_from_config(cfg: DataConfig, path: str | None = None, tokenizer=None
     """
     from .data import DatasetBuilder
 
+    prompted = cfg.format == "prompt_response"
     builder = DatasetBuilder(
         seq_len=cfg.seq_len, layout=cfg.layout, val_fraction=cfg.val_fraction, max_examples=cfg.max_examples,
         text_column=cfg.text_column, label_columns=[cfg.label_column] if cfg.label_column else [],
         split=cfg.split, builtin_examples=cfg.builtin_examples, cache_dir=cfg.cache_dir,
+        prompt_column=cfg.prompt_column if prompted else None, response_column=cfg.response_column,
+        task_column=cfg.task_column if prompted else None, task=cfg.task if prompted else None,
     )
     dataset = builder.build_from_raw(path or cfg.dataset, tokenizer or cfg.tokenizer or cfg.vocab_size)
     if cfg.train_tokens is not None:
@@ -78,18 +81,33 @@ def build_parts(cfg: RunConfig, tokenizer, checkpoint=None):
     return method, build_backbone(cfg.model, special.vocab_size, checkpoint)
 
 
+def check_prompt_response(cfg: RunConfig) -> None:
+    """ConfigError when the data are prompt/response rows and the method has no prompt hook
+    (`trains_on_responses`, see methods/base.py): it would noise and score the prompts."""
+    if cfg.data.format != "prompt_response":
+        return
+    cls = METHODS.get(cfg.method.name)
+    if not getattr(cls, "trains_on_responses", False):
+        able = [n for n in METHODS.names() if getattr(METHODS.get(n), "trains_on_responses", False)]
+        raise ConfigError(f"method '{cfg.method.name}' cannot train on prompt/response data (data.format="
+                          f"prompt_response): it has no way to hold the prompt clean; use one of: {', '.join(able)}, "
+                          "or data.format=text")
+
+
 def backbone_tokenizer(cfg: RunConfig) -> RunConfig:
-    """A pretrained backbone brings its tokenizer: `data.tokenizer` null becomes `model.backbone`.
+    """A pretrained backbone brings its tokenizer: `data.tokenizer` null becomes `model.backbone`
+    (unless the run starts from another, `train.init_from`, whose tokenizer it takes).
 
     The backbone is looked up first, so that one that cannot be found is a one-line error
-    before any data work, and so is a method that cannot use this backbone."""
+    before any data work, and so is a method that cannot use this backbone or these data."""
     check = getattr(METHODS.get(cfg.method.name), "check_run_config", None)
     if check is not None:
         check(cfg)
+    check_prompt_response(cfg)
     if cfg.model.backbone == BUILTIN:
         return cfg
     load_hf_config(cfg.model.backbone)
-    if cfg.data.tokenizer is None:
+    if cfg.data.tokenizer is None and cfg.train.init_from is None:
         cfg = replace(cfg, data=replace(cfg.data, tokenizer=cfg.model.backbone))
     return cfg
 

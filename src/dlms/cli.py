@@ -1,7 +1,7 @@
 """The `dlms` command line: a thin shell over functions Python users can call too.
 
-    dlms train [--config YAML] [section.key=value ...] [--num_epochs N ...]
-    dlms generate --checkpoint RUN --prompt "..." --seq_len N --num_steps S [--show_steps]
+    dlms train [--config YAML] [section.key=value ...] [--num_epochs N ...] [--init_from RUN]
+    dlms generate --checkpoint RUN --prompt "..." --seq_len N --num_steps S [--show_steps] [--task T]
     dlms generate --checkpoint RUN --infill "the chef ___ the soup , and it was ___:2 ."
     dlms view --checkpoint RUN --steps 20 --seq_len 8
     dlms eval --checkpoint RUN [--ar_checkpoint RUN] [--dataset PATH]
@@ -31,13 +31,16 @@ TRAIN_FLAGS = {
     "max_steps": ("train.max_steps", int), "dataset": ("data.dataset", str), "max_examples": ("data.max_examples", int),
     "device": ("train.device", str), "seq_len": ("data.seq_len", int), "out_dir": ("train.out_dir", str),
     "preset": ("model.preset", str), "label_column": ("data.label_column", str), "seed": ("train.seed", int),
-    "backbone": ("model.backbone", str),
+    "backbone": ("model.backbone", str), "init_from": ("train.init_from", str),
 }
 
 
 def _add_sampling_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", default=DEFAULT_RUN, help=f"run folder written by `dlms train` (default {DEFAULT_RUN})")
-    p.add_argument("--prompt", default=None, help="text the sample starts with (held fixed)")
+    p.add_argument("--prompt", default=None, help="text the sample starts with (held fixed); on a run trained on "
+                                                  "prompt/response data, the prompt to respond to")
+    p.add_argument("--task", default=None, help="with --prompt, on a run trained with data.task_column: the task "
+                                                "text put before the prompt")
     p.add_argument("--seq_len", type=int, default=None, help="tokens per sample, prompt included")
     p.add_argument("--sampler", default=None, help="ancestral, cached, confidence, threshold (masked and block), ddpm, ddim (gaussian) or ar")
     p.add_argument("--label", default=None, help="class to condition on (models trained with a label column)")
@@ -192,12 +195,20 @@ def cmd_train(args: argparse.Namespace) -> int:
         from .model import DiffusionLM
 
         lm = DiffusionLM.from_trainer(trainer)
-        for text in lm.sample(num_samples=args.samples, seed=0):
-            print(f"  sample: {one_line(text)}")
+        if lm.prompted:  # responses to validation prompts: the model was never trained without one
+            from .prompting import split_prompts
+
+            for prompt, task, _ in split_prompts(lm.prompts, trainer.dataset.val, args.samples):
+                response = lm.respond(prompt, task=task, seed=0)[0]
+                print(f"  prompt: {one_line(prompt)}  response: {one_line(response)}")
+        else:
+            for text in lm.sample(num_samples=args.samples, seed=0):
+                print(f"  sample: {one_line(text)}")
     trainer.close()
     if trainer.dist.is_main:
         print(dumps({"run_dir": summary["run_dir"], "step": summary["step"], "loss": round(summary["loss"], 4),
-                     "best_val_nll": round(summary["best_val"], 4)}))
+                     "best_val_nll": round(summary["best_val"], 4),
+                     **({"notes": summary["notes"]} if summary["notes"] else {})}))
     return 0
 
 
@@ -225,19 +236,19 @@ def cmd_generate(args: argparse.Namespace) -> int:
     check_int("step_interval", args.step_interval, 1)
     _check_infill_flags(args)
     lm = _load(args)
-    callback = None
-    if args.show_steps:
-        def callback(step: int, total: int, texts: list[str]) -> None:
-            if step % max(1, args.step_interval) == 0 or step == total:
-                for i, text in enumerate(texts):
-                    print(f"[step {step:>4}/{total}] #{i}: {one_line(text)}")
+    def show(step: int, total: int, texts: list[str]) -> None:
+        if step % max(1, args.step_interval) == 0 or step == total:
+            for i, text in enumerate(texts):
+                print(f"[step {step:>4}/{total}] #{i}: {one_line(text)}")
+
+    callback = show if args.show_steps else None
 
     if args.infill is not None:
         texts = lm.infill(args.infill, num_samples=args.num_samples, blank_tokens=args.blank_tokens,
                           steps=args.num_steps, callback=callback, **_sampling_kwargs(args))
     else:
-        texts = lm.sample(args.prompt, args.seq_len, args.num_steps, num_samples=args.num_samples, callback=callback,
-                          **_sampling_kwargs(args))
+        texts = lm.sample(args.prompt, args.seq_len, args.num_steps, task=args.task, num_samples=args.num_samples,
+                          callback=callback, **_sampling_kwargs(args))
     for text in texts:
         print(one_line(text))
     return 0
@@ -249,6 +260,9 @@ def _check_infill_flags(args: argparse.Namespace) -> None:
         if args.blank_tokens is not None:
             raise DlmsError("--blank_tokens sizes the blanks of --infill; pass a template with --infill or drop it")
         return
+    if args.task is not None:
+        raise DlmsError("--task goes with --prompt on a run trained on prompt/response data, not with --infill; "
+                        "drop --task")
     if args.prompt is not None:
         raise DlmsError("--infill and --prompt cannot be combined: the template holds all the given words; put the "
                         "prompt's words into the --infill template and drop --prompt")
@@ -266,11 +280,11 @@ def cmd_view(args: argparse.Namespace) -> int:
     def callback(step: int, total: int, texts: list[str]) -> None:
         print(f"step {step:>3}/{total}  {one_line(texts[0])}")
 
-    canvas, _ = lm.canvas(args.prompt, args.seq_len, 1)
+    canvas, _ = lm.canvas(args.prompt, args.seq_len, 1, args.task)
     shown = canvas[:, : args.seq_len or lm.cfg.data.seq_len]
     total = f"/{args.steps}" if args.steps else ""
     print(f"step {0:>3}{total}  {one_line(lm.render(shown)[0])}")
-    final = lm.sample(args.prompt, args.seq_len, args.steps, num_samples=1, callback=callback,
+    final = lm.sample(args.prompt, args.seq_len, args.steps, task=args.task, num_samples=1, callback=callback,
                       **_sampling_kwargs(args))
     print(f"final     {one_line(final[0])}")
     return 0

@@ -36,7 +36,9 @@ class MethodConfig:
     # blocks; 1 is autoregressive, data.seq_len is plain masked diffusion.
     block_size: int = 4
     freeze_embeddings: bool = False  # gaussian: keep the token embeddings (the diffusion space) fixed
-    prefix_prob: float = 0.5  # gaussian: share of training rows with a clean prompt prefix (the rest: unconditional)
+    # gaussian: share of training rows with a clean prompt prefix (the rest: unconditional); on
+    # prompt/response data every row's prompt is held clean instead
+    prefix_prob: float = 0.5
     mse_weight: float = 1.0  # gaussian: loss = cross-entropy + mse_weight * MSE of the x0 estimate
     # gaussian: the norm of every clean token vector x0. Fixed (not sqrt(D)), so the noise levels
     # where tokens become identifiable do not move with the embedding width D.
@@ -92,6 +94,15 @@ class DataConfig:
     train_tokens: Optional[int] = None  # keep only the first N training tokens (a unique-data budget)
     text_column: str = "text"
     label_column: Optional[str] = None  # a label column turns on class conditioning
+    # text: each example is one text, modelled whole. prompt_response: each row is a prompt and a
+    # response, laid out `[bos] (task [sep]) prompt [sep] response [eos] pad...` (padded layout);
+    # the prompt is held clean and only the response is trained on and scored (supervised
+    # fine-tuning, data-to-text; see dlms/data/prompt_response.py).
+    format: Literal["text", "prompt_response"] = "text"
+    prompt_column: str = "prompt"  # prompt_response: the column of prompts
+    response_column: str = "response"  # prompt_response: the column of responses
+    task_column: Optional[str] = None  # prompt_response: a column whose value goes before the prompt as task tokens
+    task: Optional[str] = None  # prompt_response: one fixed task text before every prompt (or use task_column)
     split: Literal["tail", "random"] = "tail"
     cache_dir: Optional[str] = None
 
@@ -124,6 +135,11 @@ class TrainConfig:
     out_dir: str = "runs/default"
     cond_drop_prob: float = 0.1  # labels dropped to the null class, for guidance
     progress: bool = True
+    # A run folder (`dlms train` output) whose weights the new run starts from, with its tokenizer
+    # (the new data is tokenized with it) and its backbone's shape; the method may differ where the
+    # weights fit (an `ar` run into a `masked` one: AR-to-diffusion conversion). See
+    # dlms/training/init_from.py. Not a resume: the optimizer, steps and data position start afresh.
+    init_from: Optional[str] = None
 
 
 @dataclass
@@ -327,12 +343,37 @@ _RANGES = [
 
 
 def check_ranges(cfg: RunConfig) -> RunConfig:
-    """Raise ConfigError for a value of the right type but outside its range."""
+    """Raise ConfigError for a value of the right type but outside its range, or for keys that
+    do not go together (`check_combinations`)."""
     for key, ok, what in _RANGES:
         section, name = key.split(".")
         value = getattr(getattr(cfg, section), name)
         if not ok(value):
             raise ConfigError(f"config key '{key}' must be {what}, got {value!r}")
+    return check_combinations(cfg)
+
+
+def check_combinations(cfg: RunConfig) -> RunConfig:
+    """ConfigError for keys that contradict each other: an option of prompt/response data set on
+    plain text (it would be ignored), a task given twice, prompts in packed rows, or a tokenizer
+    chosen both by data.tokenizer and by train.init_from."""
+    d = cfg.data
+    if d.format == "text":
+        for key in ("task_column", "task"):
+            if getattr(d, key) is not None:
+                raise ConfigError(f"config key 'data.{key}' applies to prompt/response data only; set "
+                                  f"data.format=prompt_response or drop data.{key}")
+    else:
+        if d.task is not None and d.task_column is not None:
+            raise ConfigError("data.task and data.task_column both give the task; keep one (a fixed task text, or "
+                              "a column holding each row's task)")
+        if d.layout != "padded":
+            raise ConfigError("data.format=prompt_response lays out one example per row; set data.layout=padded")
+        if d.task is not None and not d.task.strip():
+            raise ConfigError("data.task is blank; give the task text or drop data.task")
+    if cfg.train.init_from is not None and d.tokenizer is not None:
+        raise ConfigError(f"data.tokenizer={d.tokenizer!r} and train.init_from both choose the tokenizer; a run "
+                          "started from another one uses that run's tokenizer: drop data.tokenizer")
     return cfg
 
 

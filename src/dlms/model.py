@@ -4,6 +4,7 @@
     lm.sample("the chef", length=32, steps=64)
     lm.infill("the chef ___ the soup , and it was ___:2 .")   # fill blanks (masked, gaussian)
     lm.evaluate()            # validation NLL (bound) with its standard error
+    lm.respond(["name[The Eagle] food[French]"])   # a run trained on prompt/response data
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from .config import RunConfig
 from .checks import check_int
 from .errors import ArgumentError, CheckpointError, DlmsError
 from .eval.likelihood import evaluate_likelihood
+from .prompting import PromptLayout
 from .samplers import build_sampler
 from .samplers.options import SAMPLER_OPTIONS, check_option
 
@@ -46,6 +48,13 @@ class DiffusionLM:
         self.device = device
         self.last_sampler = None  # the sampler of the last `sample_ids` call (its `stats`)
         self.precision = resolve_precision(device, precision or cfg.train.precision)
+        self.prompts = PromptLayout(cfg.data, tokenizer, method.special)
+
+    @property
+    def prompted(self) -> bool:
+        """True for a run trained on prompt/response data: a prompt is laid out as in training
+        (`prompting.py`) and samples are responses."""
+        return self.prompts.on
 
     def autocast(self):
         """The autocast context of this model's precision (bf16 autocast, or nothing for fp32)."""
@@ -127,14 +136,20 @@ class DiffusionLM:
         names = self.label_names.get(self.cfg.data.label_column or "", [])
         return [names[i % len(names)] for i in range(num_samples)] if names else None
 
-    def encode_prompt(self, prompt: str | None) -> list[int]:
+    def encode_prompt(self, prompt: str | None, task: str | None = None) -> list[int]:
+        """The ids a sample starts with: the start tokens and the prompt; on a prompt/response
+        run the head of its rows, `[bos] (task [sep]) prompt [sep]` (see prompting.py)."""
+        if self.prompted:
+            return self.prompts.head(prompt, task)
+        self.prompts.check_task(task)
         ids = self._start_tokens
         if prompt:
             ids = ids + self.tokenizer.encode(prompt, add_special_tokens=False)
         return ids
 
     def sample(self, prompt: str | None = None, length: int | None = None, steps: int | None = None,
-               guidance: float | None = None, *, label: Label | Sequence[Label] | None = None, num_samples: int = 1,
+               guidance: float | None = None, *, task: str | None = None,
+               label: Label | Sequence[Label] | None = None, num_samples: int = 1,
                sampler: str | None = None, temperature: float | None = None, top_k: int | None = None,
                top_p: float | None = None, tokens_per_step: int | None = None, seed: int | None = None,
                block_size: int | None = None, cache: str | None = None, threshold: float | None = None,
@@ -142,6 +157,8 @@ class DiffusionLM:
                eta: float | None = None, clamp: bool | None = None,
                callback: Callable[[int, int, list[str]], None] | None = None) -> list[str]:
         """`num_samples` texts of `length` tokens (prompt included; default the training seq_len).
+        On a run trained on prompt/response data the texts are the responses to `prompt` (with
+        `task`, see prompting.py): the prompt is the condition, not part of the text.
 
         `guidance` is the classifier-free guidance scale for `label` (1 = plain conditional);
         `label` is one class for every sample or a list with one per sample. The other options
@@ -151,13 +168,13 @@ class DiffusionLM:
         None means the run's default (its `sample` config section).
         `callback(step, num_steps, texts)` sees the partly denoised texts after every step.
         """
-        ids = self.sample_ids(prompt, length, steps, guidance, label=label, num_samples=num_samples,
+        ids = self.sample_ids(prompt, length, steps, guidance, task=task, label=label, num_samples=num_samples,
                               sampler=sampler, temperature=temperature, top_k=top_k, top_p=top_p,
                               tokens_per_step=tokens_per_step, seed=seed, block_size=block_size, cache=cache,
                               threshold=threshold, factor=factor, confidence=confidence, remasking=remasking,
                               eta=eta, clamp=clamp,
                               callback=(lambda i, n, x: callback(i, n, self.render(x))) if callback else None)
-        return self.decode(ids)
+        return self.decode(ids, len(self.encode_prompt(prompt, task)) if self.prompted else None)
 
     # ------------------------------------------------------------------ infilling
     def infill(self, text: str, *, num_samples: int = 1, seed: int | None = None, blank_tokens: int | None = None,
@@ -239,20 +256,33 @@ class DiffusionLM:
         """One continuation per prompt (the text after the prompt, cut at end-of-text): each
         prompt is sampled on its own canvas of `length` tokens (default the training seq_len),
         with seed `seed + i` for prompt i, so the result does not depend on how prompts are grouped.
-        `sampling`: the keyword arguments of `sample_ids` (steps, sampler, temperature, label, ...)."""
+        `sampling`: the keyword arguments of `sample_ids` (steps, sampler, temperature, label,
+        task, ...). On a prompt/response run a continuation is the response (see `respond`)."""
         out = []
         for i, prompt in enumerate(prompts):
             ids = self.sample_ids(prompt, length, num_samples=1, seed=seed + i, **sampling)
-            start = len(self.encode_prompt(prompt))
-            row = ids[0, start:].tolist()
-            special = self.method.special
-            if special.eos in row:
-                row = row[: row.index(special.eos)]
-            row = [t for t in row if t not in (special.pad, special.bos, special.mask)]
-            out.append(self.tokenizer.decode(row, skip_special_tokens=True).strip())
+            out += self.decode(ids, len(self.encode_prompt(prompt, sampling.get("task"))))
         return out
 
-    def canvas(self, prompt: str | None, length: int | None, num_samples: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def respond(self, prompts: str | Sequence[str], *, task: str | Sequence[str | None] | None = None,
+                length: int | None = None, seed: int = 0, **sampling: Any) -> list[str]:
+        """The response to each prompt, as text (only the response, cut at its end-of-text), of a
+        run trained on prompt/response data. Each prompt is laid out as in training (prompting.py)
+        on its own canvas of `length` tokens (default the training seq_len), with seed `seed + i`
+        for prompt i. `task`: one task for every prompt or one per prompt (runs trained with
+        data.task_column; a fixed data.task is put in by itself). `sampling`: the keyword
+        arguments of `sample_ids` (steps, sampler, temperature, ...)."""
+        if not self.prompted:
+            raise DlmsError("respond needs a run trained on prompt/response data (data.format=prompt_response); "
+                            "this one was trained on plain text: continue a prompt with sample(prompt=...) or "
+                            "generate_continuations")
+        prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+        tasks = self.prompts.tasks_for(task, len(prompts))
+        return [self.generate_continuations([p], length, seed=seed + i, task=t, **sampling)[0]
+                for i, (p, t) in enumerate(zip(prompts, tasks))]
+
+    def canvas(self, prompt: str | None, length: int | None, num_samples: int,
+               task: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """The starting state: (tokens [N, L] with the prompt and masks elsewhere, fixed bool [N, L])."""
         check_int("length", length, 2)
         check_int("num_samples", num_samples, 1, optional=False)
@@ -264,9 +294,10 @@ class DiffusionLM:
         if length > max_len:
             raise ArgumentError(f"{{length}} {length} exceeds the model's maximum of {max_len} tokens (its training "
                                 "length); lower {length}", length="length")
-        prefix = self.encode_prompt(prompt)
+        prefix = self.encode_prompt(prompt, task)
         if len(prefix) >= length:
-            raise ArgumentError(f"the prompt is {len(prefix)} tokens (with the start token), not shorter than {{length}} "
+            raise ArgumentError(f"the prompt is {len(prefix)} tokens (with the start token"
+                                f"{' and separators' if self.prompted else ''}), not shorter than {{length}} "
                                 f"{length}; raise {{length}} or shorten the prompt", length="length")
         if self.method.causal and not prefix:
             raise DlmsError("an autoregressive model needs a prompt or a start token")
@@ -290,25 +321,25 @@ class DiffusionLM:
         return canvas, fixed
 
     def sample_ids(self, prompt: str | None = None, length: int | None = None, steps: int | None = None,
-                   guidance: float | None = None, *, label: Label | Sequence[Label] | None = None,
-                   num_samples: int = 1,
+                   guidance: float | None = None, *, task: str | None = None,
+                   label: Label | Sequence[Label] | None = None, num_samples: int = 1,
                    sampler: str | None = None, temperature: float | None = None, top_k: int | None = None,
                    top_p: float | None = None, tokens_per_step: int | None = None, seed: int | None = None,
                    block_size: int | None = None, cache: str | None = None, threshold: float | None = None,
                    factor: float | None = None, confidence: str | None = None, remasking: str | None = None,
                    eta: float | None = None, clamp: bool | None = None,
                    callback: Callable[[int, int, torch.Tensor], None] | None = None) -> torch.Tensor:
-        """Like `sample` but returns the token ids [num_samples, length]."""
+        """Like `sample` but returns the token ids [num_samples, length] (the prompt's too)."""
         # What the caller gave (None: not given), by the samplers' option names.
         given = {"num_steps": steps, "temperature": temperature, "top_k": top_k, "top_p": top_p,
                  "guidance_scale": guidance, "tokens_per_step": tokens_per_step, "block_size": block_size,
                  "cache": cache, "threshold": threshold, "factor": factor, "confidence": confidence,
                  "remasking": remasking, "eta": eta, "clamp": clamp}
         chosen, options = self._checked_sampler(sampler, given, seed)
-        canvas, fixed = self.canvas(prompt, length, num_samples)
+        canvas, fixed = self.canvas(prompt, length, num_samples, task)
         # Without labels, guidance contrasts the prompt with the prompt hidden; the start tokens stay.
         prompt_mask = torch.zeros_like(fixed)
-        prompt_mask[:, len(self._start_tokens): len(self.encode_prompt(prompt))] = True
+        prompt_mask[:, len(self._start_tokens): len(self.encode_prompt(prompt, task))] = True
         width = self.cfg.data.seq_len if length is None else length
         return self._sample_canvas(chosen, options, canvas, fixed, prompt_mask, width, guidance=guidance, label=label,
                                    seed=seed, callback=callback)
@@ -358,13 +389,16 @@ class DiffusionLM:
             ids = chosen.sample(canvas, fixed, labels=labels, generator=generator, callback=shown, **options, **extra)
         return ids[:, :width]
 
-    def decode(self, ids: torch.Tensor) -> list[str]:
-        """Token rows [B, L] -> texts: the start tokens dropped, cut at the first end-of-text."""
+    def decode(self, ids: torch.Tensor, start: int | Sequence[int] | None = None) -> list[str]:
+        """Token rows [B, L] -> texts: the first `start` ids dropped (default: the start tokens; one
+        number, or one per row, e.g. the prompt lengths of prompt/response rows), cut at the first
+        end-of-text after them."""
         special = self.method.special
-        start = len(self._start_tokens)
+        start = len(self._start_tokens) if start is None else start
+        starts = [start] * ids.shape[0] if isinstance(start, (int, np.integer)) else [int(s) for s in start]
         texts = []
-        for row in ids.tolist():
-            row = row[start:]
+        for row, begin in zip(ids.tolist(), starts):
+            row = row[begin:]
             if special.eos in row:
                 row = row[: row.index(special.eos)]
             row = [t for t in row if t not in (special.pad, special.bos, special.mask)]
@@ -401,6 +435,8 @@ class DiffusionLM:
         """Validation NLL per token (the ELBO bound for diffusion), perplexity and MC standard error.
 
         `dataset`: None (the run's own validation split), a data path, or a TokenizedDataset.
+        On a run trained on prompt/response data it is the response's NLL given the prompt, per
+        response token (its end-of-text counted).
         `discrete_steps` T: the T-step discrete-time bound (diffusion only) instead of the
         continuous-time one.
         """
@@ -430,11 +466,23 @@ class DiffusionLM:
         check_int("batch_size", batch_size, 1, optional=False)
         check_int("seed", seed, 0, optional=False)
         max_len = self.model.spec.max_seq_len
-        rows = [encode_pair(self.tokenizer, self._start_tokens, c, x, max_len) for c, x in pairs]
+        if self.prompted:  # the context is the prompt, laid out as in training; the continuation the response
+            rows = [self._prompted_pair(c, x, max_len) for c, x in pairs]
+        else:
+            rows = [encode_pair(self.tokenizer, self._start_tokens, c, x, max_len) for c, x in pairs]
         labels = None if label is None else [self._label_id(label)] * len(rows)
         with self.autocast():
             return score_sequences(self.method, self.model, rows, passes=passes or self.cfg.eval.elbo_passes,
                                    seed=seed, batch_size=batch_size, labels=labels, device=self.device)
+
+    def _prompted_pair(self, prompt: str, response: str, max_len: int) -> tuple[list[int], int]:
+        """(head of `prompt` + the tokens of `response`, the number of response tokens)."""
+        head = self.encode_prompt(prompt)
+        tokens = self.tokenizer.encode(response, add_special_tokens=False)
+        if not tokens or len(head) + len(tokens) > max_len:
+            raise DlmsError(f"the response {response!r} has {len(tokens)} tokens after a {len(head)}-token prompt: "
+                            f"it needs at least one and at most {max_len} together; shorten them")
+        return head + tokens, len(tokens)
 
     @torch.no_grad()
     def score_texts(self, texts: Sequence[str]) -> dict[str, float]:

@@ -18,6 +18,12 @@ Row layouts, both int32 [N, seq_len]:
   loses its eos; `meta["splits"][split]["truncated"]` counts them). Rows can carry labels.
 - "packed": each document's tokens followed by `[eos]`, concatenated over the split and cut into
   seq_len blocks; the incomplete last block is dropped. No padding and no labels.
+
+Prompt/response data (`prompt_column` set; padded layout only): each row is
+`[bos] (task [sep]) prompt [sep] response [eos] [pad]*` (see prompt_response.py), and
+`<split>_prompt_len.npy` (int32 [N]) holds where each row's response starts. A row too long is
+cut at the end of its response (`truncated`), a row whose prompt alone fills it is dropped
+(`dropped`); `TokenizedDataset.notes` says how many, for the training log.
 """
 
 from __future__ import annotations
@@ -34,7 +40,9 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from dlms.data import auto_length, cache
+from dlms.data.prompt_response import PromptColumns, describe_cuts, encode_pairs, ensure_sep_token
 from dlms.data.sources import content_fingerprint, parse_builtin, read_examples
+from dlms.data.split_writer import SplitWriter
 from dlms.data.tokenizer import (
     encode_texts,
     ensure_special_tokens,
@@ -49,7 +57,6 @@ if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
 CHUNK_EXAMPLES = 4096  # examples tokenized per batch: bounds memory, keeps the Rust encoder busy
-FLUSH_TOKENS = 1 << 20  # packed layout: pending tokens that trigger cutting blocks (one concatenate per ~4 MB)
 SPLITS = ("train", "val")
 
 
@@ -61,6 +68,7 @@ class TokenSplit:
     labels: int64 [N, K] label indices, -1 = missing; None when no label columns were built
     label_columns: the K column names, in the order of `labels`' second axis
     pad_id: the padding id, used by `num_tokens`
+    prompt_len: int32 [N] where each row's response starts (prompt/response data); None for text
     """
 
     ids: np.ndarray
@@ -68,6 +76,7 @@ class TokenSplit:
     label_columns: list[str] = field(default_factory=list)
     pad_id: int | None = None
     known_num_tokens: int | None = None  # from meta.json; saves a pass over the array
+    prompt_len: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.ids.shape[0])
@@ -100,7 +109,8 @@ class TokenSplit:
                             "or use more data")
         rows = max(1, rows)
         return TokenSplit(self.ids[:rows], None if self.labels is None else self.labels[:rows],
-                          list(self.label_columns), self.pad_id)
+                          list(self.label_columns), self.pad_id,
+                          prompt_len=None if self.prompt_len is None else self.prompt_len[:rows])
 
     def texts(self, tokenizer: PreTrainedTokenizerBase, n: int = 4, skip_special_tokens: bool = True) -> list[str]:
         """Decode the first `n` rows (pad tokens are always dropped)."""
@@ -151,6 +161,19 @@ class TokenizedDataset:
         auto = self.meta.get("seq_len_auto")
         return auto_length.describe(auto, self.layout) if auto else None
 
+    @property
+    def prompted(self) -> bool:
+        """True for prompt/response data (rows carry `prompt_len`)."""
+        return self.meta.get("prompt_response") is not None
+
+    @property
+    def notes(self) -> list[str]:
+        """Lines a training run logs about the data: prompt/response rows cut or dropped."""
+        if not self.prompted:
+            return []
+        note = describe_cuts(self.meta["splits"], self.seq_len)
+        return [note] if note else []
+
     @classmethod
     def load(cls, path: str | Path, tokenizer: PreTrainedTokenizerBase | None = None) -> TokenizedDataset:
         """Open a cache entry folder (memory-mapped); the tokenizer is read from `path/tokenizer`."""
@@ -169,12 +192,14 @@ class TokenizedDataset:
         splits = {}
         for name in SPLITS:
             labels_file = entry / f"{name}_labels.npy"
+            prompt_file = entry / f"{name}_prompt_len.npy"
             splits[name] = TokenSplit(
                 ids=cache.load_array(entry / f"{name}_ids.npy"),
                 labels=cache.load_array(labels_file) if labels_file.exists() else None,
                 label_columns=columns,
                 pad_id=meta["special_ids"]["pad"],
                 known_num_tokens=meta["splits"][name]["tokens"],
+                prompt_len=cache.load_array(prompt_file) if prompt_file.exists() else None,
             )
         return cls(
             train=splits["train"],
@@ -243,6 +268,10 @@ class DatasetBuilder:
     seq_len: tokens per row; None fits it to the training data (see the module docstring and
     `TokenizedDataset.seq_len_note`). `build_from_raw` works on an instance and, with the
     default settings, on the class.
+
+    prompt_column: reads prompt/response rows (from `prompt_column` and `response_column`) in the
+    padded layout instead of texts; `task_column` (a column) or `task` (one text for every row)
+    puts task tokens before the prompt. The tokenizer gets a separator token (`<sep>`) if it has none.
     """
 
     def __init__(
@@ -258,6 +287,10 @@ class DatasetBuilder:
         builtin_examples: int = 20000,
         cache_dir: str | None = None,
         use_cache: bool = True,
+        prompt_column: str | None = None,
+        response_column: str = "response",
+        task_column: str | None = None,
+        task: str | None = None,
     ) -> None:
         if layout not in ("packed", "padded"):
             raise ConfigError(f"unknown data layout '{layout}'; use 'packed' or 'padded'")
@@ -273,6 +306,17 @@ class DatasetBuilder:
             raise ConfigError(
                 "label columns need one example per row, but layout='packed' mixes documents; use layout='padded'"
             )
+        self.prompts = None
+        if prompt_column is not None:
+            if layout != "padded":
+                raise ConfigError("prompt/response rows need one example per row, but layout='packed' mixes "
+                                  "documents; use layout='padded' (data.layout=padded)")
+            if task is not None and task_column is not None:
+                raise ConfigError("task and task_column both give the task (data.task, data.task_column); keep one")
+            self.prompts = PromptColumns(prompt_column, response_column, task_column, task)
+        elif task is not None or task_column is not None:
+            raise ConfigError("task and task_column apply to prompt/response rows; set prompt_column "
+                              "(data.format=prompt_response) or drop them")
         self.seq_len = self._check_seq_len(seq_len)
         self.layout = layout
         self.val_fraction = float(val_fraction)
@@ -317,7 +361,7 @@ class DatasetBuilder:
         path = str(path)
         seq_len = self.seq_len if seq_len is None else self._check_seq_len(seq_len)
         fingerprint = content_fingerprint(path, self.builtin_examples, self.seed)
-        tokenizer, tok_key = self._resolve_vocab(vocab)
+        tokenizer, tok_key = self._resolve_vocab(vocab, sep=self.prompts is not None)
         # An automatic length is keyed on its rule, not the number it gave: found without measuring.
         length_key = auto_length.cache_key_part() if seq_len is None else seq_len
         key = cache.cache_key({**self._key_parts(fingerprint), "seq_len": length_key, "layout": self.layout, **tok_key})
@@ -330,6 +374,8 @@ class DatasetBuilder:
         val_mask = split_mask(self._count(path), self.val_fraction, self.split, self.seed)
         if tokenizer is None:
             tokenizer = self._trained_tokenizer(path, int(vocab), fingerprint, val_mask)
+            if self.prompts is not None:  # after the trained BPE's own ids: <sep> takes the next one
+                ensure_sep_token(tokenizer)
         seq_len_auto = None
         if seq_len is None:
             seq_len_auto = self._fit_seq_len(path, tokenizer, val_mask)
@@ -353,6 +399,7 @@ class DatasetBuilder:
                 "text_column": self.text_column,
                 "label_columns": self.label_columns,
                 "label_names": label_names,
+                "prompt_response": None if self.prompts is None else self.prompts.key_part(),
                 "tokenizer": {
                     "trained_bpe_vocab": vocab if isinstance(vocab, int) else None,
                     "name_or_path": None if isinstance(vocab, int) else getattr(tokenizer, "name_or_path", None),
@@ -368,7 +415,7 @@ class DatasetBuilder:
 
     def _key_parts(self, fingerprint: str) -> dict[str, Any]:
         """Everything that decides which examples land in which split."""
-        return {
+        parts = {
             "fingerprint": fingerprint,
             "max_examples": self.max_examples,
             "val_fraction": self.val_fraction,
@@ -377,10 +424,14 @@ class DatasetBuilder:
             "text_column": self.text_column,
             "label_columns": self.label_columns,
         }
+        if self.prompts is not None:  # only then: the keys of text datasets stay as they were
+            parts["prompt_response"] = self.prompts.key_part()
+        return parts
 
     @staticmethod
-    def _resolve_vocab(vocab: Any) -> tuple[Any, dict[str, Any]]:
-        """(tokenizer or None if it must be trained, the tokenizer's part of the cache key)."""
+    def _resolve_vocab(vocab: Any, sep: bool = False) -> tuple[Any, dict[str, Any]]:
+        """(tokenizer or None if it must be trained, the tokenizer's part of the cache key).
+        `sep`: give the tokenizer a separator token first (prompt/response data)."""
         if isinstance(vocab, bool):
             raise ConfigError("vocab must be an int (BPE size), a tokenizer name/path or a tokenizer, not a bool")
         if isinstance(vocab, int):
@@ -394,6 +445,8 @@ class DatasetBuilder:
             raise ConfigError(
                 f"vocab must be an int, a tokenizer name/path or a tokenizer, got {type(vocab).__name__}"
             )
+        if sep:  # before the fingerprint: a tokenizer that has <sep> already gives the same key
+            ensure_sep_token(tokenizer)
         return tokenizer, {"tokenizer": tokenizer_fingerprint(tokenizer)}
 
     def _trained_tokenizer(self, path: str, vocab_size: int, fingerprint: str, val_mask: np.ndarray) -> Any:
@@ -403,7 +456,7 @@ class DatasetBuilder:
         entry = cache.entry_dir(self.cache_dir, "tokenizers", key)
         if self.use_cache and cache.is_complete(entry):
             return load_tokenizer(str(entry))
-        texts = (ex["text"] for ex in self._examples(path, val_mask, want="train", labels=False))
+        texts = (text for ex in self._examples(path, val_mask, want="train", labels=False) for text in _texts(ex))
         with cache.staged_entry(entry, replace=not self.use_cache) as tmp:
             tokenizer = train_bpe_tokenizer(texts, vocab_size, out_dir=tmp)
             meta = {"format_version": cache.FORMAT_VERSION, "vocab_size": vocab_size, "source": path}
@@ -412,18 +465,27 @@ class DatasetBuilder:
 
     def _fit_seq_len(self, path: str, tokenizer: Any, val_mask: np.ndarray) -> dict[str, Any]:
         """Measure the first auto_length.SAMPLE training examples as rows (padded: bos + tokens +
-        eos; packed: tokens + eos) and choose the row length: the record for meta["seq_len_auto"]."""
+        eos; packed: tokens + eos; prompt/response: the head + response + eos) and choose the row
+        length: the record for meta["seq_len_auto"]."""
         extra = 2 if self.layout == "padded" else 1
         examples = itertools.islice(self._examples(path, val_mask, want="train", labels=False), auto_length.SAMPLE)
         lengths: list[int] = []
-        while chunk := [ex["text"] for ex in itertools.islice(examples, CHUNK_EXAMPLES)]:
-            lengths += [len(tokens) + extra for tokens in encode_texts(tokenizer, chunk)]
+        while chunk := list(itertools.islice(examples, CHUNK_EXAMPLES)):
+            if self.prompts is not None:
+                lengths += [len(head) + len(response) + 1 for head, response in self._pairs(chunk, tokenizer)]
+            else:
+                lengths += [len(tokens) + extra for tokens in encode_texts(tokenizer, [ex["text"] for ex in chunk])]
         return auto_length.choose(lengths)
+
+    def _pairs(self, chunk: list[dict[str, Any]], tokenizer: Any) -> list[tuple[list[int], list[int]]]:
+        """(head ids, response ids) of prompt/response examples (see prompt_response.encode_pairs)."""
+        return encode_pairs(tokenizer, chunk, self.prompts.task)
 
     # ----------------------------------------------------------------------------------------
     # Passes over the raw data
 
     def _read(self, path: str, labels: bool = True) -> Iterator[dict[str, Any]]:
+        p = self.prompts
         return read_examples(
             path,
             text_column=self.text_column,
@@ -431,6 +493,9 @@ class DatasetBuilder:
             max_examples=self.max_examples,
             builtin_examples=self.builtin_examples,
             seed=self.seed,
+            prompt_column=None if p is None else p.prompt,
+            response_column="response" if p is None else p.response,
+            task_column=None if p is None else p.task_column,
         )
 
     def _count(self, path: str) -> int:
@@ -477,7 +542,8 @@ class DatasetBuilder:
         if self.layout == "padded" and ids["bos"] is None:
             raise DataError("the tokenizer has no bos token; pass a tokenizer with one (or an int vocab)")
         label_maps = {c: {v: i for i, v in enumerate(label_names.get(c, []))} for c in self.label_columns}
-        writers = {s: _SplitWriter(out, s, self.layout, seq_len, ids, label_maps) for s in SPLITS}
+        prompted = self.prompts is not None
+        writers = {s: SplitWriter(out, s, self.layout, seq_len, ids, label_maps, prompted) for s in SPLITS}
         try:
             chunk: list[tuple[str, dict[str, Any]]] = []
             for i, ex in enumerate(self._read(path)):
@@ -493,11 +559,14 @@ class DatasetBuilder:
         self._check_nonempty(stats, seq_len)
         return stats
 
-    @staticmethod
     def _tokenize_chunk(
-        chunk: list[tuple[str, dict[str, Any]]], tokenizer: Any, writers: dict[str, _SplitWriter]
+        self, chunk: list[tuple[str, dict[str, Any]]], tokenizer: Any, writers: dict[str, SplitWriter]
     ) -> None:
         if not chunk:
+            return
+        if self.prompts is not None:
+            for (name, ex), (head, response) in zip(chunk, self._pairs([ex for _, ex in chunk], tokenizer)):
+                writers[name].add_pair(head, response, ex["labels"])
             return
         token_lists = encode_texts(tokenizer, [ex["text"] for _, ex in chunk])
         for (name, ex), tokens in zip(chunk, token_lists):
@@ -505,6 +574,12 @@ class DatasetBuilder:
 
     def _check_nonempty(self, stats: dict[str, dict[str, int]], seq_len: int) -> None:
         for s in SPLITS:
+            if stats[s]["rows"] == 0 and stats[s].get("dropped"):
+                raise DataError(
+                    f"every one of the {stats[s]['examples']} {s} example(s) has a prompt that alone fills the "
+                    f"{seq_len}-token row, leaving no room for its response; raise seq_len (data.seq_len) or "
+                    "shorten the prompts"
+                )
             if stats[s]["rows"] == 0 and (s == "train" or self.val_fraction > 0):
                 raise DataError(
                     f"the {s} split has {stats[s]['examples']} example(s) but no complete {seq_len}-token row; "
@@ -512,80 +587,8 @@ class DatasetBuilder:
                 )
 
 
-class _SplitWriter:
-    """Streams one split's rows to `<split>_ids.npy` (and `<split>_labels.npy`) in the chosen layout."""
-
-    def __init__(
-        self,
-        out: Path,
-        split: str,
-        layout: str,
-        seq_len: int,
-        ids: dict[str, int],
-        label_maps: dict[str, dict[str, int]],
-    ) -> None:
-        self.layout, self.seq_len, self.ids, self.label_maps = layout, seq_len, ids, label_maps
-        self.rows = cache.NpyRowWriter(out / f"{split}_ids.npy", seq_len, np.int32)
-        self.labels = None
-        if label_maps:
-            self.labels = cache.NpyRowWriter(out / f"{split}_labels.npy", len(label_maps), np.int64)
-        self.stats = {"examples": 0, "rows": 0, "tokens": 0, "truncated": 0}
-        self._pending: list[np.ndarray] = []  # packed: token runs not yet cut into blocks
-        self._pending_len = 0
-        self._padded: list[list[int]] = []  # padded: rows not yet written
-        self._label_rows: list[list[int]] = []
-
-    def add(self, tokens: list[int], labels: dict[str, str | None]) -> None:
-        """Add one example's tokens (no special tokens) and its label values."""
-        self.stats["examples"] += 1
-        if self.layout == "packed":
-            self._pending.append(np.asarray([*tokens, self.ids["eos"]], dtype=np.int32))
-            self._pending_len += len(tokens) + 1
-            if self._pending_len >= FLUSH_TOKENS:
-                self._flush_packed()
-            return
-        seq = [self.ids["bos"], *tokens, self.ids["eos"]]
-        if len(seq) > self.seq_len:  # a cut row keeps its start and loses its eos
-            self.stats["truncated"] += 1
-            seq = seq[: self.seq_len]
-        self.stats["tokens"] += len(seq)
-        self._padded.append(seq)
-        if self.labels is not None:
-            # Unseen (validation-only) or missing (None) values become -1.
-            self._label_rows.append([m.get(labels.get(c), -1) for c, m in self.label_maps.items()])
-        if len(self._padded) >= CHUNK_EXAMPLES:
-            self._flush_padded()
-
-    def _flush_packed(self) -> None:
-        """Cut whole seq_len blocks from the pending tokens; keep the remainder for the next call."""
-        if not self._pending:
-            return
-        stream = np.concatenate(self._pending)
-        n_blocks = len(stream) // self.seq_len
-        if n_blocks:
-            self.rows.append(stream[: n_blocks * self.seq_len].reshape(n_blocks, self.seq_len))
-            self.stats["tokens"] += n_blocks * self.seq_len
-        rest = stream[n_blocks * self.seq_len :]
-        self._pending, self._pending_len = [rest], len(rest)
-
-    def _flush_padded(self) -> None:
-        if not self._padded:
-            return
-        block = np.full((len(self._padded), self.seq_len), self.ids["pad"], dtype=np.int32)
-        for r, seq in enumerate(self._padded):
-            block[r, : len(seq)] = seq
-        self.rows.append(block)
-        if self.labels is not None:
-            self.labels.append(np.asarray(self._label_rows, dtype=np.int64).reshape(len(self._padded), -1))
-        self._padded, self._label_rows = [], []
-
-    def close(self) -> dict[str, int]:
-        """Write what is pending (the packed remainder is dropped), finish the files, return the stats."""
-        if self.layout == "packed":
-            self._flush_packed()
-        else:
-            self._flush_padded()
-        self.stats["rows"] = self.rows.close()
-        if self.labels is not None:
-            self.labels.close()
-        return self.stats
+def _texts(example: dict[str, Any]) -> list[str]:
+    """The texts of an example a tokenizer is trained on: its text, or its prompt, response and task."""
+    if "text" in example:
+        return [example["text"]]
+    return [t for t in (example.get("task"), example["prompt"], example["response"]) if t]

@@ -6,6 +6,8 @@ Layout of one dataset entry, `<cache_dir>/datasets/<key>/`:
     val_ids.npy       int32 [N_val, L]
     train_labels.npy  int64 [N_train, K]   optional; -1 = missing label
     val_labels.npy    int64 [N_val, K]     optional
+    train_prompt_len.npy  int32 [N_train]  prompt/response data: where each row's response starts
+    val_prompt_len.npy    int32 [N_val]
     meta.json         what was built and how (see builder.py)
     tokenizer/        the tokenizer, written by save_pretrained
 
@@ -108,20 +110,24 @@ class NpyRowWriter:
 
     A placeholder header of fixed size is written first and rewritten with the real shape on
     `close()`, so rows stream straight to disk (corpora larger than memory) with no second copy.
+    `width=None` writes a 1-D array [N] of single values instead.
     """
 
-    def __init__(self, path: str | Path, width: int, dtype: str | np.dtype) -> None:
+    def __init__(self, path: str | Path, width: int | None, dtype: str | np.dtype) -> None:
         self.path = Path(path)
-        self.width = int(width)
+        self.width = None if width is None else int(width)
         self.dtype = np.dtype(dtype).newbyteorder("<")
         self.rows = 0
         self._fh = self.path.open("wb")
         self._fh.write(b"\0" * _HEADER_BYTES)
 
     def append(self, rows: np.ndarray) -> None:
-        """Write `rows`, shape [n, width]."""
+        """Write `rows`, shape [n, width] (or [n] with width None)."""
         rows = np.ascontiguousarray(rows, dtype=self.dtype)
-        if rows.ndim != 2 or rows.shape[1] != self.width:
+        if self.width is None:
+            if rows.ndim != 1:
+                raise ValueError(f"expected values of shape [n], got {rows.shape}")
+        elif rows.ndim != 2 or rows.shape[1] != self.width:
             raise ValueError(f"expected rows of shape [n, {self.width}], got {rows.shape}")
         self._fh.write(rows.tobytes())
         self.rows += rows.shape[0]
@@ -131,7 +137,8 @@ class NpyRowWriter:
         if self._fh.closed:
             return self.rows
         self._fh.seek(0)
-        self._fh.write(_npy_header((self.rows, self.width), self.dtype))
+        shape = (self.rows,) if self.width is None else (self.rows, self.width)
+        self._fh.write(_npy_header(shape, self.dtype))
         self._fh.close()
         return self.rows
 

@@ -17,13 +17,18 @@ def _label_column_index(split: TokenSplit, label_column: str | None) -> int | No
 
 
 def _batch(split: TokenSplit, rows: np.ndarray, label_index: int | None) -> dict[str, Any]:
-    """{"input_ids": LongTensor [B, L], "labels": LongTensor [B] or None} for row indices `rows` [B]."""
+    """{"input_ids": LongTensor [B, L], "labels": LongTensor [B] or None, "prompt_len": LongTensor
+    [B] or None} for row indices `rows` [B]; prompt_len (prompt/response data) is where each row's
+    response starts, what a method's loss holds clean before (methods/base.py, `response_mask`)."""
     # Fancy indexing reads only the needed rows of the memmap into memory.
     input_ids = torch.from_numpy(np.asarray(split.ids[rows], dtype=np.int64))
     labels = None
     if label_index is not None:
         labels = torch.from_numpy(np.asarray(split.labels[rows, label_index], dtype=np.int64))
-    return {"input_ids": input_ids, "labels": labels}
+    prompt_len = getattr(split, "prompt_len", None)
+    if prompt_len is not None:
+        prompt_len = torch.from_numpy(np.asarray(prompt_len[rows], dtype=np.int64))
+    return {"input_ids": input_ids, "labels": labels, "prompt_len": prompt_len}
 
 
 class BatchIterator:
@@ -35,8 +40,9 @@ class BatchIterator:
     dropped). The position is (epoch, batches already yielded this epoch), so
     `load_state_dict(state_dict())` on a fresh iterator continues with exactly the same batches.
 
-    Each batch: {"input_ids": LongTensor [B, L], "labels": LongTensor [B] or None}; labels are
-    label indices of `label_column` (-1 = missing) when one is given.
+    Each batch: {"input_ids": LongTensor [B, L], "labels": LongTensor [B] or None, "prompt_len":
+    LongTensor [B] or None}; labels are label indices of `label_column` (-1 = missing) when one is
+    given, prompt_len where each row's response starts when the split has prompts.
     """
 
     def __init__(
@@ -110,7 +116,8 @@ def eval_batches(
 ) -> Iterator[dict[str, Any]]:
     """Batches of consecutive rows in order, last partial batch kept; at most `max_batches`.
 
-    Each batch: {"input_ids": LongTensor [B, L], "labels": LongTensor [B] or None}.
+    Each batch: {"input_ids": LongTensor [B, L], "labels": LongTensor [B] or None, "prompt_len":
+    LongTensor [B] or None}.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")

@@ -3,6 +3,9 @@
 `read_examples(path, ...)` yields `{"text": str, "labels": {column: str | None}}` one at a time;
 files are streamed, never read whole. A label value that is missing or empty in one row is
 `None` (the builder stores it as -1); a label *column* that does not exist is an error.
+With `prompt_column` set it reads prompt/response rows instead (see prompt_response.py):
+`{"prompt": str, "response": str, "task": str | None, "labels": {...}}`, the task from
+`task_column` (None when there is none, or the row's value is missing or empty).
 
 Accepted `path` values:
 
@@ -39,7 +42,8 @@ TEXT_EXTENSIONS = (".txt", ".jsonl", ".csv", ".tsv")
 SNIFF_BYTES = 64 * 1024  # how much of each file is checked for binary content
 _FIX = "pass a .txt/.jsonl/.csv/.tsv file, a folder of them, a save_to_disk folder, 'builtin' or 'hf:owner/name'"
 
-Example = dict[str, Any]  # {"text": str, "labels": {column: str | None}}
+Example = dict[str, Any]  # {"text": str, "labels": {column: str | None}} (or prompt, response, task)
+Fields = dict[str, str]  # what an example holds -> the column it comes from, e.g. {"text": "text"}
 
 
 # --------------------------------------------------------------------------------------------
@@ -108,13 +112,36 @@ def check_text_file(path: Path) -> None:
 # Per-format readers. Each yields examples; columns are validated on the header / first record.
 
 
+# The API argument first, then the run-config key that sets it.
+_SETTINGS = {"text": "text_column (data.text_column)", "label": "label_columns (data.label_column)",
+             "prompt": "prompt_column (data.prompt_column)", "response": "response_column (data.response_column)",
+             "task": "task_column (data.task_column)"}
+
+
 def _missing_column(kind: str, column: str, path: Any, available: Sequence[str]) -> DataError:
-    # The API argument first, then the run-config key that sets it.
-    setting = "text_column (data.text_column)" if kind == "text" else "label_columns (data.label_column)"
     return DataError(
         f"{kind} column '{column}' not found in '{path}'; available columns: "
-        f"{', '.join(map(str, available)) or '(none)'}; set {setting} to one of them"
+        f"{', '.join(map(str, available)) or '(none)'}; set {_SETTINGS[kind]} to one of them"
     )
+
+
+def _check_columns(fields: Fields, label_columns: Sequence[str], path: Any, available: Sequence[str]) -> None:
+    """DataError for the first column of `fields` or `label_columns` not in `available`."""
+    for kind, cols in [*((k, [c]) for k, c in fields.items()), ("label", label_columns)]:
+        for col in cols:
+            if col not in available:
+                raise _missing_column(kind, col, path, available)
+
+
+def text_fields(text_column: str = "text", prompt_column: str | None = None, response_column: str = "response",
+                task_column: str | None = None) -> Fields:
+    """The columns an example is read from: the text, or (prompt_column set) prompt, response and task."""
+    if prompt_column is None:
+        return {"text": text_column}
+    fields = {"prompt": prompt_column, "response": response_column}
+    if task_column is not None:
+        fields["task"] = task_column
+    return fields
 
 
 def _label_value(value: Any) -> str | None:
@@ -138,7 +165,11 @@ def _txt_is_paragraphs(path: Path) -> bool:
     return False
 
 
-def _read_txt(path: Path, label_columns: Sequence[str]) -> Iterator[Example]:
+def _read_txt(path: Path, fields: Fields, label_columns: Sequence[str]) -> Iterator[Example]:
+    if "prompt" in fields:
+        raise DataError(f"'{path}' is a .txt file: it has no columns, so no prompt column '{fields['prompt']}'; "
+                        "prompt/response data needs a .jsonl, .csv or .tsv file with a prompt and a response "
+                        "column (or set data.format=text)")
     if label_columns:
         raise _missing_column("label", label_columns[0], path, [])
     paragraphs = _txt_is_paragraphs(path)
@@ -161,15 +192,22 @@ def _read_txt(path: Path, label_columns: Sequence[str]) -> Iterator[Example]:
             yield {"text": "\n".join(block), "labels": {}}
 
 
-def _row_example(row: dict, text_column: str, label_columns: Sequence[str], where: str) -> Example:
-    text = row.get(text_column)
-    if not isinstance(text, str):
-        got = "missing" if text is None else f"a {type(text).__name__}"
-        raise DataError(f"{where}: text column '{text_column}' is {got}; every row needs a text string")
-    return {"text": text, "labels": {col: _label_value(row.get(col)) for col in label_columns}}
+def _row_example(row: dict, fields: Fields, label_columns: Sequence[str], where: str) -> Example:
+    example: Example = {}
+    for kind, column in fields.items():
+        value = row.get(column)
+        if kind == "task":  # optional per row, like a label
+            example[kind] = _label_value(value)
+            continue
+        if not isinstance(value, str):
+            got = "missing" if value is None else f"a {type(value).__name__}"
+            raise DataError(f"{where}: {kind} column '{column}' is {got}; every row needs a {kind} string")
+        example[kind] = value
+    example["labels"] = {col: _label_value(row.get(col)) for col in label_columns}
+    return example
 
 
-def _read_jsonl(path: Path, text_column: str, label_columns: Sequence[str]) -> Iterator[Example]:
+def _read_jsonl(path: Path, fields: Fields, label_columns: Sequence[str]) -> Iterator[Example]:
     checked = False
     with path.open("r", encoding="utf-8-sig") as fh:
         for lineno, line in enumerate(fh, 1):
@@ -186,38 +224,32 @@ def _read_jsonl(path: Path, text_column: str, label_columns: Sequence[str]) -> I
                     f"'{path}' line {lineno} is a JSON {type(row).__name__}, not an object; write one object per line"
                 )
             if not checked:  # the first record defines the columns
-                for kind, cols in (("text", [text_column]), ("label", label_columns)):
-                    for col in cols:
-                        if col not in row:
-                            raise _missing_column(kind, col, path, list(row))
+                _check_columns(fields, label_columns, path, list(row))
                 checked = True
-            yield _row_example(row, text_column, label_columns, f"'{path}' line {lineno}")
+            yield _row_example(row, fields, label_columns, f"'{path}' line {lineno}")
 
 
-def _read_delimited(path: Path, text_column: str, label_columns: Sequence[str]) -> Iterator[Example]:
+def _read_delimited(path: Path, fields: Fields, label_columns: Sequence[str]) -> Iterator[Example]:
     delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
     # Long documents in one cell are normal here; the default 128 KiB field limit is not.
     csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
     with path.open("r", encoding="utf-8-sig", newline="") as fh:
         reader = csv.DictReader(fh, delimiter=delimiter)
         header = reader.fieldnames or []
-        for kind, cols in (("text", [text_column]), ("label", label_columns)):
-            for col in cols:
-                if col not in header:
-                    raise _missing_column(kind, col, path, header)
+        _check_columns(fields, label_columns, path, header)
         for row in reader:
-            yield _row_example(row, text_column, label_columns, f"'{path}' line {reader.line_num}")
+            yield _row_example(row, fields, label_columns, f"'{path}' line {reader.line_num}")
 
 
-def _read_file(path: Path, text_column: str, label_columns: Sequence[str]) -> Iterator[Example]:
+def _read_file(path: Path, fields: Fields, label_columns: Sequence[str]) -> Iterator[Example]:
     check_text_file(path)
     suffix = path.suffix.lower()
     if suffix == ".txt":
-        rows = _read_txt(path, label_columns)
+        rows = _read_txt(path, fields, label_columns)
     elif suffix == ".jsonl":
-        rows = _read_jsonl(path, text_column, label_columns)
+        rows = _read_jsonl(path, fields, label_columns)
     else:
-        rows = _read_delimited(path, text_column, label_columns)
+        rows = _read_delimited(path, fields, label_columns)
     return _utf8_guard(rows, path)
 
 
@@ -232,21 +264,17 @@ def _utf8_guard(rows: Iterator[Example], path: Path) -> Iterator[Example]:
         ) from None
 
 
-def _read_hf_dataset(ds: Any, where: str, text_column: str, label_columns: Sequence[str]) -> Iterator[Example]:
+def _read_hf_dataset(ds: Any, where: str, fields: Fields, label_columns: Sequence[str]) -> Iterator[Example]:
     """Rows of a `datasets.Dataset` / `IterableDataset`, read in batches (row access is slow)."""
     columns = list(ds.column_names or [])
     if columns:  # streamed Hub datasets may not know their columns up front
-        for kind, cols in (("text", [text_column]), ("label", label_columns)):
-            for col in cols:
-                if col not in columns:
-                    raise _missing_column(kind, col, where, columns)
+        _check_columns(fields, label_columns, where, columns)
+    wanted = [*fields.values(), *label_columns]
     for batch in ds.iter(batch_size=1024):
-        for col in [text_column, *label_columns]:
-            if col not in batch:
-                raise _missing_column("text" if col == text_column else "label", col, where, list(batch))
-        for i, text in enumerate(batch[text_column]):
-            row = {col: batch[col][i] for col in [text_column, *label_columns]}
-            yield _row_example(row, text_column, label_columns, where)
+        _check_columns(fields, label_columns, where, list(batch))
+        for i in range(len(batch[wanted[0]])):
+            row = {col: batch[col][i] for col in wanted}
+            yield _row_example(row, fields, label_columns, where)
 
 
 def _load_saved(folder: Path) -> Any:
@@ -284,9 +312,11 @@ def _load_hub(name: str) -> Any:
         ) from None
 
 
-def _read_builtin(count: int, seed: int, label_columns: Sequence[str]) -> Iterator[Example]:
+def _read_builtin(count: int, seed: int, fields: Fields, label_columns: Sequence[str]) -> Iterator[Example]:
     from dlms.data.corpus import LABELS, generate_examples, review_label
 
+    if "prompt" in fields:
+        raise _missing_column("prompt", fields["prompt"], "builtin", ["text", *LABELS])
     for col in label_columns:
         if col not in LABELS:
             raise _missing_column("label", col, "builtin", list(LABELS))
@@ -306,52 +336,59 @@ def read_examples(
     max_examples: int | None = None,
     builtin_examples: int = 20000,
     seed: int = 0,
+    prompt_column: str | None = None,
+    response_column: str = "response",
+    task_column: str | None = None,
 ) -> Iterator[Example]:
-    """Stream `{"text": str, "labels": {col: str | None}}` from `path` (see the module docstring).
+    """Stream `{"text": str, "labels": {col: str | None}}` from `path` (see the module docstring);
+    with `prompt_column`, `{"prompt", "response", "task", "labels"}` from those columns instead
+    (`text_column` is then not read).
 
-    Examples whose text is empty or whitespace-only are skipped. At most `max_examples`
+    Examples whose text (response) is empty or whitespace-only are skipped. At most `max_examples`
     examples (the first ones) are yielded. Path problems (missing path,
     unsupported extension, binary or empty file, missing column) raise DataError here, before the
     first example; "no examples found" is raised when the stream ends empty.
     """
     path = str(path)
     label_columns = list(label_columns)
+    fields = text_fields(text_column, prompt_column, response_column, task_column)
     if max_examples is not None and max_examples < 1:
         raise DataError(f"max_examples must be a positive integer or None, got {max_examples}")
     count = parse_builtin(path, builtin_examples)
     if count is not None:
-        stream = _read_builtin(count, seed, label_columns)
+        stream = _read_builtin(count, seed, fields, label_columns)
     elif path.startswith("hf:"):
-        stream = _read_hf_dataset(_load_hub(path[3:]), path, text_column, label_columns)
+        stream = _read_hf_dataset(_load_hub(path[3:]), path, fields, label_columns)
     else:
         p = _check_exists(path)
         if p.is_dir() and is_hf_saved_dataset(p):
-            stream = _read_hf_dataset(_load_saved(p), path, text_column, label_columns)
+            stream = _read_hf_dataset(_load_saved(p), path, fields, label_columns)
         elif p.is_dir():
             files = _data_files(p)
             if not files:
                 raise DataError(f"folder '{path}' has no .txt/.jsonl/.csv/.tsv files; add data files or {_FIX}")
             for f in files:  # fail early on any bad file, not halfway through a build
                 check_text_file(f)
-            stream = _chain_files(files, text_column, label_columns)
+            stream = _chain_files(files, fields, label_columns)
         else:
-            stream = _read_file(p, text_column, label_columns)
-    # Whitespace-only texts carry nothing to learn (and .txt files skip them anyway).
-    stream = (ex for ex in stream if ex["text"].strip())
-    return _limited(stream, max_examples, path)
+            stream = _read_file(p, fields, label_columns)
+    # Whitespace-only texts (responses) carry nothing to learn (and .txt files skip them anyway).
+    what = "response" if prompt_column is not None else "text"
+    stream = (ex for ex in stream if ex[what].strip())
+    return _limited(stream, max_examples, path, what)
 
 
-def _chain_files(files: list[Path], text_column: str, label_columns: Sequence[str]) -> Iterator[Example]:
+def _chain_files(files: list[Path], fields: Fields, label_columns: Sequence[str]) -> Iterator[Example]:
     for f in files:
-        yield from _read_file(f, text_column, label_columns)
+        yield from _read_file(f, fields, label_columns)
 
 
-def _limited(stream: Iterator[Example], max_examples: int | None, path: str) -> Iterator[Example]:
+def _limited(stream: Iterator[Example], max_examples: int | None, path: str, what: str = "text") -> Iterator[Example]:
     # Pull the first example now so column errors surface at the call, not at the first next().
     try:
         first = next(stream)
     except StopIteration:
-        raise DataError(f"no examples found in '{path}'; the data has no non-blank text") from None
+        raise DataError(f"no examples found in '{path}'; the data has no non-blank {what}") from None
     return _rest(first, stream, max_examples)
 
 

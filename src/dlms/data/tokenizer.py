@@ -180,14 +180,18 @@ def ensure_special_tokens(tokenizer: PreTrainedTokenizerBase) -> PreTrainedToken
 
 
 def special_ids(tokenizer: PreTrainedTokenizerBase) -> dict[str, int]:
-    """Return `{"pad", "bos", "eos", "mask", "vocab_size"}`; vocab_size = len(tokenizer) (incl. added tokens)."""
-    return {
+    """Return `{"pad", "bos", "eos", "mask", "vocab_size"}`; vocab_size = len(tokenizer) (incl. added tokens).
+    A tokenizer with a separator token (prompt/response data, see prompt_response.py) adds "sep"."""
+    ids = {
         "pad": tokenizer.pad_token_id,
         "bos": tokenizer.bos_token_id,
         "eos": tokenizer.eos_token_id,
         "mask": tokenizer.mask_token_id,
         "vocab_size": len(tokenizer),
     }
+    if getattr(tokenizer, "sep_token_id", None) is not None:  # absent otherwise: cache keys of other tokenizers stay
+        ids["sep"] = tokenizer.sep_token_id
+    return ids
 
 
 def tokenizer_fingerprint(tokenizer: PreTrainedTokenizerBase) -> str:

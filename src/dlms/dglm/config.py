@@ -176,7 +176,24 @@ def check_generation(g: GenerationConfig, label: Callable[[str], str]) -> Genera
     return g
 
 
+# The run config's keys of prompt/response data: DGLM has none (see `refuse_prompt_response`).
+PROMPT_RESPONSE_KEYS = ("format", "prompt_column", "response_column", "task_column", "task")
+PROMPT_RESPONSE_REFUSAL = ("DGLM cannot train on prompt/response data: its latent model proposes the embedding of "
+                           "a continuation of a text's prefix, so it trains on plain texts only; train a masked, "
+                           "block, gaussian or ar run with data.format=prompt_response instead")
+
+
+def refuse_prompt_response(data: dict) -> None:
+    """A ConfigError naming the key when a DGLM config's data section asks for prompt/response data."""
+    section = data.get("data") if isinstance(data, dict) else None
+    if isinstance(section, dict):
+        for key in PROMPT_RESPONSE_KEYS:
+            if key in section:
+                raise ConfigError(f"config key 'data.{key}': {PROMPT_RESPONSE_REFUSAL}")
+
+
 def dglm_config_from_dict(data: dict) -> DglmConfig:
+    refuse_prompt_response(data)
     return check_dglm_config(dataclass_from_dict(DglmConfig, data))
 
 

@@ -45,6 +45,11 @@ def load_decoder(name: str, device: torch.device | str = "cpu", positions: int |
         from ..model import DiffusionLM
 
         lm = DiffusionLM.load_checkpoint(find_checkpoint(name), device=str(device), expect_method="ar")
+        if lm.prompted:  # it writes responses after a separator, not continuations of a prefix
+            from .config import PROMPT_RESPONSE_REFUSAL
+
+            raise ConfigError(f"'{name}' is an ar run trained on prompt/response data, which DGLM's decoder cannot "
+                              f"be: {PROMPT_RESPONSE_REFUSAL}; use an ar run trained on plain text")
         if positions:
             lm.model.extend_positions(positions)
         return LoadedDecoder(name, "dlms-ar", lm.model, lm.tokenizer, int(lm.model.spec.d_model))

@@ -117,6 +117,9 @@ def _check_teacher(checkpoint: str | Path) -> tuple[Path, RunConfig, dict]:
             "its sampler has no few-step objective here yet"
         raise ConfigError(f"'{checkpoint}' is a '{cfg.method.name}' run, which cannot be distilled ({why}); "
                           f"`dlms distill` takes a {' or '.join(OBJECTIVES)} run")
+    if cfg.data.format == "prompt_response":  # the objectives would noise and match the prompts too
+        raise ConfigError(f"'{checkpoint}' was trained on prompt/response data, which `dlms distill` does not take "
+                          "yet (its objectives know no prompt to hold clean); distill a run trained on plain text")
     return ckpt, cfg, state
 
 

@@ -3,6 +3,9 @@
 Every sequence gets its own random stream, seeded by (seed, its index in the split), and its
 Monte Carlo passes are stratified in t. So the numbers do not depend on the batch size, fixed
 seeds reproduce them, and the reported standard error is the Monte Carlo error of the mean.
+
+A split of prompt/response rows (`split.prompt_len`) is scored as the response given the prompt:
+the prompt held clean (`maskable`, methods/base.py), per response token (its end-of-text counted).
 """
 from __future__ import annotations
 
@@ -32,6 +35,12 @@ def _sequence_noise(method, index: int, seed: int, passes: int, length: int, dev
     return t.to(device), u.to(device)
 
 
+def response_positions(prompt_len: np.ndarray, length: int, device: torch.device) -> torch.Tensor:
+    """bool [B, length]: True at and after each row's prompt length (int [B])."""
+    starts = torch.from_numpy(np.asarray(prompt_len, dtype=np.int64)).to(device)
+    return torch.arange(length, device=device)[None, :] >= starts[:, None]
+
+
 def split_labels(split, label_column: str | None) -> np.ndarray | None:
     """The label ids [N] of one column of a split, or None."""
     if label_column is None or split.labels is None:
@@ -46,6 +55,7 @@ def evaluate_likelihood(method, model, split, *, batch_size: int = 32, passes: i
     """Negative log-likelihood per token (a bound for diffusion) with its MC standard error.
 
     `discrete_steps` T: the T-step discrete-time bound instead of the continuous-time one.
+    A split with `prompt_len` (prompt/response rows) is scored as -log p(response | prompt).
     Returns {"nll", "ppl", "se", "tokens", "sequences", "passes", "bound"}; `se` is in nats/token:
     0 for an exact likelihood (AR), None for a bound estimated from one pass (it has none).
     An empty split is a DataError, never a perfect score.
@@ -57,6 +67,7 @@ def evaluate_likelihood(method, model, split, *, batch_size: int = 32, passes: i
         raise DataError("the validation split is empty, so there is nothing to score; raise data.val_fraction "
                         "or use more data")
     labels_all = split_labels(split, label_column)
+    prompt_all = getattr(split, "prompt_len", None)
     passes = passes if method.stochastic_bound else 1
     total, variance, tokens = 0.0, 0.0, 0
     for start in range(0, n, batch_size):
@@ -64,11 +75,15 @@ def evaluate_likelihood(method, model, split, *, batch_size: int = 32, passes: i
         labels = None
         if labels_all is not None:
             labels = torch.from_numpy(labels_all[start : start + x0.shape[0]].astype(np.int64)).to(device)
+        # Only with prompts: a method without the hook still scores plain rows.
+        hook = {}
+        if prompt_all is not None:
+            hook["maskable"] = response_positions(prompt_all[start : start + x0.shape[0]], x0.shape[1], device)
         with autocast or nullcontext():
             if method.stochastic_bound:
                 noise = [_sequence_noise(method, start + i, seed, passes, x0.shape[1], device, discrete_steps)
                          for i in range(x0.shape[0])]
-                extra = {} if discrete_steps is None else {"discrete_steps": discrete_steps}
+                extra = dict(hook) if discrete_steps is None else {"discrete_steps": discrete_steps, **hook}
                 per_pass = []
                 for k in range(passes):
                     t = torch.stack([nz[0][k] for nz in noise])
@@ -79,8 +94,8 @@ def evaluate_likelihood(method, model, split, *, batch_size: int = 32, passes: i
                 if passes > 1:
                     variance += (est.var(0, unbiased=True) / passes).sum().item()
             else:
-                total += method.sequence_nll(model, x0, labels).float().sum().item()
-        tokens += int(method.scored_tokens(x0).sum())
+                total += method.sequence_nll(model, x0, labels, **hook).float().sum().item()
+        tokens += int(method.scored_tokens(x0, **hook).sum())
     if tokens == 0:
         raise DataError("the validation rows hold no scored tokens (only padding); check the data")
     nll = total / tokens

@@ -11,6 +11,10 @@
   (a model never scores its own samples) and `notes` says so;
 - conditional generation against references (BLEU, ROUGE; e.g. E2E prepared by eval/tasks.py)
   and multiple choice scored by likelihood (the ELBO for diffusion).
+
+A run trained on prompt/response data is scored as such: the likelihood is the response's given
+the prompt (per response token), and the samples are its responses to validation prompts, beside
+the validation responses (`data_*` figures, MAUVE).
 """
 from __future__ import annotations
 
@@ -107,11 +111,17 @@ def _generation(lm, judge, num_samples, num_steps, sampler, seed, label, samplin
         labels = lm.balanced_labels(num_samples)
     else:
         labels = None if label.lower() == "none" else [label] * num_samples
-    start = time.perf_counter()
-    ids = lm.sample_ids(num_samples=num_samples, steps=num_steps, sampler=sampler, seed=seed, label=labels,
-                        **sampling)
-    elapsed = time.perf_counter() - start
-    texts = lm.decode(ids)
+    data = lm.dataset(dataset)
+    if lm.prompted:
+        labels = None  # one prompt per sample: the classes are not drawn in turn
+        texts, tokens, elapsed, steps, calls = _responses(lm, data, num_samples, num_steps, sampler, seed, sampling)
+    else:
+        start = time.perf_counter()
+        ids = lm.sample_ids(num_samples=num_samples, steps=num_steps, sampler=sampler, seed=seed, label=labels,
+                            **sampling)
+        elapsed = time.perf_counter() - start
+        texts, tokens = lm.decode(ids), ids.numel()
+        steps, calls = lm.last_sampler.stats.steps, lm.last_sampler.stats.network_calls
     s = lm.cfg.sample
     chosen = lm.last_sampler
     from ..samplers.options import SAMPLER_OPTIONS
@@ -120,16 +130,18 @@ def _generation(lm, judge, num_samples, num_steps, sampler, seed, label, samplin
     used = {o: sampling.get(SAMPLER_OPTIONS[o].argument) for o in chosen.options if o != "num_steps"}
     used = {o: getattr(s, o) if v is None else v for o, v in used.items()}
     out: dict[str, Any] = {
-        "samples": num_samples, "sampler": chosen.name, "sample_steps": chosen.stats.steps,
-        "network_calls": chosen.stats.network_calls, **used,
+        "samples": len(texts), "sampler": chosen.name, "sample_steps": steps,
+        "network_calls": calls, **used,
         "labels": "balanced" if label is None and labels else label,
-        "sample_tokens_per_s": ids.numel() / elapsed,
+        "sample_tokens_per_s": tokens / elapsed,
     }
     builtin = (dataset or lm.cfg.data.dataset).startswith("builtin")
-    data = lm.dataset(dataset)
     # The data's own length and entropy, from validation texts drawn as the samples are (same
     # decoding, tokenizer and rows): the figures the samples' are compared with.
-    reference = data_reference_texts(lm, data, n=max(num_samples, DATA_TEXTS), labels=labels)
+    if lm.prompted:
+        reference = _validation_responses(lm, data, max(num_samples, DATA_TEXTS))
+    else:
+        reference = data_reference_texts(lm, data, n=max(num_samples, DATA_TEXTS), labels=labels)
     out.update(generation_figures(texts, tokenizer=lm.tokenizer, data_texts=reference, evaluator=judge,
                                   builtin=builtin, labels=labels, label_column=lm.cfg.data.label_column))
     validation = data.val
@@ -141,7 +153,7 @@ def _generation(lm, judge, num_samples, num_steps, sampler, seed, label, samplin
                             cli="MAUVE needs features from an evaluator model; pass --evaluator")
         from .text_metrics import mauve_score
 
-        human = validation.texts(lm.tokenizer, n=num_samples)
+        human = reference[:num_samples] if lm.prompted else validation.texts(lm.tokenizer, n=num_samples)
         out["mauve"] = mauve_score(judge.features(human), judge.features(texts), seed=seed)
     if classifier and labels is not None:
         from .attributes import AttributeClassifier
@@ -149,6 +161,31 @@ def _generation(lm, judge, num_samples, num_steps, sampler, seed, label, samplin
         out["classifier_accuracy"] = AttributeClassifier(classifier).accuracy(texts, labels)
     out["examples"] = texts[:show]
     return out
+
+
+def _responses(lm, data, num_samples, num_steps, sampler, seed, sampling) -> tuple[list[str], int, float, int, int]:
+    """(responses to `num_samples` validation prompts, tokens of their canvases, seconds, sampler
+    steps and network calls summed over the prompts) of a prompt/response run."""
+    from ..prompting import split_prompts
+
+    texts, tokens, elapsed, steps, calls = [], 0, 0.0, 0, 0
+    for i, (prompt, task, _) in enumerate(split_prompts(lm.prompts, data.val, num_samples)):
+        start = time.perf_counter()
+        ids = lm.sample_ids(prompt, steps=num_steps, task=task, sampler=sampler, seed=seed + i, **sampling)
+        elapsed += time.perf_counter() - start
+        texts += lm.decode(ids, len(lm.encode_prompt(prompt, task)))
+        tokens += ids.numel()
+        steps, calls = steps + lm.last_sampler.stats.steps, calls + lm.last_sampler.stats.network_calls
+    return texts, tokens, max(elapsed, 1e-9), steps, calls
+
+
+def _validation_responses(lm, data, n: int) -> list[str]:
+    """The responses of `n` validation rows of a prompt/response run, decoded as its samples are."""
+    import torch
+
+    from ..prompting import split_prompts
+
+    return [lm.decode(torch.tensor([response]), 0)[0] for _, _, response in split_prompts(lm.prompts, data.val, n)]
 
 
 def format_table(results: dict[str, Any]) -> str:

@@ -38,6 +38,9 @@ class BlockDiffusion(MaskedDiffusion):
     stochastic_bound = True
     supports_discrete_bound = True  # the T-step bound, block by block
     needs_builtin_backbone = True
+    # The prompt hook (methods/base.py): `maskable` holds the prompt clean in the noisy copy too,
+    # so a block it shares with the response sees it as a sampler's fixed prompt.
+    trains_on_responses = True
 
     def __init__(self, cfg: MethodConfig, special: SpecialTokens):
         super().__init__(cfg, special)

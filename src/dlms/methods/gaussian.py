@@ -21,7 +21,9 @@
 - Loss: cross-entropy of the logits plus `mse_weight` times the MSE of the x0 estimate, at the
   noised positions. Self-conditioning is used on half the training batches; a random prefix of
   each row is held clean with probability `prefix_prob` (prompts), the rest of the rows are
-  noised everywhere (the unconditional model that classifier-free guidance needs).
+  noised everywhere (the unconditional model that classifier-free guidance needs). On
+  prompt/response rows (methods/base.py) the prompt is that clean prefix in every row, and only
+  the response region (its end-of-text and padding included) is noised and scored.
 - Likelihood: the continuous-time variational bound of VDM (Kingma et al. 2021), as in Plaid:
   diffusion term + reconstruction term -log p(ids | z_0) + prior term KL(q(z_1 | x0) || N(0, I)).
 """
@@ -35,7 +37,7 @@ import torch.nn.functional as F
 from ..config import MethodConfig
 from ..errors import ConfigError, DlmsError
 from ..schedules import SCHEDULES, GaussianSchedule, build_schedule, schedule_names
-from .base import LossOutput, SpecialTokens, scored_positions, unwrap
+from .base import LossOutput, SpecialTokens, response_mask, scored_positions, unwrap
 from .score_interpolation import at_least_float32, interpolate_with_nll
 
 DEFAULT_SCHEDULE = "logsnr-cosine"
@@ -92,6 +94,7 @@ class GaussianDiffusion:
     stochastic_bound = True  # the likelihood is a Monte Carlo estimate of a bound
     supports_discrete_bound = False  # only the continuous-time bound
     needs_time = True  # resolve_run_config switches the backbone's time conditioning on
+    trains_on_responses = True  # the prompt hook (methods/base.py): `maskable`, batch["prompt_len"]
     t_min = 0.0  # the bound integrates t over all of [0, 1]
     self_condition_prob = 0.5
 
@@ -235,14 +238,16 @@ class GaussianDiffusion:
         table = self.token_embeddings(model)
         x0 = table[ids]  # [B, L, D]
         t = self.sample_times(batch_size, ids.device)
-        clean = self.random_prefix(batch_size, length, ids.device)
+        response = response_mask(batch, ids)
+        # Prompt/response rows: the prompt is the clean prefix (never noised, never scored).
+        clean = self.random_prefix(batch_size, length, ids.device) if response is None else ~response
         z = self.corrupt(x0, t, torch.randn_like(x0), clean)
         self_condition = bool(torch.rand(()) < self.self_condition_prob)
         prev = self.self_conditioning_estimate(model, z, t, clean, labels, table) if self_condition else None
         logits = self.network_logits(model, z, t, clean, prev, labels, table)
         x0_hat, nll = interpolate_with_nll(logits, table, ids)  # = x0_estimate + gather, fewer passes
         noised = (~clean).float()
-        count = noised.sum()
+        count = noised.sum().clamp(min=1)
         ce = (nll * noised).sum() / count
         mse = ((x0_hat - x0).pow(2).mean(-1) * noised).sum() / count
         loss = ce + self.cfg.mse_weight * mse
@@ -302,6 +307,7 @@ class GaussianDiffusion:
         prior = (kl * noised).sum(-1)
         return diffusion + reconstruction + prior
 
-    def scored_tokens(self, x0: torch.Tensor) -> torch.Tensor:
-        """Tokens each sequence's likelihood is normalised by: x0 [B, L] -> [B]."""
-        return scored_positions(x0, self.special).sum(-1)
+    def scored_tokens(self, x0: torch.Tensor, maskable: torch.Tensor | None = None) -> torch.Tensor:
+        """Tokens each sequence's likelihood is normalised by: x0 [B, L] -> [B] (with `maskable`
+        bool [B, L], those inside it)."""
+        return scored_positions(x0, self.special, maskable).sum(-1)

@@ -4,6 +4,11 @@ Forward process: each token of x0 is replaced by the mask token with probability
 1 - alpha(t). SUBS parameterisation: the network never predicts the mask token, and unmasked
 tokens are carried through unchanged, so only masked positions carry a loss. The loss is the
 continuous-time ELBO:  E_t [ w(t) * sum_{masked l} -log p(x0_l | x_t) ],  w(t) = -alpha'/(1-alpha).
+
+Padding is data here: in a padded row the pad tokens after the end-of-text are masked and scored
+like any token, so the model learns a text's length (the likelihood is still per non-pad token).
+On prompt/response rows (methods/base.py) only the response region is masked and scored, its
+end-of-text and padding included (LLaDA's supervised fine-tuning); the prompt stays clean.
 """
 from __future__ import annotations
 
@@ -13,7 +18,7 @@ import torch.nn.functional as F
 from ..config import MethodConfig
 from ..schedules import MaskingSchedule, build_schedule, schedule_names
 from ..errors import ConfigError
-from .base import LossOutput, SpecialTokens, scored_positions, unwrap
+from .base import LossOutput, SpecialTokens, response_mask, scored_positions, unwrap
 
 
 class MaskedDiffusion:
@@ -28,6 +33,7 @@ class MaskedDiffusion:
     decoding_block: int | None = None
     stochastic_bound = True  # the likelihood is a Monte Carlo estimate of a bound
     supports_discrete_bound = True  # sequence_nll(discrete_steps=T): the T-step bound
+    trains_on_responses = True  # the prompt hook (methods/base.py): `maskable`, batch["prompt_len"]
 
     def __init__(self, cfg: MethodConfig, special: SpecialTokens):
         self.cfg = cfg
@@ -97,12 +103,16 @@ class MaskedDiffusion:
         return per_seq.index_add_(0, masked.nonzero()[:, 0], weight * nll)
 
     def loss(self, model, batch: dict) -> LossOutput:
+        """The bound per position of the batch (of the response region, for prompt/response rows)."""
         x0 = batch["input_ids"]
-        nll = self.sequence_nll(model, x0, batch.get("labels"))
-        loss = nll.sum() / x0.numel()
-        tokens = scored_positions(x0, self.special).sum().clamp(min=1)
+        maskable = response_mask(batch, x0)  # None: every position
+        nll = self.sequence_nll(model, x0, batch.get("labels"), maskable=maskable)
+        positions = x0.numel() if maskable is None else maskable.sum().clamp(min=1)
+        loss = nll.sum() / positions
+        tokens = scored_positions(x0, self.special, maskable).sum().clamp(min=1)
         return LossOutput(loss, {"loss": loss.item(), "nll_bound": (nll.sum() / tokens).item()})
 
-    def scored_tokens(self, x0: torch.Tensor) -> torch.Tensor:
-        """Tokens each sequence's likelihood is normalised by: x0 [B, L] -> [B]."""
-        return scored_positions(x0, self.special).sum(-1)
+    def scored_tokens(self, x0: torch.Tensor, maskable: torch.Tensor | None = None) -> torch.Tensor:
+        """Tokens each sequence's likelihood is normalised by: x0 [B, L] -> [B] (with `maskable`
+        bool [B, L], those inside it)."""
+        return scored_positions(x0, self.special, maskable).sum(-1)

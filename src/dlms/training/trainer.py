@@ -33,6 +33,7 @@ from .checkpoint import (find_checkpoint, load_weights, read_config, read_optimi
                          read_trainer_state, save_checkpoint, truncate_metrics)
 from .distributed import barrier, init_distributed, mean_across, resolve_device, shutdown
 from .ema import EMA
+from .init_from import inherit_architecture, init_weights as load_init_weights, read_init_source
 from .optim import build_optimizer, build_scheduler
 from .progress import MetricsLog, TrainingProgress
 from ..paths import check_writable
@@ -53,12 +54,22 @@ class Trainer:
         `objective(model, batch) -> LossOutput` replaces `method.loss(model, batch)` (it is called
         under the run's autocast with the trainable model, DDP-wrapped when distributed);
         `init_weights`: a state dict the model starts from instead of its random initialisation
-        (loaded before the optimizer and the EMA copy are made)."""
+        (loaded before the optimizer and the EMA copy are made). `cfg.train.init_from` starts from
+        another run's weights and tokenizer instead (see training/init_from.py)."""
         self.objective = objective
         if not isinstance(cfg, RunConfig):
             cfg = load_config(cfg)
         self.run_dir = Path(cfg.train.out_dir)
         self.overwrite, self.resuming = overwrite, resuming
+        self.notes: list[str] = []  # logged when training starts
+        # The run to start from is read first (a missing one fails before any data work); a resumed
+        # run already holds its weights and the inherited architecture.
+        self.init_source = None
+        if cfg.train.init_from is not None and not resuming:
+            if init_weights is not None:
+                raise ConfigError("init_weights and train.init_from both give the starting weights; pass one")
+            self.init_source = read_init_source(cfg.train.init_from, cfg.train.out_dir)
+            cfg = inherit_architecture(cfg, self.init_source)
         cfg = backbone_tokenizer(cfg)  # a pretrained backbone is found first and brings its tokenizer
         self.device = resolve_device(cfg.train.device, int(os.environ.get("LOCAL_RANK", "0")))
         self.dist = init_distributed(self.device)
@@ -66,11 +77,12 @@ class Trainer:
             self._check_run_folder()
         if self.dist.enabled and dataset is None and not self.dist.is_main:
             barrier(self.dist)  # let the main process tokenize and cache first
-        self.dataset = dataset if dataset is not None else dataset_from_config(cfg.data)
+        self.dataset = dataset if dataset is not None else dataset_from_config(cfg.data, tokenizer=self._tokenizer(cfg))
         if self.dist.enabled and dataset is None and self.dist.is_main:
             barrier(self.dist)
         # seq_len null (fit the data) becomes the number the data builder chose; the run saves it.
         self.seq_len_note = getattr(self.dataset, "seq_len_note", None) if cfg.data.seq_len is None else None
+        self.notes += getattr(self.dataset, "notes", [])  # e.g. prompt/response rows cut to fit
         cfg = replace(cfg, data=replace(cfg.data, seq_len=self.dataset.seq_len))
         self.method = build_method(cfg.method, special_tokens(self.dataset.tokenizer))
         self.cfg = resolve_run_config(cfg, self.method, self.dataset.label_names)
@@ -79,9 +91,13 @@ class Trainer:
         self.cfg = replace(self.cfg, train=replace(self.cfg.train,
                                                    precision=resolve_precision(self.device, cfg.train.precision)))
         torch.manual_seed(self.cfg.train.seed)  # the same initial weights in every process
-        self.model = build_backbone(self.cfg.model, self.method.special.vocab_size).to(self.device)
+        # Started from a run: a pretrained backbone is rebuilt from the architecture saved there.
+        source_ckpt = self.init_source.ckpt if self.init_source is not None else None
+        self.model = build_backbone(self.cfg.model, self.method.special.vocab_size, source_ckpt).to(self.device)
         if init_weights is not None:
             load_weights(self.model, init_weights, Path("init_weights"))
+        if self.init_source is not None:
+            self.notes.append(load_init_weights(self.model, self.init_source, self.method.name))
         if hasattr(self.method, "prepare_backbone"):  # e.g. frozen embeddings: before DDP and the optimizer
             self.method.prepare_backbone(self.model)
         self.train_model = (DistributedDataParallel(self.model) if self.dist.enabled else self.model)
@@ -103,6 +119,17 @@ class Trainer:
         self.metrics = MetricsLog(self.run_dir / "metrics.jsonl", self.dist.is_main)
         self.autocast = autocast_context(self.device, t.precision)
         self.tokens_per_step = t.batch_size * t.grad_accum * self.dist.world_size * self.cfg.data.seq_len
+
+    def _tokenizer(self, cfg: RunConfig):
+        """The tokenizer object the data is built with: the starting run's (`train.init_from`), or
+        on resume this run's own saved one; None: the configured one (data.tokenizer, or a BPE)."""
+        if self.init_source is not None:
+            return self.init_source.tokenizer
+        if cfg.train.init_from is not None and self.resuming:
+            from ..data import load_tokenizer
+
+            return load_tokenizer(str(find_checkpoint(self.run_dir) / "tokenizer"))
+        return None
 
     # ------------------------------------------------------------------ resume
     @classmethod
@@ -172,7 +199,8 @@ class Trainer:
                          f"for {self.total_steps} steps on {self.device}, precision {self.precision_note}, "
                          f"{len(self.dataset.train):,} training rows")
             described = getattr(self.objective, "description", None)
-            for note in ([self.seq_len_note] if self.seq_len_note else []) + ([described] if described else []) + notes:
+            shown = [self.seq_len_note] if self.seq_len_note else []
+            for note in shown + self.notes + ([described] if described else []) + notes:
                 progress.log(note)
             while self.step < self.total_steps:
                 metrics = self._optimizer_step()
@@ -201,8 +229,9 @@ class Trainer:
                     break
         if self.dist.is_main:
             progress.log(f"saved {self.run_dir}")
+        # The notes (rows cut to fit, the run started from) also when the progress output is off.
         return {"step": self.step, "loss": last_loss, "best_val": self.best_val, "run_dir": str(self.run_dir),
-                "stopped_early": self.step < self.total_steps}
+                "stopped_early": self.step < self.total_steps, "notes": list(self.notes)}
 
     def _optimizer_step(self) -> dict[str, float]:
         t = self.cfg.train
