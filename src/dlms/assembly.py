@@ -16,22 +16,26 @@ from .errors import ConfigError
 from .methods import METHODS, SpecialTokens, build_method
 
 
-def dataset_from_config(cfg: DataConfig, path: str | None = None, tokenizer=None):
-    """Tokenized train/validation splits (cached on disk) for a data section.
-
-    `path` replaces `cfg.dataset` and `tokenizer` the configured one (e.g. a checkpoint's own).
-    """
+def builder_from_config(cfg: DataConfig):
+    """The `DatasetBuilder` of a data section: it reads, splits and lays out the data as the run did."""
     from .data import DatasetBuilder
 
     prompted = cfg.format == "prompt_response"
-    builder = DatasetBuilder(
+    return DatasetBuilder(
         seq_len=cfg.seq_len, layout=cfg.layout, val_fraction=cfg.val_fraction, max_examples=cfg.max_examples,
         text_column=cfg.text_column, label_columns=[cfg.label_column] if cfg.label_column else [],
         split=cfg.split, builtin_examples=cfg.builtin_examples, cache_dir=cfg.cache_dir,
         prompt_column=cfg.prompt_column if prompted else None, response_column=cfg.response_column,
         task_column=cfg.task_column if prompted else None, task=cfg.task if prompted else None,
     )
-    dataset = builder.build_from_raw(path or cfg.dataset, tokenizer or cfg.tokenizer or cfg.vocab_size)
+
+
+def dataset_from_config(cfg: DataConfig, path: str | None = None, tokenizer=None):
+    """Tokenized train/validation splits (cached on disk) for a data section.
+
+    `path` replaces `cfg.dataset` and `tokenizer` the configured one (e.g. a checkpoint's own).
+    """
+    dataset = builder_from_config(cfg).build_from_raw(path or cfg.dataset, tokenizer or cfg.tokenizer or cfg.vocab_size)
     if cfg.train_tokens is not None:
         dataset.train = dataset.train.head_tokens(cfg.train_tokens)
     return dataset
@@ -83,7 +87,8 @@ def build_parts(cfg: RunConfig, tokenizer, checkpoint=None):
 
 def check_prompt_response(cfg: RunConfig) -> None:
     """ConfigError when the data are prompt/response rows and the method has no prompt hook
-    (`trains_on_responses`, see methods/base.py): it would noise and score the prompts."""
+    (`trains_on_responses`, see methods/base.py): it would noise and score the prompts; or when
+    prompt dropout is asked of a method that does not declare it (`drops_prompts`: ar)."""
     if cfg.data.format != "prompt_response":
         return
     cls = METHODS.get(cfg.method.name)
@@ -92,6 +97,11 @@ def check_prompt_response(cfg: RunConfig) -> None:
         raise ConfigError(f"method '{cfg.method.name}' cannot train on prompt/response data (data.format="
                           f"prompt_response): it has no way to hold the prompt clean; use one of: {', '.join(able)}, "
                           "or data.format=text")
+    if cfg.train.prompt_drop_prob > 0 and not getattr(cls, "drops_prompts", False):
+        able = [n for n in METHODS.names() if getattr(METHODS.get(n), "drops_prompts", False)]
+        raise ConfigError(f"method '{cfg.method.name}' cannot drop prompts (train.prompt_drop_prob): it has no "
+                          "guidance on the prompt to train (its sampler guides on labels only); set "
+                          f"train.prompt_drop_prob=0 or use one of: {', '.join(able)}")
 
 
 def backbone_tokenizer(cfg: RunConfig) -> RunConfig:

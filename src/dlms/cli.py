@@ -5,6 +5,7 @@
     dlms generate --checkpoint RUN --infill "the chef ___ the soup , and it was ___:2 ."
     dlms view --checkpoint RUN --steps 20 --seq_len 8
     dlms eval --checkpoint RUN [--ar_checkpoint RUN] [--dataset PATH]
+    dlms eval --checkpoint RUN --references [PATH] [--num_prompts N]   (responses against references)
     dlms distill --checkpoint RUN --steps N [--out_dir DIR] [--rounds R] [--max_steps M] [--resume]
     dlms models check --config DGLM_YAML
     dlms dglm train|train-classifier|generate|eval ...   (see dlms/dglm/cli.py)
@@ -111,7 +112,12 @@ def build_parser() -> argparse.ArgumentParser:
                     help="steps of the discrete-time bound shown beside the continuous one (default: sampling steps)")
     ev.add_argument("--mauve", action="store_true", help="MAUVE of the samples against validation texts (needs --evaluator)")
     ev.add_argument("--classifier", default=None, help="a Hugging Face sequence classifier folder for label accuracy")
-    ev.add_argument("--references", default=None, help="JSONL of {prompt, references}: BLEU / ROUGE of continuations")
+    ev.add_argument("--references", nargs="?", const=True, default=None, metavar="PATH",
+                    help="BLEU, ROUGE-L, lengths (and E2E slot coverage) of one response per distinct prompt against "
+                         "all its references: a prompt/response run's validation prompts, or PATH (prompt/response "
+                         "rows, or JSONL of {prompt, references}: a plain-text run continues those)")
+    ev.add_argument("--num_prompts", type=int, default=None,
+                    help="with --references: the first N distinct prompts (default: all)")
     ev.add_argument("--multiple_choice", default=None, help="JSONL of {question, choices, answer}: accuracy by likelihood")
     ev.add_argument("--max_items", type=int, default=None, help="at most this many task items")
     ev.add_argument("--num_samples", type=int, default=64, help="samples for the generation figures (0: none)")
@@ -303,7 +309,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         discrete_steps=args.discrete_steps, num_samples=args.num_samples, num_steps=args.num_steps,
         sampler=args.sampler, seed=args.seed, device=args.device, precision=args.precision, label=args.label,
         sampling=_sampler_options(args), mauve=args.mauve, classifier=args.classifier, references=args.references,
-        multiple_choice=args.multiple_choice, max_items=args.max_items, show=args.show)
+        multiple_choice=args.multiple_choice, max_items=args.max_items, num_prompts=args.num_prompts, show=args.show)
     from .eval.report import format_table
 
     table = format_table(results)

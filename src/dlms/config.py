@@ -134,6 +134,9 @@ class TrainConfig:
     device: str = "auto"  # auto: cuda when available, else cpu
     out_dir: str = "runs/default"
     cond_drop_prob: float = 0.1  # labels dropped to the null class, for guidance
+    # prompt/response data: share of training rows whose prompt is hidden (masked; gaussian: noised)
+    # and, like a dropped label, still unscored, for guidance on the prompt (see methods/base.py)
+    prompt_drop_prob: float = 0.0
     progress: bool = True
     # A run folder (`dlms train` output) whose weights the new run starts from, with its tokenizer
     # (the new data is tokenized with it) and its backbone's shape; the method may differ where the
@@ -304,6 +307,7 @@ _RANGES = [
     ("train.grad_accum", lambda v: v >= 1, "at least 1"),
     ("train.ema_decay", lambda v: 0 <= v < 1, "in [0, 1)"),
     ("train.cond_drop_prob", lambda v: 0 <= v <= 1, "in [0, 1]"),
+    ("train.prompt_drop_prob", lambda v: 0 <= v < 1, "in [0, 1) (1 would never show a prompt)"),
     ("train.eval_every", lambda v: v >= 1, "at least 1"),
     ("train.save_every", lambda v: v >= 1, "at least 1"),
     ("train.log_every", lambda v: v >= 1, "at least 1"),
@@ -363,6 +367,9 @@ def check_combinations(cfg: RunConfig) -> RunConfig:
             if getattr(d, key) is not None:
                 raise ConfigError(f"config key 'data.{key}' applies to prompt/response data only; set "
                                   f"data.format=prompt_response or drop data.{key}")
+        if cfg.train.prompt_drop_prob > 0:
+            raise ConfigError("config key 'train.prompt_drop_prob' applies to prompt/response data only (plain text "
+                              "has no prompt to drop); set data.format=prompt_response or train.prompt_drop_prob=0")
     else:
         if d.task is not None and d.task_column is not None:
             raise ConfigError("data.task and data.task_column both give the task; keep one (a fixed task text, or "

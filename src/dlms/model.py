@@ -19,6 +19,7 @@ from .config import RunConfig
 from .checks import check_int
 from .errors import ArgumentError, CheckpointError, DlmsError
 from .eval.likelihood import evaluate_likelihood
+from .methods.base import prompt_region
 from .prompting import PromptLayout
 from .samplers import build_sampler
 from .samplers.options import SAMPLER_OPTIONS, check_option
@@ -161,7 +162,9 @@ class DiffusionLM:
         `task`, see prompting.py): the prompt is the condition, not part of the text.
 
         `guidance` is the classifier-free guidance scale for `label` (1 = plain conditional);
-        `label` is one class for every sample or a list with one per sample. The other options
+        `label` is one class for every sample or a list with one per sample. Without a label it
+        guides on the prompt, against the prompt hidden (the start token stays); a prompt/response
+        run learns that unconditional branch with `train.prompt_drop_prob`. The other options
         belong to some samplers only (dlms/samplers/options.py says which): `block_size`,
         `cache`, `threshold`, `factor`, `confidence`, `remasking` to the masked samplers, `eta`
         and `clamp` to the gaussian ones; one that the chosen sampler does not take is an error.
@@ -338,8 +341,12 @@ class DiffusionLM:
         chosen, options = self._checked_sampler(sampler, given, seed)
         canvas, fixed = self.canvas(prompt, length, num_samples, task)
         # Without labels, guidance contrasts the prompt with the prompt hidden; the start tokens stay.
-        prompt_mask = torch.zeros_like(fixed)
-        prompt_mask[:, len(self._start_tokens): len(self.encode_prompt(prompt, task))] = True
+        head = len(self.encode_prompt(prompt, task))
+        if self.prompted:  # the positions prompt dropout hid in training (train.prompt_drop_prob)
+            prompt_mask = prompt_region(torch.full((num_samples,), head, device=self.device), fixed.shape[1])
+        else:
+            prompt_mask = torch.zeros_like(fixed)
+            prompt_mask[:, len(self._start_tokens): head] = True
         width = self.cfg.data.seq_len if length is None else length
         return self._sample_canvas(chosen, options, canvas, fixed, prompt_mask, width, guidance=guidance, label=label,
                                    seed=seed, callback=callback)

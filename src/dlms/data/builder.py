@@ -502,6 +502,11 @@ class DatasetBuilder:
         # Read with labels so a missing label column fails here, before any training.
         return sum(1 for _ in self._read(path))
 
+    def split_examples(self, path: str, want: Literal["train", "val"]) -> list[dict[str, Any]]:
+        """The raw examples (see sources.read_examples) of one split as a build splits them, in file order."""
+        return list(self._examples(str(path), split_mask(self._count(str(path)), self.val_fraction, self.split,
+                                                         self.seed), want))
+
     def _examples(
         self, path: str, val_mask: np.ndarray, want: str, labels: bool = True
     ) -> Iterator[dict[str, Any]]:

@@ -9,8 +9,9 @@
   validation texts with the evaluator's features, grammaticality and label accuracy on the
   built-in corpus, accuracy by a given `classifier`). Without an evaluator there is no `gen_ppl`
   (a model never scores its own samples) and `notes` says so;
-- conditional generation against references (BLEU, ROUGE; e.g. E2E prepared by eval/tasks.py)
-  and multiple choice scored by likelihood (the ELBO for diffusion).
+- responses (or continuations) against references (`ref_*`: BLEU, ROUGE, lengths, empty
+  responses, E2E slot coverage; eval/reference_task.py, eval/references.py) and multiple choice
+  scored by likelihood (the ELBO for diffusion).
 
 A run trained on prompt/response data is scored as such: the likelihood is the response's given
 the prompt (per response token), and the samples are its responses to validation prompts, beside
@@ -35,8 +36,9 @@ def evaluate_run(checkpoint: str, *, dataset: str | None = None, evaluator: str 
                  num_steps: int | None = None, sampler: str | None = None, seed: int = 0, device: str = "auto",
                  precision: str | None = None,
                  label: str | None = None, sampling: dict[str, Any] | None = None,
-                 mauve: bool = False, classifier: str | None = None, references: str | None = None,
-                 multiple_choice: str | None = None, max_items: int | None = None, show: int = 5) -> dict[str, Any]:
+                 mauve: bool = False, classifier: str | None = None, references: str | bool | None = None,
+                 multiple_choice: str | None = None, max_items: int | None = None, num_prompts: int | None = None,
+                 show: int = 5) -> dict[str, Any]:
     """Evaluate the run in `checkpoint`; returns a flat dict of figures (plus `examples`).
 
     `passes=0` skips the likelihood, `num_samples=0` the generation figures. Samples of a model
@@ -46,6 +48,9 @@ def evaluate_run(checkpoint: str, *, dataset: str | None = None, evaluator: str 
     itself (DlmsError); without one there is no `gen_ppl`. `discrete_steps` defaults to the
     run's sampling steps. `show`: how many samples are kept in `examples`. `notes`: one-line
     remarks (no evaluator, samples not at the data's length) when there are any.
+    `references`: True (the validation prompts of a prompt/response run) or a file, scored by
+    reference_task.evaluate_with_references on its first `num_prompts` distinct prompts (default
+    `max_items`, else all); `ref_examples` keeps `show` of them.
     """
     from ..checks import check_int
     from ..model import DiffusionLM
@@ -53,13 +58,23 @@ def evaluate_run(checkpoint: str, *, dataset: str | None = None, evaluator: str 
     check_int("passes", passes, 0)
     check_int("num_samples", num_samples, 0, optional=False)
     for name, value in (("batch_size", batch_size), ("max_sequences", max_sequences), ("num_steps", num_steps),
-                        ("discrete_steps", discrete_steps), ("max_items", max_items)):
+                        ("discrete_steps", discrete_steps), ("max_items", max_items),
+                        ("num_prompts", num_prompts)):
         check_int(name, value, 1)
     check_int("show", show, 0, optional=False)
     judge_spec = evaluator or ar_checkpoint
+    score_references = references not in (None, False)
+    if score_references:
+        from .reference_task import refuse_dglm_run
+
+        refuse_dglm_run(checkpoint)
     if judge_spec:
         check_independent(checkpoint, judge_spec)  # before minutes of loading and sampling
     lm = DiffusionLM.load_checkpoint(checkpoint, device=device, precision=precision)
+    if score_references:  # a source this run cannot answer fails before minutes of other figures
+        from .reference_task import load_reference_groups
+
+        reference_groups = load_reference_groups(lm, references, dataset)
     judge = load_evaluator(judge_spec, device=device) if judge_spec else None
     sampling = dict(sampling or {})
     results: dict[str, Any] = {"checkpoint": str(checkpoint), "method": lm.method.name, "precision": lm.precision}
@@ -77,13 +92,13 @@ def evaluate_run(checkpoint: str, *, dataset: str | None = None, evaluator: str 
         for note in (data_length_note(results), data_diversity_note(results)):
             if note:
                 notes.append(note)
-    if references:
-        from .tasks import evaluate_references, read_reference_task
+    if score_references:
+        from .reference_task import evaluate_with_references
 
-        task = evaluate_references(lm, read_reference_task(references), max_items=max_items, seed=seed,
-                                   steps=num_steps, sampler=sampler, temperature=sampling.get("temperature"),
-                                   top_p=sampling.get("top_p"))
-        results.update({f"ref_{k}": v for k, v in task.items() if k != "examples"})
+        task = evaluate_with_references(lm, reference_groups, num_prompts=num_prompts or max_items, seed=seed,
+                                        steps=num_steps, sampler=sampler, label=label, sampling=sampling, show=show)
+        notes += task.pop("notes")
+        results.update(task)
     if multiple_choice:
         from .tasks import evaluate_multiple_choice, read_multiple_choice
 
@@ -189,11 +204,12 @@ def _validation_responses(lm, data, n: int) -> list[str]:
 
 
 def format_table(results: dict[str, Any]) -> str:
-    """The figures as a two-column Markdown table, then the notes (`note: ...`) and the examples
-    (`  sample: ...`), one line each."""
+    """The figures as a two-column Markdown table, then the notes (`note: ...`), the examples
+    (`  sample: ...`) and the responses to reference prompts (`  prompt: ...  response: ...`), one
+    line each."""
     lines = ["| figure | value |", "|---|---|"]
     for key, value in results.items():
-        if key in ("examples", "notes"):
+        if key in ("examples", "notes", "ref_examples"):
             continue
         shown = f"{value:.4f}" if isinstance(value, float) else str(value)
         lines.append(f"| {key} | {shown} |")
@@ -201,4 +217,6 @@ def format_table(results: dict[str, Any]) -> str:
         lines.append(f"note: {note}")
     for text in results.get("examples", []):
         lines.append("  sample: " + text.replace("\r", "").replace("\n", "\\n"))
+    for ex in results.get("ref_examples", []):
+        lines.append("  prompt: " + " ".join(ex["prompt"].split()) + "  response: " + " ".join(ex["response"].split()))
     return "\n".join(lines)

@@ -2,6 +2,14 @@
 
 Pads after the end-of-text are not modelled. On prompt/response rows (methods/base.py) only the
 response's tokens and its end-of-text are scored: the exact -log p(response | prompt).
+
+No prompt dropout (`train.prompt_drop_prob` is a ConfigError for this method, `drops_prompts`):
+its sampler guides on labels only. A left-to-right model has no token that means "hidden" (its
+inputs never hold the mask token; pads in place of the prompt would be a row it never otherwise
+sees, and the response would still start where the prompt's length puts it), so guidance on the
+prompt means dropping the prompt from the row: the unconditional branch is then a sequence of
+another length, with its own cache and positions, which the AR sampler does not run. Training the
+branch no sampler uses would only cost conditional quality.
 """
 from __future__ import annotations
 
@@ -19,6 +27,7 @@ class Autoregressive:
     extends_past_training_length = False  # samples at most as long as the training rows
     stochastic_bound = False  # the likelihood is exact
     trains_on_responses = True  # the prompt hook (methods/base.py): `maskable`, batch["prompt_len"]
+    drops_prompts = False  # no guidance on the prompt (see above): train.prompt_drop_prob is refused
 
     def __init__(self, cfg: MethodConfig, special: SpecialTokens):
         self.cfg = cfg

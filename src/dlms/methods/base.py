@@ -17,6 +17,16 @@ methods noise and score as in a plain padded row (LLaDA's supervised fine-tuning
 learns where a response stops. A method without `trains_on_responses` is refused for
 prompt/response data at config time (`assembly.check_prompt_response`); the contract tests
 (tests/contract/test_prompt_response.py) check the hook for every registered method.
+
+Prompt dropout (`train.prompt_drop_prob`, the prompt's counterpart of `train.cond_drop_prob`): the
+trainer marks some rows `batch["prompt_dropped"]` (bool [B]), and a method that declares
+`drops_prompts = True` hides those rows' prompts (`dropped_prompts(batch, x0)`, bool [B, L]) the
+way its samplers' unconditional branch hides a prompt under classifier-free guidance: the mask
+token (masked, block), noised like the response at the row's t (gaussian). So the network also
+learns p(response | no prompt), the branch that guidance on the prompt contrasts with. Hidden or
+not, the prompt still gets no loss. `prompt_region` is the one definition of the positions hidden,
+in training and at sampling (`DiffusionLM.sample_ids`). The contract tests
+(tests/contract/test_dropped_prompts.py) check it for every registered method.
 """
 from __future__ import annotations
 
@@ -25,6 +35,7 @@ from dataclasses import dataclass, field
 import torch
 
 PROMPT_LEN = "prompt_len"  # the batch key of each row's response start (data/loader.py)
+PROMPT_DROPPED = "prompt_dropped"  # the batch key of the rows whose prompt is hidden this step (the trainer's)
 
 
 @dataclass(frozen=True)
@@ -62,6 +73,24 @@ def response_mask(batch: dict, x0: torch.Tensor) -> torch.Tensor | None:
         return None
     positions = torch.arange(x0.shape[1], device=x0.device)
     return positions[None, :] >= prompt_len.to(x0.device)[:, None]
+
+
+def prompt_region(prompt_len: torch.Tensor, length: int) -> torch.Tensor:
+    """bool [B, L]: positions 1 .. prompt_len - 1 of each row (prompt_len LongTensor [B]), the head
+    `(task [sep]) prompt [sep]` after the start token: what prompt dropout hides in training and
+    what guidance on the prompt hides in its unconditional branch at sampling. The start token
+    stays: every row starts with it, with or without a prompt, so it says nothing of the prompt."""
+    positions = torch.arange(length, device=prompt_len.device)[None, :]
+    return (positions >= 1) & (positions < prompt_len[:, None])
+
+
+def dropped_prompts(batch: dict, x0: torch.Tensor) -> torch.Tensor | None:
+    """bool [B, L]: the prompt positions (`prompt_region`) of the rows whose prompt is dropped this
+    step (`batch["prompt_dropped"]`, bool [B]) for rows x0 [B, L]; None for a batch without the key."""
+    dropped, prompt_len = batch.get(PROMPT_DROPPED), batch.get(PROMPT_LEN)
+    if dropped is None or prompt_len is None:
+        return None
+    return prompt_region(prompt_len.to(x0.device), x0.shape[1]) & dropped.to(x0.device)[:, None]
 
 
 def scored_positions(x0: torch.Tensor, special: SpecialTokens, maskable: torch.Tensor | None = None) -> torch.Tensor:

@@ -41,6 +41,9 @@ class BlockDiffusion(MaskedDiffusion):
     # The prompt hook (methods/base.py): `maskable` holds the prompt clean in the noisy copy too,
     # so a block it shares with the response sees it as a sampler's fixed prompt.
     trains_on_responses = True
+    # Prompt dropout (methods/base.py): `loss` (MaskedDiffusion's) masks a dropped prompt in both
+    # copies, so the blocks after it see it masked, as the samplers' unconditional branch shows it.
+    drops_prompts = True
 
     def __init__(self, cfg: MethodConfig, special: SpecialTokens):
         super().__init__(cfg, special)

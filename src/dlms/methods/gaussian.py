@@ -23,7 +23,10 @@
   each row is held clean with probability `prefix_prob` (prompts), the rest of the rows are
   noised everywhere (the unconditional model that classifier-free guidance needs). On
   prompt/response rows (methods/base.py) the prompt is that clean prefix in every row, and only
-  the response region (its end-of-text and padding included) is noised and scored.
+  the response region (its end-of-text and padding included) is noised and scored; a dropped
+  prompt (`train.prompt_drop_prob`) is noised at the row's t like the response, without the
+  clean flag, and still not scored: what the samplers' unconditional branch feeds the network
+  under guidance on the prompt (samplers/gaussian.py `estimate`).
 - Likelihood: the continuous-time variational bound of VDM (Kingma et al. 2021), as in Plaid:
   diffusion term + reconstruction term -log p(ids | z_0) + prior term KL(q(z_1 | x0) || N(0, I)).
 """
@@ -37,7 +40,7 @@ import torch.nn.functional as F
 from ..config import MethodConfig
 from ..errors import ConfigError, DlmsError
 from ..schedules import SCHEDULES, GaussianSchedule, build_schedule, schedule_names
-from .base import LossOutput, SpecialTokens, response_mask, scored_positions, unwrap
+from .base import LossOutput, SpecialTokens, dropped_prompts, response_mask, scored_positions, unwrap
 from .score_interpolation import at_least_float32, interpolate_with_nll
 
 DEFAULT_SCHEDULE = "logsnr-cosine"
@@ -95,6 +98,7 @@ class GaussianDiffusion:
     supports_discrete_bound = False  # only the continuous-time bound
     needs_time = True  # resolve_run_config switches the backbone's time conditioning on
     trains_on_responses = True  # the prompt hook (methods/base.py): `maskable`, batch["prompt_len"]
+    drops_prompts = True  # prompt dropout (methods/base.py): a dropped prompt is noised, as guidance's uncond branch
     t_min = 0.0  # the bound integrates t over all of [0, 1]
     self_condition_prob = 0.5
 
@@ -234,24 +238,34 @@ class GaussianDiffusion:
     def loss(self, model, batch: dict) -> LossOutput:
         ids = batch["input_ids"]
         labels = batch.get("labels")
-        batch_size, length = ids.shape
         table = self.token_embeddings(model)
         x0 = table[ids]  # [B, L, D]
-        t = self.sample_times(batch_size, ids.device)
-        response = response_mask(batch, ids)
-        # Prompt/response rows: the prompt is the clean prefix (never noised, never scored).
-        clean = self.random_prefix(batch_size, length, ids.device) if response is None else ~response
+        t = self.sample_times(ids.shape[0], ids.device)
+        clean, scored = self.training_regions(batch, ids)
         z = self.corrupt(x0, t, torch.randn_like(x0), clean)
         self_condition = bool(torch.rand(()) < self.self_condition_prob)
         prev = self.self_conditioning_estimate(model, z, t, clean, labels, table) if self_condition else None
         logits = self.network_logits(model, z, t, clean, prev, labels, table)
         x0_hat, nll = interpolate_with_nll(logits, table, ids)  # = x0_estimate + gather, fewer passes
-        noised = (~clean).float()
-        count = noised.sum().clamp(min=1)
-        ce = (nll * noised).sum() / count
-        mse = ((x0_hat - x0).pow(2).mean(-1) * noised).sum() / count
+        weight = scored.float()
+        count = weight.sum().clamp(min=1)
+        ce = (nll * weight).sum() / count
+        mse = ((x0_hat - x0).pow(2).mean(-1) * weight).sum() / count
         loss = ce + self.cfg.mse_weight * mse
         return LossOutput(loss, {"loss": loss.item(), "ce": ce.item(), "mse": mse.item()})
+
+    def training_regions(self, batch: dict, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(clean, scored), both bool [B, L] for rows ids [B, L]: the positions held clean (with the
+        clean flag) and those the loss counts. Plain text: a random prefix clean, the rest scored.
+        Prompt/response rows: the prompt clean and the response scored, except a dropped prompt
+        (`dropped_prompts`), which is noised like the response (as the unconditional branch of
+        guidance on the prompt sees it: `fixed & ~prompt` clean) and still not scored."""
+        response = response_mask(batch, ids)
+        if response is None:
+            clean = self.random_prefix(*ids.shape, ids.device)
+            return clean, ~clean
+        hidden = dropped_prompts(batch, ids)
+        return (~response if hidden is None else ~response & ~hidden), response
 
     # ------------------------------------------------------------------ likelihood
     def sequence_nll(self, model, x0_ids: torch.Tensor, labels: torch.Tensor | None = None,

@@ -8,7 +8,9 @@ continuous-time ELBO:  E_t [ w(t) * sum_{masked l} -log p(x0_l | x_t) ],  w(t) =
 Padding is data here: in a padded row the pad tokens after the end-of-text are masked and scored
 like any token, so the model learns a text's length (the likelihood is still per non-pad token).
 On prompt/response rows (methods/base.py) only the response region is masked and scored, its
-end-of-text and padding included (LLaDA's supervised fine-tuning); the prompt stays clean.
+end-of-text and padding included (LLaDA's supervised fine-tuning); the prompt stays clean, except
+in the rows whose prompt is dropped (`train.prompt_drop_prob`): there it is all mask tokens, as a
+sampler's unconditional branch shows it under guidance on the prompt (LLaDA's CFG), and unscored.
 """
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ import torch.nn.functional as F
 from ..config import MethodConfig
 from ..schedules import MaskingSchedule, build_schedule, schedule_names
 from ..errors import ConfigError
-from .base import LossOutput, SpecialTokens, response_mask, scored_positions, unwrap
+from .base import LossOutput, SpecialTokens, dropped_prompts, response_mask, scored_positions, unwrap
 
 
 class MaskedDiffusion:
@@ -34,6 +36,9 @@ class MaskedDiffusion:
     stochastic_bound = True  # the likelihood is a Monte Carlo estimate of a bound
     supports_discrete_bound = True  # sequence_nll(discrete_steps=T): the T-step bound
     trains_on_responses = True  # the prompt hook (methods/base.py): `maskable`, batch["prompt_len"]
+    # Prompt dropout (methods/base.py): a dropped prompt is all mask tokens, as the samplers'
+    # unconditional branch masks it under guidance on the prompt.
+    drops_prompts = True
 
     def __init__(self, cfg: MethodConfig, special: SpecialTokens):
         self.cfg = cfg
@@ -106,11 +111,18 @@ class MaskedDiffusion:
         """The bound per position of the batch (of the response region, for prompt/response rows)."""
         x0 = batch["input_ids"]
         maskable = response_mask(batch, x0)  # None: every position
-        nll = self.sequence_nll(model, x0, batch.get("labels"), maskable=maskable)
+        nll = self.sequence_nll(model, self.hide_dropped_prompts(batch, x0), batch.get("labels"), maskable=maskable)
         positions = x0.numel() if maskable is None else maskable.sum().clamp(min=1)
         loss = nll.sum() / positions
         tokens = scored_positions(x0, self.special, maskable).sum().clamp(min=1)
         return LossOutput(loss, {"loss": loss.item(), "nll_bound": (nll.sum() / tokens).item()})
+
+    def hide_dropped_prompts(self, batch: dict, x0: torch.Tensor) -> torch.Tensor:
+        """x0 [B, L] with the dropped prompts' positions (`dropped_prompts`) set to the mask token.
+        They lie outside the response region, so they stay as they are (never scored): the network
+        sees them masked, as the unconditional branch of guidance shows them at sampling."""
+        hidden = dropped_prompts(batch, x0)
+        return x0 if hidden is None else x0.masked_fill(hidden, self.special.mask)
 
     def scored_tokens(self, x0: torch.Tensor, maskable: torch.Tensor | None = None) -> torch.Tensor:
         """Tokens each sequence's likelihood is normalised by: x0 [B, L] -> [B] (with `maskable`

@@ -29,6 +29,7 @@ from ..data import BatchIterator
 from ..errors import ArgumentError, CheckpointError, ConfigError, TrainingDiverged, literal
 from ..eval.likelihood import evaluate_likelihood
 from ..methods import LossOutput, build_method
+from ..methods.base import PROMPT_DROPPED, PROMPT_LEN
 from .checkpoint import (find_checkpoint, load_weights, read_config, read_optimizer_state, read_tensors,
                          read_trainer_state, save_checkpoint, truncate_metrics)
 from .distributed import barrier, init_distributed, mean_across, resolve_device, shutdown
@@ -281,6 +282,12 @@ class Trainer:
             # Drop labels to the null class so the same network also learns the unconditional model.
             drop = torch.rand(labels.shape, device=labels.device) < self.cfg.train.cond_drop_prob
             batch["labels"] = torch.where(drop, torch.full_like(labels, self.model.null_class), labels)
+        if batch.get(PROMPT_LEN) is not None and self.cfg.train.prompt_drop_prob > 0:
+            # The same for prompts: rows the method shows without their prompt (methods/base.py), so
+            # the network also learns the unconditional branch of guidance on the prompt. Drawn
+            # from the step's seeded generator, like the method's noise: a resumed run repeats it.
+            rows = batch["input_ids"].shape[0]
+            batch[PROMPT_DROPPED] = torch.rand(rows, device=self.device) < self.cfg.train.prompt_drop_prob
         return batch
 
     # ------------------------------------------------------------------ eval and save
