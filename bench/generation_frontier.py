@@ -172,6 +172,82 @@ def quality_configs(args) -> list[tuple[str, str, dict]]:
     return configs
 
 
+def resolved_options(options: dict, lm, runs: dict) -> dict:
+    """A configuration's sample options with "length" / "student" steps made numbers."""
+    options = dict(options)
+    if options.get("steps") == "length":
+        options["steps"] = lm.cfg.data.seq_len - len(lm.encode_prompt(None))
+    elif options.get("steps") == "student":
+        options["steps"] = runs["distilled"].cfg.sample.num_steps
+    return options
+
+
+def load_runs(args) -> dict:
+    from dlms.model import DiffusionLM
+
+    return {role: DiffusionLM.load_checkpoint(path, device=args.device)
+            for role, path in (("ar", args.ar), ("masked", args.masked), ("distilled", args.distilled),
+                               ("block", args.block), ("gaussian", args.gaussian),
+                               ("gaussian_distilled", args.gaussian_distilled)) if path}
+
+
+def run_trained_speed(args) -> list[dict]:
+    """Tokens/s of the quality part's configurations on trained runs, at batch 1, interleaved:
+    each round samples one text per configuration (the order rotating each round, the same
+    seed for every configuration within a round), and each configuration's tokens/s is the median
+    over rounds. Ratios: to AR and to one-token-per-step ancestral sampling, both in this process.
+    Trained weights decide how many tokens threshold decoding commits per call and where texts
+    end, so this is where its speed is real."""
+    runs = load_runs(args)
+    configs = quality_configs(args)
+    rates: dict[str, list[float]] = {label: [] for _, label, _ in configs}
+    per_call: dict[str, list[float]] = {label: [] for _, label, _ in configs}
+    for round_ in range(args.rounds + 1):  # round 0 warms up
+        shift = round_ % len(configs)
+        for role, label, options in configs[shift:] + configs[:shift]:
+            lm = runs[role]
+            options = resolved_options(options, lm, runs)
+            begin = time.perf_counter()
+            ids = lm.sample_ids(None, lm.cfg.data.seq_len, num_samples=1, seed=args.seed + round_,
+                                temperature=args.temperature, **options)
+            seconds = time.perf_counter() - begin
+            tokens = len(lm.tokenizer.encode(lm.decode(ids)[0], add_special_tokens=False)) + 1  # text + its end
+            stats = getattr(getattr(lm, "last_sampler", None), "stats", None)
+            if round_ > 0:
+                rates[label].append(tokens / seconds)
+                per_call[label].append(tokens / max(stats.network_calls, 1) if stats is not None else 1.0)
+    medians = {label: statistics.median(v) for label, v in rates.items()}
+    ar = medians[configs[0][1]]
+    ancestral = next((medians[label] for _, label, o in configs
+                      if o.get("sampler") == "ancestral" and o.get("steps") == "length"), None)
+    records = []
+    for role, label, _ in configs:
+        record = {"bench": "generation_frontier", "part": "trained_speed", "config": label, "family": role,
+                  "run": getattr(args, role), "batch": 1, "rounds": args.rounds,
+                  "tokens_per_s": round(medians[label], 1),
+                  "tokens_per_call": round(statistics.median(per_call[label]), 2),
+                  "vs_ar": round(medians[label] / ar, 3),
+                  "vs_ancestral": round(medians[label] / ancestral, 3) if ancestral else None,
+                  "threads": torch.get_num_threads()}
+        print(json.dumps(record), flush=True)
+        records.append(record)
+    return records
+
+
+def trained_speed_table(records: list[dict], name: str) -> list[str]:
+    """Markdown lines for the trained_speed records."""
+    first = records[0]
+    lines = [f"## Speed on the trained runs, interleaved (`{name}`)", "",
+             f"Batch 1, {first['rounds']} rounds of one text per configuration in rotating order (the same seed "
+             f"for all within a round), median tokens/s, {first['threads']} threads "
+             "(`python bench/generation_frontier.py trained_speed` printed the lines in that file).", "",
+             "| config | tokens/s | tokens/call | x AR | x ancestral |", "|---|---|---|---|---|"]
+    for r in records:
+        anc = "-" if r.get("vs_ancestral") is None else f"{r['vs_ancestral']:.2f}"
+        lines.append(f"| {r['config']} | {r['tokens_per_s']} | {r['tokens_per_call']} | {r['vs_ar']:.2f} | {anc} |")
+    return lines + [""]
+
+
 def runs_paths(args) -> list[str]:
     return [p for p in (args.ar, args.masked, args.distilled, args.block, args.gaussian, args.gaussian_distilled) if p]
 
@@ -179,12 +255,8 @@ def runs_paths(args) -> list[str]:
 def run_quality(args) -> list[dict]:
     from dlms.eval.evaluator import load_evaluator
     from dlms.eval.generation import data_reference_texts, generation_figures
-    from dlms.model import DiffusionLM
 
-    runs = {role: DiffusionLM.load_checkpoint(path, device=args.device)
-            for role, path in (("ar", args.ar), ("masked", args.masked), ("distilled", args.distilled),
-                               ("block", args.block), ("gaussian", args.gaussian),
-                               ("gaussian_distilled", args.gaussian_distilled)) if path}
+    runs = load_runs(args)
     compared = {str(Path(p).resolve()) for p in runs_paths(args)}
     if args.judge and str(Path(args.judge).resolve()) in compared:
         raise SystemExit(f"error: the judge {args.judge} is one of the compared runs; judge with a run that is none "
@@ -202,12 +274,8 @@ def run_quality(args) -> list[dict]:
     records = []
     for role, label, options in quality_configs(args):
         lm = runs[role]
-        options = dict(options)
+        options = resolved_options(options, lm, runs)
         length = lm.cfg.data.seq_len
-        if options.get("steps") == "length":
-            options["steps"] = length - len(lm.encode_prompt(None))
-        elif options.get("steps") == "student":
-            options["steps"] = runs["distilled"].cfg.sample.num_steps
         model_labels = labels if lm.balanced_labels(1) else None
         texts, calls, seconds = [], 0, 0.0
         for start in range(0, args.num_samples, args.batch):
@@ -301,6 +369,10 @@ def report(records: list[dict], folder: Path, command: str) -> None:
               "5% of the data's. distinct-2 and self-BLEU measure diversity across samples (the data's: as many "
               "validation texts as samples); at data diversity: distinct-2 within 10% of the data's."]
     lines += ["", "![frontier](frontier.png)", ""]
+    trained = folder / "trained-speed.jsonl"
+    if trained.exists():
+        lines += trained_speed_table([json.loads(line) for line in trained.read_text().splitlines() if line.strip()],
+                                     trained.name)
     for speed_file in sorted(folder.glob("speed-*.jsonl")):
         lines += speed_table([json.loads(line) for line in speed_file.read_text().splitlines() if line.strip()],
                              speed_file.name)
@@ -365,25 +437,29 @@ def main(argv: list[str] | None = None) -> int:
     sp.add_argument("--repeats", type=int, default=2)
     sp.add_argument("--threads", type=int, default=0)
     qp = sub.add_parser("quality")
-    qp.add_argument("--ar", required=True, help="the AR run compared (and the data's reference)")
+    tp = sub.add_parser("trained_speed", help="tokens/s of the quality configurations on trained runs at batch 1, "
+                        "interleaved, median over --rounds")
+    for parser in (qp, tp):
+        parser.add_argument("--ar", required=True, help="the AR run compared (and the data's reference)")
+        parser.add_argument("--masked", default=None)
+        parser.add_argument("--distilled", default=None, help="a masked student from `dlms distill`")
+        parser.add_argument("--block", default=None, help="a block-diffusion run")
+        parser.add_argument("--gaussian", default=None)
+        parser.add_argument("--gaussian_distilled", default=None)
+        parser.add_argument("--thresholds", type=lambda s: [float(x) for x in s.split(",")], default=[0.9, 0.7, 0.5])
+        parser.add_argument("--block_size", type=int, default=8,
+                            help="decoding blocks of the masked confidence and threshold configurations")
+        parser.add_argument("--only", default=None,
+                            help="run only the configurations whose label matches this regular expression (and AR)")
+        parser.add_argument("--temperature", type=float, default=1.0)
+        parser.add_argument("--seed", type=int, default=0)
+        parser.add_argument("--device", default="cpu")
+        parser.add_argument("--threads", type=int, default=0)
     qp.add_argument("--judge", default=None, help="an AR run (or HF LM) that is none of the compared models")
-    qp.add_argument("--masked", default=None)
-    qp.add_argument("--distilled", default=None, help="a masked student from `dlms distill`")
-    qp.add_argument("--block", default=None, help="a block-diffusion run")
-    qp.add_argument("--gaussian", default=None)
-    qp.add_argument("--gaussian_distilled", default=None)
-    qp.add_argument("--thresholds", type=lambda s: [float(x) for x in s.split(",")], default=[0.9, 0.7, 0.5])
-    qp.add_argument("--block_size", type=int, default=8, help="decoding blocks of the masked confidence and "
-                    "threshold configurations")
-    qp.add_argument("--only", default=None, help="run only the configurations whose label matches this regular "
-                    "expression (and AR)")
     qp.add_argument("--num_samples", type=int, default=200)
     qp.add_argument("--batch", type=int, default=50)
-    qp.add_argument("--temperature", type=float, default=1.0)
-    qp.add_argument("--seed", type=int, default=0)
-    qp.add_argument("--device", default="cpu")
-    qp.add_argument("--threads", type=int, default=0)
     qp.add_argument("--report", default=None, help="folder for frontier.jsonl, frontier.png and report.md")
+    tp.add_argument("--rounds", type=int, default=5)
     rp = sub.add_parser("report", help="redraw DIR/report.md and frontier.png from DIR/frontier.jsonl and DIR/speed-*.jsonl")
     rp.add_argument("folder")
     args = p.parse_args(argv)
@@ -397,6 +473,9 @@ def main(argv: list[str] | None = None) -> int:
     set_threads(args.threads)
     if args.part == "speed":
         run_speed(args)
+        return 0
+    if args.part == "trained_speed":
+        run_trained_speed(args)
         return 0
     records = run_quality(args)
     if args.report:

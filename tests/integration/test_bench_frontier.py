@@ -58,3 +58,13 @@ def test_quality_refuses_a_judge_that_is_one_of_the_compared_runs(trained_runs):
                            str(trained_runs["ar"]), "--judge", str(trained_runs["ar"]), "--num_samples", "2"],
                           env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode != 0 and "judge" in done.stderr and "compared" in done.stderr
+
+
+def test_trained_speed_times_the_configurations_interleaved(trained_runs):
+    records = bench("trained_speed", "--ar", str(trained_runs["ar"]), "--masked", str(trained_runs["masked"]),
+                    "--thresholds", "0.9", "--block_size", "4", "--only", "ancestral 1 token|threshold",
+                    "--rounds", "2", "--threads", "1")
+    by = {r["config"]: r for r in records}
+    assert list(by)[0] == "ar kv-cache" and by["ar kv-cache"]["vs_ar"] == 1.0
+    assert by["masked ancestral 1 token/step"]["vs_ancestral"] == 1.0
+    assert all(r["part"] == "trained_speed" and r["tokens_per_s"] > 0 and r["rounds"] == 2 for r in records)
