@@ -73,3 +73,28 @@ class NoEnds(torch.nn.Module):
         out = self.inner(*args, **kwargs).clone()
         out[..., self.ends] = float("-inf")
         return out
+
+
+CHAT_TEMPLATE = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+                 "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+
+
+def chat_tokenizer(texts: list[str], template: str = CHAT_TEMPLATE, bos: str | None = None):
+    """A tiny Qwen-like tokenizer trained on `texts`: byte-level BPE (300 tokens), <|endoftext|> as
+    eos and pad, no bos (unless `bos` names one), <|im_start|> and <|im_end|> special, and a chat
+    template (ChatML, as Qwen's; the loaders must add pad, mask and sep)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    backend = Tokenizer(models.BPE())
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", *([bos] if bos else [])]
+    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=specials, show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    backend.train_from_iterator(texts, trainer=trainer)
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="<|endoftext|>", pad_token="<|endoftext|>",
+                                        bos_token=bos, additional_special_tokens=["<|im_start|>", "<|im_end|>"],
+                                        clean_up_tokenization_spaces=False)
+    tokenizer.chat_template = template
+    return tokenizer

@@ -25,8 +25,9 @@ def builder_from_config(cfg: DataConfig):
         seq_len=cfg.seq_len, layout=cfg.layout, val_fraction=cfg.val_fraction, max_examples=cfg.max_examples,
         text_column=cfg.text_column, label_columns=[cfg.label_column] if cfg.label_column else [],
         split=cfg.split, builtin_examples=cfg.builtin_examples, cache_dir=cfg.cache_dir,
-        prompt_column=cfg.prompt_column if prompted else None, response_column=cfg.response_column,
-        task_column=cfg.task_column if prompted else None, task=cfg.task if prompted else None,
+        prompt_column=cfg.prompt_column if prompted and cfg.messages_column is None else None,
+        response_column=cfg.response_column, task_column=cfg.task_column if prompted else None,
+        task=cfg.task if prompted else None, messages_column=cfg.messages_column if prompted else None,
     )
 
 

@@ -103,6 +103,10 @@ class DataConfig:
     response_column: str = "response"  # prompt_response: the column of responses
     task_column: Optional[str] = None  # prompt_response: a column whose value goes before the prompt as task tokens
     task: Optional[str] = None  # prompt_response: one fixed task text before every prompt (or use task_column)
+    # prompt_response: a column of chat messages ([{"role", "content"}, ...]) instead of the prompt and
+    # response columns: the response is the last (assistant) turn, the prompt the turns before it,
+    # rendered by the tokenizer's chat template or as `role: content` lines (dlms/data/chat.py)
+    messages_column: Optional[str] = None
     split: Literal["tail", "random"] = "tail"
     cache_dir: Optional[str] = None
 
@@ -363,7 +367,7 @@ def check_combinations(cfg: RunConfig) -> RunConfig:
     chosen both by data.tokenizer and by train.init_from."""
     d = cfg.data
     if d.format == "text":
-        for key in ("task_column", "task"):
+        for key in ("task_column", "task", "messages_column"):
             if getattr(d, key) is not None:
                 raise ConfigError(f"config key 'data.{key}' applies to prompt/response data only; set "
                                   f"data.format=prompt_response or drop data.{key}")
@@ -378,6 +382,10 @@ def check_combinations(cfg: RunConfig) -> RunConfig:
             raise ConfigError("data.format=prompt_response lays out one example per row; set data.layout=padded")
         if d.task is not None and not d.task.strip():
             raise ConfigError("data.task is blank; give the task text or drop data.task")
+        if d.messages_column is not None and (d.prompt_column, d.response_column) != ("prompt", "response"):
+            given = "data.prompt_column" if d.prompt_column != "prompt" else "data.response_column"
+            raise ConfigError(f"data.messages_column and {given} both say where the prompts and responses come from; "
+                              "keep one: a column of chat messages, or a prompt and a response column")
     if cfg.train.init_from is not None and d.tokenizer is not None:
         raise ConfigError(f"data.tokenizer={d.tokenizer!r} and train.init_from both choose the tokenizer; a run "
                           "started from another one uses that run's tokenizer: drop data.tokenizer")

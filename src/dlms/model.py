@@ -274,12 +274,15 @@ class DiffusionLM:
         on its own canvas of `length` tokens (default the training seq_len), with seed `seed + i`
         for prompt i. `task`: one task for every prompt or one per prompt (runs trained with
         data.task_column; a fixed data.task is put in by itself). `sampling`: the keyword
-        arguments of `sample_ids` (steps, sampler, temperature, ...)."""
+        arguments of `sample_ids` (steps, sampler, temperature, ...). A run trained on chat
+        messages (data.messages_column) takes each prompt as one user turn, or a conversation:
+        a list of `{"role", "content"}` messages (one such list alone is one prompt)."""
         if not self.prompted:
             raise DlmsError("respond needs a run trained on prompt/response data (data.format=prompt_response); "
                             "this one was trained on plain text: continue a prompt with sample(prompt=...) or "
                             "generate_continuations")
-        prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+        one = isinstance(prompts, str) or (bool(prompts) and all(isinstance(m, dict) for m in prompts))
+        prompts = [prompts] if one else list(prompts)
         tasks = self.prompts.tasks_for(task, len(prompts))
         return [self.generate_continuations([p], length, seed=seed + i, task=t, **sampling)[0]
                 for i, (p, t) in enumerate(zip(prompts, tasks))]

@@ -5,6 +5,11 @@ A run with `data.format: prompt_response` learnt rows `[bos] (task [sep]) prompt
 head for sampling, so `DiffusionLM.sample(prompt=...)` and `respond` hold it fixed and the model
 writes the response after it, ending at its end-of-text.
 
+A run trained on chat messages (`data.messages_column`) takes a prompt as one user turn (or a
+list of messages, or a `Conversation`) and renders it as its rows were: with the tokenizer's chat
+template, or as plain `role: content` lines (dlms/data/chat.py). The prompts of its validation
+rows come back already rendered (`RenderedPrompt`), so they are never wrapped twice.
+
 The task: a run trained with a fixed `data.task` puts it before every prompt by itself (another
 task is an error); a run trained with `data.task_column` takes one per call (`task=`), or none,
 as its rows without a task were; any other run takes none.
@@ -23,6 +28,7 @@ class PromptLayout:
 
     def __init__(self, data: DataConfig, tokenizer, special: SpecialTokens):
         self.on = data.format == "prompt_response"
+        self.chat = self.on and data.messages_column is not None  # prompts are conversations (data/chat.py)
         self.fixed_task = data.task
         self.task_column = data.task_column
         self.tokenizer = tokenizer
@@ -50,14 +56,23 @@ class PromptLayout:
                                 "drop {task}", task="task")
         return task
 
+    def prompt_ids(self, prompt) -> list[int]:
+        """The ids of a prompt as the run's rows hold it: its text's, or on a run trained on chat
+        messages its conversation rendered (a str is one user turn; see data/chat.py)."""
+        if self.chat:
+            from .data.chat import as_conversation, conversation_ids
+
+            return conversation_ids(self.tokenizer, [as_conversation(prompt)])[0]
+        return self._encode(prompt) if prompt else []
+
     def head(self, prompt: str | None, task: str | None = None) -> list[int]:
         """`[bos] (task [sep]) prompt [sep]`: token ids of what the response follows (an empty
-        prompt when None)."""
+        prompt when None; on a chat run, an empty user turn)."""
         from .data.prompt_response import row_head
 
         task = self.check_task(task)
         task_ids = self._encode(task) if task else []
-        return row_head(self.special.bos, int(self.special.sep), self._encode(prompt) if prompt else [], task_ids)
+        return row_head(self.special.bos, int(self.special.sep), self.prompt_ids(prompt), task_ids)
 
     def tasks_for(self, task: str | Sequence[str | None] | None, count: int) -> list[str | None]:
         """One task per prompt: `task` for all of them, or a list with one per prompt."""
@@ -82,7 +97,12 @@ class PromptLayout:
             cut = ids.index(self.special.sep)
             task_ids, ids = ids[:cut], ids[cut + 1:]
             task = self.tokenizer.decode(task_ids, skip_special_tokens=True)
-        prompt = self.tokenizer.decode(ids, skip_special_tokens=True)
+        if self.chat:  # the conversation as rendered, template markers kept: `head` takes it as is
+            from .data.chat import RenderedPrompt, has_template
+
+            prompt = RenderedPrompt(self.tokenizer.decode(ids, skip_special_tokens=not has_template(self.tokenizer)))
+        else:
+            prompt = self.tokenizer.decode(ids, skip_special_tokens=True)
         # A fixed task is put back by `head`: the prompt alone is what a caller passes.
         return prompt, None if self.fixed_task is not None else task
 

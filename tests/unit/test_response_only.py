@@ -94,3 +94,17 @@ def test_masked_loss_is_per_response_position():
     assert out.loss.item() == pytest.approx(nll.sum().item() / positions, rel=1e-5)
     assert out.metrics["nll_bound"] == pytest.approx(nll.sum().item() / (2 + 5), rel=1e-5)  # pads not counted
     assert math.isfinite(out.loss.item())
+
+
+def test_the_end_of_text_is_scored_where_the_start_token_is_the_same_id():
+    """A tokenizer whose bos is its eos (GPT-2, Qwen): the row's first token is the start (not
+    scored), the same id ending the response is scored, as the AR method predicts it."""
+    from dlms.methods.base import SpecialTokens, scored_positions
+
+    special = SpecialTokens(pad=0, bos=2, eos=2, mask=3, vocab_size=8)
+    x0 = torch.tensor([[2, 5, 4, 6, 7, 2, 0, 0]])  # [bos] prompt [sep] response [eos] pad pad
+    maskable = torch.arange(8)[None, :] >= 4
+    assert scored_positions(x0, special).tolist() == [[False, True, True, True, True, True, False, False]]
+    assert scored_positions(x0, special, maskable).sum().item() == 2  # the response token and its end
+    ar = build_method(MethodConfig(name="ar"), special)
+    assert ar.scored_tokens(x0, maskable).item() == 2

@@ -23,7 +23,9 @@ Prompt/response data (`prompt_column` set; padded layout only): each row is
 `[bos] (task [sep]) prompt [sep] response [eos] [pad]*` (see prompt_response.py), and
 `<split>_prompt_len.npy` (int32 [N]) holds where each row's response starts. A row too long is
 cut at the end of its response (`truncated`), a row whose prompt alone fills it is dropped
-(`dropped`); `TokenizedDataset.notes` says how many, for the training log.
+(`dropped`); `TokenizedDataset.notes` says how many, for the training log. With `messages_column`
+the prompts and responses come from chat messages (chat.py); rows that do not end with an
+assistant turn are left out before the split (`meta["skipped"]` counts them).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import functools
 import inspect
 import itertools
 import types
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,7 +44,8 @@ import numpy as np
 
 from dlms.data import auto_length, cache
 from dlms.data.prompt_response import PromptColumns, describe_cuts, encode_pairs, ensure_sep_token
-from dlms.data.sources import content_fingerprint, parse_builtin, read_examples
+from dlms.data.chat import template_key
+from dlms.data.sources import NO_ASSISTANT, content_fingerprint, parse_builtin, read_examples
 from dlms.data.split_writer import SplitWriter
 from dlms.data.tokenizer import (
     encode_texts,
@@ -171,7 +175,7 @@ class TokenizedDataset:
         """Lines a training run logs about the data: prompt/response rows cut or dropped."""
         if not self.prompted:
             return []
-        note = describe_cuts(self.meta["splits"], self.seq_len)
+        note = describe_cuts(self.meta["splits"], self.seq_len, int(self.meta.get("skipped") or 0))
         return [note] if note else []
 
     @classmethod
@@ -272,6 +276,8 @@ class DatasetBuilder:
     prompt_column: reads prompt/response rows (from `prompt_column` and `response_column`) in the
     padded layout instead of texts; `task_column` (a column) or `task` (one text for every row)
     puts task tokens before the prompt. The tokenizer gets a separator token (`<sep>`) if it has none.
+    messages_column: prompt/response rows from a column of chat messages instead (chat.py); not
+    with prompt_column.
     """
 
     def __init__(
@@ -291,6 +297,7 @@ class DatasetBuilder:
         response_column: str = "response",
         task_column: str | None = None,
         task: str | None = None,
+        messages_column: str | None = None,
     ) -> None:
         if layout not in ("packed", "padded"):
             raise ConfigError(f"unknown data layout '{layout}'; use 'packed' or 'padded'")
@@ -307,13 +314,16 @@ class DatasetBuilder:
                 "label columns need one example per row, but layout='packed' mixes documents; use layout='padded'"
             )
         self.prompts = None
-        if prompt_column is not None:
+        if prompt_column is not None and messages_column is not None:
+            raise ConfigError("prompt_column and messages_column both say where the prompts come from "
+                              "(data.prompt_column, data.messages_column); keep one")
+        if prompt_column is not None or messages_column is not None:
             if layout != "padded":
                 raise ConfigError("prompt/response rows need one example per row, but layout='packed' mixes "
                                   "documents; use layout='padded' (data.layout=padded)")
             if task is not None and task_column is not None:
                 raise ConfigError("task and task_column both give the task (data.task, data.task_column); keep one")
-            self.prompts = PromptColumns(prompt_column, response_column, task_column, task)
+            self.prompts = PromptColumns(prompt_column or "prompt", response_column, task_column, task, messages_column)
         elif task is not None or task_column is not None:
             raise ConfigError("task and task_column apply to prompt/response rows; set prompt_column "
                               "(data.format=prompt_response) or drop them")
@@ -362,6 +372,8 @@ class DatasetBuilder:
         seq_len = self.seq_len if seq_len is None else self._check_seq_len(seq_len)
         fingerprint = content_fingerprint(path, self.builtin_examples, self.seed)
         tokenizer, tok_key = self._resolve_vocab(vocab, sep=self.prompts is not None)
+        if self.prompts is not None and self.prompts.messages is not None and template_key(tokenizer):
+            tok_key["chat_template"] = template_key(tokenizer)  # it decides the prompts' ids
         # An automatic length is keyed on its rule, not the number it gave: found without measuring.
         length_key = auto_length.cache_key_part() if seq_len is None else seq_len
         key = cache.cache_key({**self._key_parts(fingerprint), "seq_len": length_key, "layout": self.layout, **tok_key})
@@ -371,7 +383,8 @@ class DatasetBuilder:
             ds.from_cache = True
             return ds
 
-        val_mask = split_mask(self._count(path), self.val_fraction, self.split, self.seed)
+        skipped: Counter = Counter()
+        val_mask = split_mask(self._count(path, skipped), self.val_fraction, self.split, self.seed)
         if tokenizer is None:
             tokenizer = self._trained_tokenizer(path, int(vocab), fingerprint, val_mask)
             if self.prompts is not None:  # after the trained BPE's own ids: <sep> takes the next one
@@ -400,6 +413,7 @@ class DatasetBuilder:
                 "label_columns": self.label_columns,
                 "label_names": label_names,
                 "prompt_response": None if self.prompts is None else self.prompts.key_part(),
+                "skipped": skipped[NO_ASSISTANT],  # chat rows without a final assistant turn
                 "tokenizer": {
                     "trained_bpe_vocab": vocab if isinstance(vocab, int) else None,
                     "name_or_path": None if isinstance(vocab, int) else getattr(tokenizer, "name_or_path", None),
@@ -484,8 +498,9 @@ class DatasetBuilder:
     # ----------------------------------------------------------------------------------------
     # Passes over the raw data
 
-    def _read(self, path: str, labels: bool = True) -> Iterator[dict[str, Any]]:
+    def _read(self, path: str, labels: bool = True, skipped: Counter | None = None) -> Iterator[dict[str, Any]]:
         p = self.prompts
+        chat = p is not None and p.messages is not None
         return read_examples(
             path,
             text_column=self.text_column,
@@ -493,14 +508,17 @@ class DatasetBuilder:
             max_examples=self.max_examples,
             builtin_examples=self.builtin_examples,
             seed=self.seed,
-            prompt_column=None if p is None else p.prompt,
+            prompt_column=None if p is None or chat else p.prompt,
             response_column="response" if p is None else p.response,
             task_column=None if p is None else p.task_column,
+            messages_column=p.messages if chat else None,
+            skipped=skipped,
         )
 
-    def _count(self, path: str) -> int:
+    def _count(self, path: str, skipped: Counter | None = None) -> int:
+        """The examples a build splits; `skipped` counts the chat rows left out."""
         # Read with labels so a missing label column fails here, before any training.
-        return sum(1 for _ in self._read(path))
+        return sum(1 for _ in self._read(path, skipped=skipped))
 
     def split_examples(self, path: str, want: Literal["train", "val"]) -> list[dict[str, Any]]:
         """The raw examples (see sources.read_examples) of one split as a build splits them, in file order."""

@@ -15,6 +15,10 @@ One example per row (the padded layout), its prompt first and its response after
   `sep_token` keeps it), added to the tokenizer when prompt/response data is built: the end of
   the prompt is then marked whatever the prompt's last word is (an AR model could otherwise not
   tell a prompt that ends from one that goes on), and no text can spell it.
+- Chat data (`data.messages_column`): the prompt is the conversation before the last assistant
+  turn, rendered by the tokenizer's chat template (or a plain rendering), and the response is
+  that turn's content (chat.py); rows that do not end with an assistant turn are skipped and
+  counted (`meta["skipped"]`).
 - A row longer than the data's `seq_len` is cut at the end of its response (it loses its
   end-of-text); a head that leaves no room for one response token drops its row. The builder
   counts both per split (`meta["splits"][split]["truncated"]` and `["dropped"]`) and
@@ -33,17 +37,22 @@ SEP = "<sep>"
 
 @dataclass(frozen=True)
 class PromptColumns:
-    """Where a row's prompt, response and task come from (the `data.*_column` keys and `data.task`)."""
+    """Where a row's prompt, response and task come from (the `data.*_column` keys and `data.task`);
+    `messages`: a column of chat messages instead of the prompt and response columns (chat.py)."""
 
     prompt: str = "prompt"
     response: str = "response"
     task_column: str | None = None
     task: str | None = None  # one task text for every row
+    messages: str | None = None
 
     def key_part(self) -> dict[str, Any]:
         """What the cache key holds of these options (the layout's version too: a new layout is a new entry)."""
-        return {"prompt": self.prompt, "response": self.response, "task_column": self.task_column,
+        part = {"prompt": self.prompt, "response": self.response, "task_column": self.task_column,
                 "task": self.task, "layout": 1}
+        if self.messages is not None:  # only then: the keys of prompt/response columns stay as they were
+            part.update(messages=self.messages, chat_rendering=1)
+        return part
 
 
 def ensure_sep_token(tokenizer: Any) -> Any:
@@ -81,9 +90,13 @@ def layout_row(head: Sequence[int], response: Sequence[int], eos: int, seq_len: 
     return row[:seq_len], len(row) > seq_len
 
 
-def describe_cuts(stats: dict[str, dict[str, int]], seq_len: int) -> str | None:
-    """One line on the rows cut at the end of their response and the rows dropped (None when none were)."""
+def describe_cuts(stats: dict[str, dict[str, int]], seq_len: int, skipped: int = 0) -> str | None:
+    """One line on the rows cut at the end of their response, the rows dropped and the chat rows
+    `skipped` for want of a final assistant turn (None when there were none)."""
     parts = []
+    if skipped:
+        parts.append(f"{skipped} rows skipped: their messages do not end with an assistant turn (nothing to "
+                     "learn)")
     cut = {s: v.get("truncated", 0) for s, v in stats.items()}
     dropped = {s: v.get("dropped", 0) for s, v in stats.items()}
     if any(cut.values()):
@@ -95,16 +108,24 @@ def describe_cuts(stats: dict[str, dict[str, int]], seq_len: int) -> str | None:
         parts.append(f"{where} rows dropped: the prompt alone fills the row")
     if not parts:
         return None
-    return "prompt/response data: " + "; ".join(parts) + " (raise data.seq_len or shorten the texts)"
+    fix = " (raise data.seq_len or shorten the texts)" if any(cut.values()) or any(dropped.values()) else ""
+    return "prompt/response data: " + "; ".join(parts) + fix
 
 
 def encode_pairs(tokenizer: Any, examples: Sequence[dict[str, Any]],
                  fixed_task: str | None = None) -> list[tuple[list[int], list[int]]]:
     """(head ids, response ids) of prompt/response examples (`{"prompt", "response", "task"}`, see
-    sources.py): the task is the example's own, else `fixed_task` (data.task), else none."""
+    sources.py): the task is the example's own, else `fixed_task` (data.task), else none. A prompt
+    that is a chat `Conversation` is rendered as chat.py says."""
+    from dlms.data.chat import Conversation, conversation_ids
     from dlms.data.tokenizer import encode_texts
 
-    prompts = encode_texts(tokenizer, [ex["prompt"] for ex in examples])
+    chats = [i for i, ex in enumerate(examples) if isinstance(ex["prompt"], Conversation)]
+    plain = [i for i, ex in enumerate(examples) if not isinstance(ex["prompt"], Conversation)]
+    prompts: list[list[int]] = [[] for _ in examples]
+    for rows, encode in ((plain, encode_texts), (chats, conversation_ids)):
+        for i, ids in zip(rows, encode(tokenizer, [examples[i]["prompt"] for i in rows]) if rows else []):
+            prompts[i] = ids
     responses = encode_texts(tokenizer, [ex["response"] for ex in examples])
     fixed = encode_texts(tokenizer, [fixed_task])[0] if fixed_task is not None else []
     tasks: list[list[int]] = [fixed] * len(examples)

@@ -5,7 +5,10 @@ files are streamed, never read whole. A label value that is missing or empty in 
 `None` (the builder stores it as -1); a label *column* that does not exist is an error.
 With `prompt_column` set it reads prompt/response rows instead (see prompt_response.py):
 `{"prompt": str, "response": str, "task": str | None, "labels": {...}}`, the task from
-`task_column` (None when there is none, or the row's value is missing or empty).
+`task_column` (None when there is none, or the row's value is missing or empty). With
+`messages_column` set the prompt and response come from a list of chat messages (see chat.py):
+the prompt is a `Conversation` (the turns before the last one), the response the last turn's
+content; a row that does not end with an assistant turn is skipped and counted in `skipped`.
 
 Accepted `path` values:
 
@@ -32,11 +35,13 @@ import csv
 import hashlib
 import json
 import sys
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from dlms.errors import DataError
+from dlms.data.chat import split_conversation
+from dlms.errors import ConfigError, DataError
 
 TEXT_EXTENSIONS = (".txt", ".jsonl", ".csv", ".tsv")
 SNIFF_BYTES = 64 * 1024  # how much of each file is checked for binary content
@@ -115,7 +120,8 @@ def check_text_file(path: Path) -> None:
 # The API argument first, then the run-config key that sets it.
 _SETTINGS = {"text": "text_column (data.text_column)", "label": "label_columns (data.label_column)",
              "prompt": "prompt_column (data.prompt_column)", "response": "response_column (data.response_column)",
-             "task": "task_column (data.task_column)"}
+             "task": "task_column (data.task_column)", "messages": "messages_column (data.messages_column)"}
+NO_ASSISTANT = "no_assistant_turn"  # the `skipped` count of chat rows that do not end with an assistant turn
 
 
 def _missing_column(kind: str, column: str, path: Any, available: Sequence[str]) -> DataError:
@@ -134,11 +140,19 @@ def _check_columns(fields: Fields, label_columns: Sequence[str], path: Any, avai
 
 
 def text_fields(text_column: str = "text", prompt_column: str | None = None, response_column: str = "response",
-                task_column: str | None = None) -> Fields:
-    """The columns an example is read from: the text, or (prompt_column set) prompt, response and task."""
-    if prompt_column is None:
+                task_column: str | None = None, messages_column: str | None = None) -> Fields:
+    """The columns an example is read from: the text, or (prompt_column set) prompt, response and
+    task, or (messages_column set) the messages and task."""
+    if prompt_column is not None and messages_column is not None:
+        raise ConfigError(f"prompt_column '{prompt_column}' and messages_column '{messages_column}' both say where "
+                          "the prompts come from; keep one (data.prompt_column/response_column, or "
+                          "data.messages_column)")
+    if messages_column is not None:
+        fields = {"messages": messages_column}
+    elif prompt_column is None:
         return {"text": text_column}
-    fields = {"prompt": prompt_column, "response": response_column}
+    else:
+        fields = {"prompt": prompt_column, "response": response_column}
     if task_column is not None:
         fields["task"] = task_column
     return fields
@@ -166,10 +180,11 @@ def _txt_is_paragraphs(path: Path) -> bool:
 
 
 def _read_txt(path: Path, fields: Fields, label_columns: Sequence[str]) -> Iterator[Example]:
-    if "prompt" in fields:
-        raise DataError(f"'{path}' is a .txt file: it has no columns, so no prompt column '{fields['prompt']}'; "
+    if "prompt" in fields or "messages" in fields:
+        kind = "prompt" if "prompt" in fields else "messages"
+        raise DataError(f"'{path}' is a .txt file: it has no columns, so no {kind} column '{fields[kind]}'; "
                         "prompt/response data needs a .jsonl, .csv or .tsv file with a prompt and a response "
-                        "column (or set data.format=text)")
+                        "column, or a messages column (or set data.format=text)")
     if label_columns:
         raise _missing_column("label", label_columns[0], path, [])
     paragraphs = _txt_is_paragraphs(path)
@@ -192,12 +207,19 @@ def _read_txt(path: Path, fields: Fields, label_columns: Sequence[str]) -> Itera
             yield {"text": "\n".join(block), "labels": {}}
 
 
-def _row_example(row: dict, fields: Fields, label_columns: Sequence[str], where: str) -> Example:
+def _row_example(row: dict, fields: Fields, label_columns: Sequence[str], where: str) -> Example | None:
+    """The example of one row; None for a chat row that does not end with an assistant turn."""
     example: Example = {}
     for kind, column in fields.items():
         value = row.get(column)
         if kind == "task":  # optional per row, like a label
             example[kind] = _label_value(value)
+            continue
+        if kind == "messages":
+            split = split_conversation(value, where, column)
+            if split is None:
+                return None
+            example["prompt"], example["response"] = split
             continue
         if not isinstance(value, str):
             got = "missing" if value is None else f"a {type(value).__name__}"
@@ -315,8 +337,9 @@ def _load_hub(name: str) -> Any:
 def _read_builtin(count: int, seed: int, fields: Fields, label_columns: Sequence[str]) -> Iterator[Example]:
     from dlms.data.corpus import LABELS, generate_examples, review_label
 
-    if "prompt" in fields:
-        raise _missing_column("prompt", fields["prompt"], "builtin", ["text", *LABELS])
+    for kind in ("prompt", "messages"):
+        if kind in fields:
+            raise _missing_column(kind, fields[kind], "builtin", ["text", *LABELS])
     for col in label_columns:
         if col not in LABELS:
             raise _missing_column("label", col, "builtin", list(LABELS))
@@ -339,10 +362,14 @@ def read_examples(
     prompt_column: str | None = None,
     response_column: str = "response",
     task_column: str | None = None,
+    messages_column: str | None = None,
+    skipped: Counter | None = None,
 ) -> Iterator[Example]:
     """Stream `{"text": str, "labels": {col: str | None}}` from `path` (see the module docstring);
     with `prompt_column`, `{"prompt", "response", "task", "labels"}` from those columns instead
-    (`text_column` is then not read).
+    (`text_column` is then not read); with `messages_column`, the same from a column of chat
+    messages (chat.py), the chat rows that end with no assistant turn skipped and counted in
+    `skipped[NO_ASSISTANT]` (when given) as the stream is read.
 
     Examples whose text (response) is empty or whitespace-only are skipped. At most `max_examples`
     examples (the first ones) are yielded. Path problems (missing path,
@@ -351,7 +378,7 @@ def read_examples(
     """
     path = str(path)
     label_columns = list(label_columns)
-    fields = text_fields(text_column, prompt_column, response_column, task_column)
+    fields = text_fields(text_column, prompt_column, response_column, task_column, messages_column)
     if max_examples is not None and max_examples < 1:
         raise DataError(f"max_examples must be a positive integer or None, got {max_examples}")
     count = parse_builtin(path, builtin_examples)
@@ -373,9 +400,22 @@ def read_examples(
         else:
             stream = _read_file(p, fields, label_columns)
     # Whitespace-only texts (responses) carry nothing to learn (and .txt files skip them anyway).
-    what = "response" if prompt_column is not None else "text"
-    stream = (ex for ex in stream if ex[what].strip())
-    return _limited(stream, max_examples, path, what)
+    what = "text" if "text" in fields else "response"
+    seen: Counter = Counter()  # chat rows skipped so far (for the error when all of them are)
+    stream = (ex for ex in _counted_skips(stream, seen, skipped) if ex[what].strip())
+    return _limited(stream, max_examples, path, what, seen)
+
+
+def _counted_skips(stream: Iterator[Example | None], seen: Counter,
+                   skipped: Counter | None) -> Iterator[Example]:
+    """The examples of `stream` without the skipped rows (None), counted in `seen` and `skipped`."""
+    for ex in stream:
+        if ex is None:
+            seen[NO_ASSISTANT] += 1
+            if skipped is not None:
+                skipped[NO_ASSISTANT] += 1
+            continue
+        yield ex
 
 
 def _chain_files(files: list[Path], fields: Fields, label_columns: Sequence[str]) -> Iterator[Example]:
@@ -383,11 +423,16 @@ def _chain_files(files: list[Path], fields: Fields, label_columns: Sequence[str]
         yield from _read_file(f, fields, label_columns)
 
 
-def _limited(stream: Iterator[Example], max_examples: int | None, path: str, what: str = "text") -> Iterator[Example]:
+def _limited(stream: Iterator[Example], max_examples: int | None, path: str, what: str = "text",
+             seen: Counter | None = None) -> Iterator[Example]:
     # Pull the first example now so column errors surface at the call, not at the first next().
     try:
         first = next(stream)
     except StopIteration:
+        if seen and seen[NO_ASSISTANT]:
+            raise DataError(f"none of the {seen[NO_ASSISTANT]} rows of '{path}' ends with an assistant turn, so "
+                            "none has a response to learn; each row's messages must end with "
+                            '{"role": "assistant", "content": ...} (the response)') from None
         raise DataError(f"no examples found in '{path}'; the data has no non-blank {what}") from None
     return _rest(first, stream, max_examples)
 

@@ -177,7 +177,7 @@ def check_generation(g: GenerationConfig, label: Callable[[str], str]) -> Genera
 
 
 # The run config's keys of prompt/response data: DGLM has none (see `refuse_prompt_response`).
-PROMPT_RESPONSE_KEYS = ("format", "prompt_column", "response_column", "task_column", "task")
+PROMPT_RESPONSE_KEYS = ("format", "prompt_column", "response_column", "task_column", "task", "messages_column")
 PROMPT_RESPONSE_REFUSAL = ("DGLM cannot train on prompt/response data: its latent model proposes the embedding of "
                            "a continuation of a text's prefix, so it trains on plain texts only; train a masked, "
                            "block, gaussian or ar run with data.format=prompt_response instead")

@@ -7,7 +7,8 @@ Where the prompts and references come from (`load_reference_groups`):
   splits it, so references are whole even where a training row was cut to fit;
 - a task file: JSONL of ``{"prompt": ..., "references": [...]}`` (tasks.read_reference_task);
 - any other path: prompt/response rows in the run's columns (`data.prompt_column`,
-  `data.response_column`; a .jsonl/.csv/.tsv file, a folder or a saved dataset), every row used.
+  `data.response_column`, or `data.messages_column`; a .jsonl/.csv/.tsv file, a folder or a
+  saved dataset), every row used.
 
 Rows of one prompt (and task) are grouped: one response per distinct prompt, in order of first
 appearance, scored against all of that prompt's references (references.py). A prompt/response
@@ -102,8 +103,10 @@ def load_reference_groups(lm, references: str | Path | bool, dataset: str | None
                             f"text and answers no prompts: {PLAIN_RUN_FIX}")
     from ..data.sources import read_examples
 
-    examples = read_examples(str(path), prompt_column=cfg.prompt_column, response_column=cfg.response_column,
-                             task_column=cfg.task_column)
+    chat = cfg.messages_column is not None  # a run trained on chat messages reads references from its column
+    examples = read_examples(str(path), prompt_column=None if chat else cfg.prompt_column,
+                             response_column=cfg.response_column, task_column=cfg.task_column,
+                             messages_column=cfg.messages_column)
     return _groups(((ex["prompt"], ex.get("task"), ex["response"]) for ex in examples), str(path))
 
 

@@ -94,9 +94,13 @@ def dropped_prompts(batch: dict, x0: torch.Tensor) -> torch.Tensor | None:
 
 
 def scored_positions(x0: torch.Tensor, special: SpecialTokens, maskable: torch.Tensor | None = None) -> torch.Tensor:
-    """x0 [B, L] -> bool [B, L]: the tokens a likelihood is normalised by (not pad, not bos; with
-    `maskable` bool [B, L], only those inside it: a response's tokens and its end-of-text)."""
-    scored = (x0 != special.pad) & (x0 != special.bos)
+    """x0 [B, L] -> bool [B, L]: the tokens a likelihood is normalised by (not pad, not a start token
+    at position 0; with `maskable` bool [B, L], only those inside it: a response's tokens and its
+    end-of-text)."""
+    scored = x0 != special.pad
+    # The start token by its position, not its id: where bos is eos (GPT-2, Qwen), every text also
+    # ends with that id, and its end-of-text is a token like any other.
+    scored[:, 0] &= x0[:, 0] != special.bos
     return scored if maskable is None else scored & maskable
 
 
