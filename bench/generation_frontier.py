@@ -239,7 +239,7 @@ def trained_speed_table(records: list[dict], name: str) -> list[str]:
     first = records[0]
     lines = [f"## Speed on the trained runs, interleaved (`{name}`)", "",
              f"Batch 1, {first['rounds']} rounds of one text per configuration in rotating order (the same seed "
-             f"for all within a round), median tokens/s, {first['threads']} threads "
+             f"for all within a round), median tokens/s, {first['threads']} thread(s) "
              "(`python bench/generation_frontier.py trained_speed` printed the lines in that file).", "",
              "| config | tokens/s | tokens/call | x AR | x ancestral |", "|---|---|---|---|---|"]
     for r in records:
@@ -406,7 +406,7 @@ def speed_table(records: list[dict], name: str) -> list[str]:
     by = {(r["config"], r["seq_len"], r["batch"]): r for r in records}
     first = records[0]
     lines = [f"## Speed on random weights (`{name}`)", "",
-             f"Preset `{first['preset']}`, {first['threads']} threads; each cell: tokens/s, then x AR with its KV cache "
+             f"Preset `{first['preset']}`, {first['threads']} thread(s); each cell: tokens/s, then x AR with its KV cache "
              "and x one-token-per-step ancestral, measured in the same process, interleaved, median "
              "(`python bench/generation_frontier.py speed` printed the lines in that file).", "",
              "| config | " + " | ".join(f"{L} tokens, batch {b}" for L, b in shapes) + " |",
