@@ -14,7 +14,8 @@ Text i is a template with one word blanked (even i) or two (odd i), chosen at ra
 non-punctuation words:
 - exact: each word becomes `___:N`, N its true token count;
 - plain_<k>: each word becomes a plain `___` with `blank_tokens=k` (k in `--plain`), the case of a
-  user who does not know the length: what decides the default blank length.
+  user who does not know the length: what decides the default blank length (a template that
+  no longer fits the canvas is skipped: skipped_too_long).
 
 Each template is filled `--samples` times (one `infill` call, seeds differ per template). For
 every setting (sampler x temperature x block size x guidance x label), the JSON line gives:
@@ -97,10 +98,10 @@ def failure_kind(original: str, filled: str) -> str:
     from dlms.data.corpus import check_text
     from dlms.data.corpus.grammar import article_for, label_words
 
-    want = check_text(original)
-    new = [w for w, o in zip(filled.split(), original.split()) if w != o]
     if len(filled.split()) != len(original.split()):
         return "length"
+    want = check_text(original)
+    new = [w for w, o in zip(filled.split(), original.split()) if w != o]
     marks = label_words()
     for attribute, own in (("topic", want.topic), ("sentiment", want.sentiment)):
         if any(w in words for (a, label), words in marks.items() if a == attribute and label != own for w in new):
@@ -111,17 +112,31 @@ def failure_kind(original: str, filled: str) -> str:
     return "other"
 
 
+def fits(lm, template: str, blank_tokens: int | None) -> bool:
+    """Does `template` fit the canvas with its start token (plain blanks of k > 1 tokens can
+    make a long text too long)?"""
+    from dlms.infill import parse_template, template_ids
+
+    ids, _ = template_ids(parse_template(template, blank_tokens),
+                          lambda piece: lm.tokenizer.encode(piece, add_special_tokens=False), lm.method.special.mask)
+    return len(lm.encode_prompt(None)) + len(ids) <= lm.cfg.data.seq_len
+
+
 def fill_all(lm, texts, blank_tokens: int | None, setting: dict, args) -> dict:
     """Fill every template of `texts` ([(text, data label)]) `args.samples` times under `setting`
-    (sampler, temperature, label: "none" or "data"): the figures of one JSON entry."""
+    (sampler, temperature, block_size, guidance: None for infill's default; label: "inferred",
+    "null" or "data"): the figures of one JSON entry."""
     from dlms.data.corpus.checker import check_text
 
-    good, count, same, distinct, read = {1: 0, 2: 0}, {1: 0, 2: 0}, 0, 0.0, 0
+    good, count, same, distinct, read, skipped = {1: 0, 2: 0}, {1: 0, 2: 0}, 0, 0.0, 0, 0
     failures: dict[str, int] = {}
     shown = 0
     for i, (text, label) in enumerate(texts):
         blanks = 1 + i % 2
         template = make_template(lm, text, blanks, random.Random(args.seed * 100003 + i), blank_tokens is not None)
+        if not fits(lm, template, blank_tokens):
+            skipped += 1
+            continue
         fills = lm.infill(template, num_samples=args.samples, seed=args.seed * 100003 + i, blank_tokens=blank_tokens,
                           sampler=setting["sampler"], temperature=setting["temperature"],
                           block_size=setting["block_size"], guidance=setting["guidance"],
@@ -147,9 +162,10 @@ def fill_all(lm, texts, blank_tokens: int | None, setting: dict, args) -> dict:
     return {"grammatical": round(sum(good.values()) / total, 3),
             "grammatical_1_word": round(good[1] / max(count[1], 1), 3),
             "grammatical_2_words": round(good[2] / max(count[2], 1), 3),
-            "equals_original": round(same / total, 3), "distinct_fills": round(distinct / len(texts), 3),
+            "equals_original": round(same / total, 3), "distinct_fills": round(distinct / (len(texts) - skipped), 3),
+            "skipped_too_long": skipped,
             "failures": dict(sorted(failures.items())),
-            **({"inferred_label_accuracy": round(read / len(texts), 3)}
+            **({"inferred_label_accuracy": round(read / (len(texts) - skipped), 3)}
                if setting["label"] == "inferred" and texts and texts[0][1] is not None else {})}
 
 
@@ -203,7 +219,9 @@ def main() -> None:
                    "label": label}
         for name, blank_tokens in variants.items():
             setting[name] = fill_all(lm, texts, blank_tokens, setting, args)
-        settings.append({k: ("default" if v is None else v) for k, v in setting.items()})
+        resolved = {"sampler": lm.last_sampler.name, "temperature": lm.cfg.sample.temperature}
+        settings.append({k: (f"default ({resolved[k]})" if k in resolved else "default") if v is None else v
+                         for k, v in setting.items()})
     print(json.dumps({"checkpoint": args.checkpoint, "n": len(texts), "offset": args.offset, "seed": args.seed,
                       "samples": args.samples, "usable": len(usable), "settings": settings,
                       "seconds": round(time.perf_counter() - began, 1)}))

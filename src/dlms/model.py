@@ -186,7 +186,8 @@ class DiffusionLM:
                top_p: float | None = None, tokens_per_step: int | None = None, block_size: int | None = None,
                cache: str | None = None, threshold: float | None = None, factor: float | None = None,
                confidence: str | None = None, remasking: str | None = None, eta: float | None = None,
-               clamp: bool | None = None, callback: Callable[[int, int, list[str]], None] | None = None) -> list[str]:
+               clamp: bool | None = None, infer_label: bool = True,
+               callback: Callable[[int, int, list[str]], None] | None = None) -> list[str]:
         """`num_samples` copies of the template `text` with its blanks filled, as texts.
 
             lm.infill("the chef ___ the soup , and it was ___:2 .", num_samples=4)
@@ -194,15 +195,21 @@ class DiffusionLM:
         `___` is a blank of `blank_tokens` tokens (None: dlms.infill.DEFAULT_BLANK_TOKENS, 1),
         `___:N` one of exactly N tokens; the given words keep their tokens and never move, and the
         text ends right after the template (see dlms/infill.py for the canvas). Needs a masked or
-        gaussian model: one that reads the words on both sides of a blank. Without a label,
-        `guidance` contrasts the template with its given words hidden. The sampler options are
-        `sample`'s; `callback(step, num_steps, texts)` sees the partly filled texts.
+        gaussian model: one that reads the words on both sides of a blank. `label`: one class for
+        every sample or one per sample. Without one, a masked model trained with labels draws each
+        sample's class from its posterior given the template's words (`infill_classes`; with
+        `infer_label=False` it fills with the null class, which read the topic of the given words
+        far worse on the demo: dlms/infill.py); `guidance` then contrasts that class with the null
+        class, and on a model without labels the template with its given words hidden. The sampler
+        and its options are `sample`'s, the run's by default (on the demo another sampler gained
+        nothing that held on unseen texts, a lower temperature a little, for less diversity:
+        README, Infilling); `callback(step, num_steps, texts)` sees the partly filled texts.
         """
         ids = self.infill_ids(text, num_samples=num_samples, seed=seed, blank_tokens=blank_tokens, steps=steps,
                               guidance=guidance, label=label, sampler=sampler, temperature=temperature, top_k=top_k,
                               top_p=top_p, tokens_per_step=tokens_per_step, block_size=block_size, cache=cache,
                               threshold=threshold, factor=factor, confidence=confidence, remasking=remasking, eta=eta,
-                              clamp=clamp,
+                              clamp=clamp, infer_label=infer_label,
                               callback=(lambda i, n, x: callback(i, n, self.render(x))) if callback else None)
         return self.decode(ids)
 
@@ -213,10 +220,11 @@ class DiffusionLM:
                    tokens_per_step: int | None = None, block_size: int | None = None, cache: str | None = None,
                    threshold: float | None = None, factor: float | None = None, confidence: str | None = None,
                    remasking: str | None = None, eta: float | None = None, clamp: bool | None = None,
+                   infer_label: bool = True,
                    callback: Callable[[int, int, torch.Tensor], None] | None = None) -> torch.Tensor:
         """Like `infill` but returns the token ids [num_samples, W] (W the training length; the
         start tokens first, as `sample_ids` returns them)."""
-        from .infill import infill_canvas, parse_template, template_ids
+        from .infill import draw_classes
 
         self._check_infill_method()
         given = {"num_steps": steps, "temperature": temperature, "top_k": top_k, "top_p": top_p,
@@ -225,16 +233,53 @@ class DiffusionLM:
                  "remasking": remasking, "eta": eta, "clamp": clamp}
         chosen, options = self._checked_sampler(sampler, given, seed)
         check_int("num_samples", num_samples, 1, optional=False)
+        canvas, fixed, prompt_mask, width = self._infill_canvas(text, blank_tokens, num_samples)
+        scores = self._class_scores(canvas[0], prompt_mask[0]) if label is None and infer_label else None
+        if scores is not None:  # its own generator: the sampler's draws stay those of `seed`
+            generator = torch.Generator(device=self.device).manual_seed(self.cfg.sample.seed if seed is None else seed)
+            label = draw_classes(scores, num_samples, generator).tolist()
+        return self._sample_canvas(chosen, options, canvas, fixed, prompt_mask, width, guidance=guidance, label=label,
+                                   seed=seed, callback=callback)
+
+    def infill_classes(self, text: str, *, blank_tokens: int | None = None) -> dict[str, float]:
+        """p(class | the given words of the template `text`) by class name: what `infill` draws a
+        sample's class from when no label is given (dlms.infill.class_log_likelihoods, a uniform
+        prior). {} for a model trained without labels, or a gaussian one (those fill unconditioned)."""
+        self._check_infill_method()
+        canvas, _, given, _ = self._infill_canvas(text, blank_tokens, 1)
+        scores = self._class_scores(canvas[0], given[0])
+        if scores is None:
+            return {}
+        names = self.label_names.get(self.cfg.data.label_column or "", [])
+        return {str(names[i]) if i < len(names) else str(i): float(p) for i, p in enumerate(scores.softmax(-1))}
+
+    def _infill_canvas(self, text: str, blank_tokens: int | None,
+                       num_samples: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
+        """The template `text` on its canvas (dlms.infill.infill_canvas): (canvas [N, W], fixed,
+        given words [N, W], W)."""
+        from .infill import infill_canvas, parse_template, template_ids
+
         special = self.method.special
         pieces = parse_template(text, blank_tokens)
         ids, given_tokens = template_ids(pieces, lambda piece: self.tokenizer.encode(piece, add_special_tokens=False),
                                          special.mask, (special.pad, special.bos, special.eos, special.mask))
         width = self.cfg.data.seq_len or self.model.spec.max_seq_len
-        canvas, fixed, prompt_mask = infill_canvas(
+        canvas, fixed, given = infill_canvas(
             self._start_tokens, ids, given_tokens, width, eos=special.eos, pad=special.pad, mask_id=special.mask,
             padded=self.cfg.data.layout == "padded", num_samples=num_samples, device=self.device)
-        return self._sample_canvas(chosen, options, canvas, fixed, prompt_mask, width, guidance=guidance, label=label,
-                                   seed=seed, callback=callback)
+        return canvas, fixed, given, width
+
+    def _class_scores(self, canvas: torch.Tensor, given: torch.Tensor) -> torch.Tensor | None:
+        """log p(given words | class) for every class [C] (dlms.infill.class_log_likelihoods) on a
+        masked model trained with labels; None for any other (it has no classes to choose from,
+        or, gaussian, no masked prediction to score them with)."""
+        from .infill import class_log_likelihoods
+
+        classes = self.model.spec.num_classes
+        if classes == 0 or self.method.name != "masked":
+            return None
+        with self.autocast():
+            return class_log_likelihoods(self.method, self.model, canvas, given, classes)
 
     def _check_infill_method(self) -> None:
         """Infilling needs a model that reads both sides of a blank: masked or gaussian."""

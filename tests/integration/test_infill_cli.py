@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from dlms.cli import main
+from tests.conftest import tiny_overrides
 
 TEMPLATE = "the chef ___ the soup , and it was ___:2 ."
 GIVEN = ["the chef", " the soup , and it was", "."]
@@ -70,3 +71,25 @@ def test_an_autoregressive_run_is_refused(trained_runs, capsys):
     line = _one_error(capsys)
     assert "--infill needs a bidirectional model (masked or gaussian); this run is 'ar'" in line
     assert "method.name=masked" in line
+
+
+@pytest.fixture(scope="module")
+def labelled_run(tmp_path_factory):
+    """A tiny masked run trained with the built-in corpus's `review` label."""
+    out = tmp_path_factory.mktemp("run-labelled")
+    assert main(["train", "--samples", "0", *tiny_overrides(out, "masked", **{"data.label_column": "review"})]) == 0
+    return out
+
+
+def test_infill_with_a_label_or_the_class_it_reads(labelled_run, capsys):
+    """With --label every fill is of that class; without one the class is drawn from the
+    template (the default); either way the given words stay in order. A bad label is one line."""
+    for extra in (["--label", "positive-food"], []):
+        code = main(["generate", "--checkpoint", str(labelled_run), "--infill", TEMPLATE, "--num_samples", "2",
+                     "--seed", "0", *extra])
+        captured = capsys.readouterr()
+        assert code == 0, captured.err
+        lines = captured.out.splitlines()
+        assert len(lines) == 2 and all(in_order(line, GIVEN) for line in lines), lines
+    assert main(["generate", "--checkpoint", str(labelled_run), "--infill", TEMPLATE, "--label", "jazz"]) == 2
+    assert "unknown label 'jazz' for column 'review'; choose one of: negative-food" in _one_error(capsys)

@@ -5,6 +5,7 @@ and models that cannot read both sides of a blank are refused."""
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -15,7 +16,8 @@ from dlms.assembly import build_parts, resolve_run_config, special_tokens
 from dlms.config import load_config
 from dlms.data.tokenizer import train_bpe_tokenizer
 from dlms.errors import ArgumentError, DlmsError
-from dlms.infill import DEFAULT_BLANK_TOKENS, infill_canvas, parse_template, template_ids
+from dlms.infill import (DEFAULT_BLANK_TOKENS, class_log_likelihoods, draw_classes, infill_canvas, parse_template,
+                         template_ids)
 from dlms.methods import build_method
 from dlms.model import DiffusionLM
 from dlms.samplers import SAMPLERS
@@ -31,21 +33,29 @@ SAMPLERS_OF = {family: [n for n in SAMPLERS.names() if family in SAMPLERS.get(n)
 CASES = [(family, name) for family, names in SAMPLERS_OF.items() for name in names]
 
 
-def tiny_lm(method: str = "masked", layout: str = "padded", loves_ends: bool = False, **extra) -> DiffusionLM:
+def tiny_lm(method: str = "masked", layout: str = "padded", loves_ends: bool = False,
+            labels: list[str] | None = None, **extra) -> DiffusionLM:
     """A randomly initialised `tiny` model on TOKENIZER. `loves_ends`: its logits favour the
-    end-of-text, padding and start tokens by 30 nats, so an unrestricted sampler writes them."""
+    end-of-text, padding and start tokens by 30 nats, so an unrestricted sampler writes them.
+    `labels`: class names of a `topic` label column the model is conditioned on."""
+    names = {"topic": labels} if labels else {}
     cfg = load_config(None, tiny_overrides(Path("unused"), method, **{"data.seq_len": SEQ_LEN, "data.layout": layout,
-                                                                      **extra}))
-    cfg = resolve_run_config(cfg, build_method(cfg.method, special_tokens(TOKENIZER)))
+                                                                      **({"data.label_column": "topic"} if labels
+                                                                         else {}), **extra}))
+    cfg = resolve_run_config(cfg, build_method(cfg.method, special_tokens(TOKENIZER)), names)
     torch.manual_seed(0)
     method_obj, model = build_parts(cfg, TOKENIZER)
+    if labels:  # adaLN starts at zero, which would make every class predict alike
+        for name, param in model.named_parameters():
+            if "modulation" in name or "class_embed" in name:
+                torch.nn.init.normal_(param, std=1.0)
     if loves_ends:
         special = method_obj.special
         bonus = torch.zeros(special.vocab_size)
         bonus[[special.eos, special.pad, special.bos]] = 30.0
         project = model.logits
         model.logits = lambda hidden: project(hidden) + bonus
-    return DiffusionLM(cfg, method_obj, model, TOKENIZER, {}, torch.device("cpu"), "fp32")
+    return DiffusionLM(cfg, method_obj, model, TOKENIZER, names, torch.device("cpu"), "fp32")
 
 
 def steps_for(sampler: str) -> dict:
@@ -237,3 +247,101 @@ def test_bad_templates_and_options_are_refused():
         lm.infill(TEMPLATE, eta=0.5)
     with pytest.raises(ArgumentError, match="num_samples must be an integer of at least 1"):
         lm.infill(TEMPLATE, num_samples=0)
+
+
+# ---------------------------------------------------------------- the class of a fill
+
+
+class ClassLoving(torch.nn.Module):
+    """A stand-in masked network that ignores the context: under class c every position predicts
+    token FIRST + c with logit 4 (0 elsewhere), so a given word FIRST + c is evidence for c."""
+
+    FIRST = 10
+    spec = SimpleNamespace(time_conditioning=False)
+
+    def __init__(self, vocab: int):
+        super().__init__()
+        self.vocab = vocab
+
+    def forward(self, x, select=None, time=None, labels=None):
+        logits = torch.zeros(*x.shape, self.vocab)
+        logits[torch.arange(x.shape[0]), :, self.FIRST + labels] = 4.0
+        return logits if select is None else logits[select]
+
+
+def _class_canvas(given_ids: list[int]) -> tuple[torch.Tensor, torch.Tensor, object]:
+    """(canvas [W], given [W], method): bos, the given ids, one blank, eos, padding."""
+    method = build_method(load_config(None, tiny_overrides(Path("unused"))).method, special_tokens(TOKENIZER))
+    s = method.special
+    ids = given_ids + [s.mask]
+    canvas, _, given = infill_canvas([s.bos], ids, [True] * len(given_ids) + [False], SEQ_LEN, eos=s.eos, pad=s.pad,
+                                     mask_id=s.mask, padded=True, num_samples=1, device=torch.device("cpu"))
+    return canvas[0], given[0], method
+
+
+def test_class_scores_are_the_given_words_log_likelihoods_however_grouped(monkeypatch):
+    """Every given word is hidden and scored exactly once, in whatever groups and batches: with a
+    network that ignores the context the score is the sum of log p(word | class)."""
+    canvas, given, method = _class_canvas([11, 11, 12, 11, 10])
+    net = ClassLoving(method.special.vocab_size)
+    scores = class_log_likelihoods(method, net, canvas, given, 3, groups=1)
+    log_z = torch.logsumexp(torch.tensor([4.0] + [0.0] * (method.special.vocab_size - 2)), 0)  # mask excluded
+    hits = torch.tensor([1.0, 3.0, 1.0])  # given words 10, 11, 12: once, three times, once
+    assert torch.allclose(scores, hits * 4.0 - 5 * log_z, atol=1e-4)
+    assert int(scores.argmax()) == 1
+    for groups in (2, 4, 5, 50):
+        assert torch.allclose(class_log_likelihoods(method, net, canvas, given, 3, groups=groups), scores, atol=1e-4)
+    monkeypatch.setattr("dlms.infill.CLASS_BATCH", 2)  # rows split over several forwards
+    assert torch.allclose(class_log_likelihoods(method, net, canvas, given, 3, groups=4), scores, atol=1e-4)
+    assert torch.equal(class_log_likelihoods(method, net, canvas, torch.zeros_like(given), 3), torch.zeros(3))
+
+
+def test_classes_are_drawn_from_the_posterior():
+    sure = draw_classes(torch.tensor([0.0, 30.0, 0.0]), 50, torch.Generator().manual_seed(0))
+    assert sure.tolist() == [1] * 50
+    even = draw_classes(torch.zeros(3), 300, torch.Generator().manual_seed(0))
+    assert set(even.tolist()) == {0, 1, 2}
+    assert torch.equal(even, draw_classes(torch.zeros(3), 300, torch.Generator().manual_seed(0)))  # seeded
+
+
+def test_infill_draws_the_class_from_the_template_unless_told():
+    """A model trained with labels and no label given fills each sample under a class drawn from
+    `infill_classes`' posterior (seeded); `label=` or `infer_label=False` (the null class) say otherwise."""
+    lm = tiny_lm("masked", labels=["food", "music", "sports"])
+    posterior = lm.infill_classes(TEMPLATE)
+    assert list(posterior) == ["food", "music", "sports"] and abs(sum(posterior.values()) - 1) < 1e-5
+    assert max(posterior.values()) > 0.4  # the classes read the template differently
+    canvas, fixed, given, _ = lm._infill_canvas(TEMPLATE, None, 1)
+    drawn = draw_classes(lm._class_scores(canvas[0], given[0]), 6, torch.Generator().manual_seed(3))
+    names = [["food", "music", "sports"][int(k)] for k in drawn]
+    inferred = lm.infill_ids(TEMPLATE, num_samples=6, seed=3, sampler="ancestral", steps=6)
+    assert torch.equal(inferred, lm.infill_ids(TEMPLATE, num_samples=6, seed=3, sampler="ancestral", steps=6,
+                                               label=names))
+    null = lm.infill_ids(TEMPLATE, num_samples=6, seed=3, sampler="ancestral", steps=6, infer_label=False)
+    chosen = lm.infill_ids(TEMPLATE, num_samples=6, seed=3, sampler="ancestral", steps=6, label="music")
+    _, fixed, _ = expected(lm, TEMPLATE)
+    for ids in (null, chosen):
+        assert torch.equal(ids[fixed.expand_as(ids)], inferred[fixed.expand_as(inferred)])
+        assert not torch.equal(ids, inferred)  # another class, other fills
+    assert lm.infill(TEMPLATE, label=1, seed=0)[0].startswith("the chef")  # a class id works too
+
+
+def test_a_bad_label_is_one_clear_error():
+    lm = tiny_lm("masked", labels=["food", "music"])
+    with pytest.raises(DlmsError, match="unknown label 'jazz' for column 'topic'; choose one of: food, music"):
+        lm.infill(TEMPLATE, label="jazz")
+    with pytest.raises(DlmsError, match="label id 5 is out of range 0..1"):
+        lm.infill(TEMPLATE, label=5)
+    with pytest.raises(DlmsError, match="2 labels for 3 samples; give one label or one per sample"):
+        lm.infill(TEMPLATE, label=["food", "music"], num_samples=3)
+    with pytest.raises(DlmsError, match="trained without labels; drop the label"):
+        tiny_lm("masked").infill(TEMPLATE, label="food")
+
+
+def test_models_without_classes_fill_as_before():
+    """No classes (or a gaussian model): nothing to infer, infer_label changes nothing."""
+    for lm in (tiny_lm("masked"), tiny_lm("gaussian", labels=["food", "music"])):
+        assert lm.infill_classes(TEMPLATE) == {}
+        options = dict(num_samples=2, seed=4, steps=6)
+        assert torch.equal(lm.infill_ids(TEMPLATE, **options), lm.infill_ids(TEMPLATE, infer_label=False, **options))
+
