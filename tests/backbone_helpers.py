@@ -98,3 +98,17 @@ def chat_tokenizer(texts: list[str], template: str = CHAT_TEMPLATE, bos: str | N
                                         clean_up_tokenization_spaces=False)
     tokenizer.chat_template = template
     return tokenizer
+
+
+def save_tiny_qwen(folder, tokenizer, *, max_positions: int = 64, extra_rows: int = 0):
+    """A folder like a downloaded Qwen2 (config.json, weights, `tokenizer`): 2 layers of width 32,
+    `extra_rows` embedding rows past the tokenizer's (as Qwen's padding rows). -> the folder."""
+    from transformers import AutoModelForCausalLM, Qwen2Config
+
+    config = Qwen2Config(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                         num_key_value_heads=1, vocab_size=len(tokenizer) + extra_rows,
+                         max_position_embeddings=max_positions, tie_word_embeddings=True)
+    torch.manual_seed(0)
+    AutoModelForCausalLM.from_config(config).save_pretrained(str(folder))
+    tokenizer.save_pretrained(str(folder))
+    return folder

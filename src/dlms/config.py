@@ -169,6 +169,10 @@ class SampleConfig:
     factor: Optional[float] = None  # threshold sampler: the factor rule instead of the threshold
     confidence: Literal["prob", "margin", "entropy"] = "prob"
     remasking: Literal["low_confidence", "random"] = "low_confidence"  # confidence sampler
+    # confidence/threshold samplers, where a text ends (dlms/samplers/masked.py): drawn from the
+    # model's end-of-text probabilities at each block's first call (drawn), or left to the rule at
+    # the first masked position (frontier)
+    text_end: Literal["drawn", "frontier"] = "drawn"
     eta: float = 0.0  # ddim: 0 deterministic, 1 as stochastic as ddpm
     clamp: bool = False  # ddpm/ddim: snap each x0 estimate to the nearest token embedding
     seed: int = 0

@@ -155,7 +155,7 @@ class DiffusionLM:
                top_p: float | None = None, tokens_per_step: int | None = None, seed: int | None = None,
                block_size: int | None = None, cache: str | None = None, threshold: float | None = None,
                factor: float | None = None, confidence: str | None = None, remasking: str | None = None,
-               eta: float | None = None, clamp: bool | None = None,
+               text_end: str | None = None, eta: float | None = None, clamp: bool | None = None,
                callback: Callable[[int, int, list[str]], None] | None = None) -> list[str]:
         """`num_samples` texts of `length` tokens (prompt included; default the training seq_len).
         On a run trained on prompt/response data the texts are the responses to `prompt` (with
@@ -175,7 +175,7 @@ class DiffusionLM:
                               sampler=sampler, temperature=temperature, top_k=top_k, top_p=top_p,
                               tokens_per_step=tokens_per_step, seed=seed, block_size=block_size, cache=cache,
                               threshold=threshold, factor=factor, confidence=confidence, remasking=remasking,
-                              eta=eta, clamp=clamp,
+                              text_end=text_end, eta=eta, clamp=clamp,
                               callback=(lambda i, n, x: callback(i, n, self.render(x))) if callback else None)
         return self.decode(ids, len(self.encode_prompt(prompt, task)) if self.prompted else None)
 
@@ -185,8 +185,8 @@ class DiffusionLM:
                sampler: str | None = None, temperature: float | None = None, top_k: int | None = None,
                top_p: float | None = None, tokens_per_step: int | None = None, block_size: int | None = None,
                cache: str | None = None, threshold: float | None = None, factor: float | None = None,
-               confidence: str | None = None, remasking: str | None = None, eta: float | None = None,
-               clamp: bool | None = None, infer_label: bool = True,
+               confidence: str | None = None, remasking: str | None = None, text_end: str | None = None,
+               eta: float | None = None, clamp: bool | None = None, infer_label: bool = True,
                callback: Callable[[int, int, list[str]], None] | None = None) -> list[str]:
         """`num_samples` copies of the template `text` with its blanks filled, as texts.
 
@@ -208,8 +208,8 @@ class DiffusionLM:
         ids = self.infill_ids(text, num_samples=num_samples, seed=seed, blank_tokens=blank_tokens, steps=steps,
                               guidance=guidance, label=label, sampler=sampler, temperature=temperature, top_k=top_k,
                               top_p=top_p, tokens_per_step=tokens_per_step, block_size=block_size, cache=cache,
-                              threshold=threshold, factor=factor, confidence=confidence, remasking=remasking, eta=eta,
-                              clamp=clamp, infer_label=infer_label,
+                              threshold=threshold, factor=factor, confidence=confidence, remasking=remasking,
+                              text_end=text_end, eta=eta, clamp=clamp, infer_label=infer_label,
                               callback=(lambda i, n, x: callback(i, n, self.render(x))) if callback else None)
         return self.decode(ids)
 
@@ -219,7 +219,8 @@ class DiffusionLM:
                    temperature: float | None = None, top_k: int | None = None, top_p: float | None = None,
                    tokens_per_step: int | None = None, block_size: int | None = None, cache: str | None = None,
                    threshold: float | None = None, factor: float | None = None, confidence: str | None = None,
-                   remasking: str | None = None, eta: float | None = None, clamp: bool | None = None,
+                   remasking: str | None = None, text_end: str | None = None, eta: float | None = None,
+                   clamp: bool | None = None,
                    infer_label: bool = True,
                    callback: Callable[[int, int, torch.Tensor], None] | None = None) -> torch.Tensor:
         """Like `infill` but returns the token ids [num_samples, W] (W the training length; the
@@ -230,7 +231,7 @@ class DiffusionLM:
         given = {"num_steps": steps, "temperature": temperature, "top_k": top_k, "top_p": top_p,
                  "guidance_scale": guidance, "tokens_per_step": tokens_per_step, "block_size": block_size,
                  "cache": cache, "threshold": threshold, "factor": factor, "confidence": confidence,
-                 "remasking": remasking, "eta": eta, "clamp": clamp}
+                 "remasking": remasking, "text_end": text_end, "eta": eta, "clamp": clamp}
         chosen, options = self._checked_sampler(sampler, given, seed)
         check_int("num_samples", num_samples, 1, optional=False)
         canvas, fixed, prompt_mask, width = self._infill_canvas(text, blank_tokens, num_samples)
@@ -378,14 +379,14 @@ class DiffusionLM:
                    top_p: float | None = None, tokens_per_step: int | None = None, seed: int | None = None,
                    block_size: int | None = None, cache: str | None = None, threshold: float | None = None,
                    factor: float | None = None, confidence: str | None = None, remasking: str | None = None,
-                   eta: float | None = None, clamp: bool | None = None,
+                   text_end: str | None = None, eta: float | None = None, clamp: bool | None = None,
                    callback: Callable[[int, int, torch.Tensor], None] | None = None) -> torch.Tensor:
         """Like `sample` but returns the token ids [num_samples, length] (the prompt's too)."""
         # What the caller gave (None: not given), by the samplers' option names.
         given = {"num_steps": steps, "temperature": temperature, "top_k": top_k, "top_p": top_p,
                  "guidance_scale": guidance, "tokens_per_step": tokens_per_step, "block_size": block_size,
                  "cache": cache, "threshold": threshold, "factor": factor, "confidence": confidence,
-                 "remasking": remasking, "eta": eta, "clamp": clamp}
+                 "remasking": remasking, "text_end": text_end, "eta": eta, "clamp": clamp}
         chosen, options = self._checked_sampler(sampler, given, seed)
         canvas, fixed = self.canvas(prompt, length, num_samples, task)
         # Without labels, guidance contrasts the prompt with the prompt hidden; the start tokens stay.

@@ -169,7 +169,7 @@ def test_every_compatible_sampler(trained, method, sampler, backbone, precision)
     declared = SAMPLERS.get(sampler).options
     steps = {"steps": 4} if "num_steps" in declared else {}
     values = {"temperature": 0.5, "top_k": 5, "top_p": 0.9, "eta": 0.5, "clamp": True, "tokens_per_step": 3,
-              "block_size": 4, "threshold": 0.5, "confidence": "margin", "remasking": "random",
+              "block_size": 4, "threshold": 0.5, "confidence": "margin", "remasking": "random", "text_end": "frontier",
               "cache": "dual" if backbone == "transformer" else "none"}
     every_other = {SAMPLING_ARGUMENTS[o]: values[SAMPLING_ARGUMENTS[o]] for o in declared if SAMPLING_ARGUMENTS[o] in values}
     option_sets = ({}, {"label": lm.balanced_labels(2), "guidance": 2.0}, every_other)

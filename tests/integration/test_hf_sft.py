@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 
 from dlms import DiffusionLM
 from dlms.cli import main
-from tests.backbone_helpers import chat_tokenizer
+from tests.backbone_helpers import chat_tokenizer, save_tiny_qwen
 from tests.conftest import tiny_overrides
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -28,17 +28,8 @@ PAIRS = [(f"{n} {f}", f"the {n} serves {f} food .") for n in NAMES for f in FOOD
 def tiny_qwen(tmp_path_factory) -> Path:
     """A folder like a downloaded Qwen2.5: config.json, weights (more embedding rows than tokens, as
     Qwen's padding rows) and a tokenizer with a chat template."""
-    from transformers import AutoModelForCausalLM, Qwen2Config
-
     tokenizer = chat_tokenizer([f"{p} {r} user assistant" for p, r in PAIRS] * 5)
-    folder = tmp_path_factory.mktemp("tiny-qwen")
-    config = Qwen2Config(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-                         num_key_value_heads=1, vocab_size=len(tokenizer) + 8, max_position_embeddings=128,
-                         tie_word_embeddings=True)
-    torch.manual_seed(0)
-    AutoModelForCausalLM.from_config(config).save_pretrained(str(folder))
-    tokenizer.save_pretrained(str(folder))
-    return folder
+    return save_tiny_qwen(tmp_path_factory.mktemp("tiny-qwen"), tokenizer, max_positions=128, extra_rows=8)
 
 
 @pytest.fixture(scope="module")

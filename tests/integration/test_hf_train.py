@@ -7,9 +7,9 @@ import shutil
 from pathlib import Path
 
 import pytest
-import torch
 
 from dlms.cli import main
+from tests.backbone_helpers import save_tiny_qwen
 from tests.conftest import tiny_overrides
 
 TEXTS = ["the chef cooked a fine soup.", "a dog ran in the park!", "the cat sat on the mat."] * 30
@@ -18,19 +18,9 @@ TEXTS = ["the chef cooked a fine soup.", "a dog ran in the park!", "the cat sat 
 @pytest.fixture(scope="module")
 def tiny_qwen(tmp_path_factory) -> Path:
     """A folder like a downloaded Qwen2: config.json, weights and a tokenizer (with no mask token in its config)."""
-    from transformers import AutoModelForCausalLM, Qwen2Config
-
     from dlms.data.tokenizer import train_bpe_tokenizer
 
-    tokenizer = train_bpe_tokenizer(TEXTS, 300)
-    folder = tmp_path_factory.mktemp("tiny-qwen")
-    config = Qwen2Config(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-                         num_key_value_heads=1, vocab_size=len(tokenizer), max_position_embeddings=64,
-                         tie_word_embeddings=True)
-    torch.manual_seed(0)
-    AutoModelForCausalLM.from_config(config).save_pretrained(str(folder))
-    tokenizer.save_pretrained(str(folder))
-    return folder
+    return save_tiny_qwen(tmp_path_factory.mktemp("tiny-qwen"), train_bpe_tokenizer(TEXTS, 300))
 
 
 @pytest.fixture(scope="module")

@@ -13,6 +13,7 @@ from safetensors.torch import load_file
 
 from dlms import DiffusionLM
 from dlms.cli import main
+from tests.backbone_helpers import save_tiny_qwen
 from tests.conftest import tiny_overrides
 
 NAMES = ("eagle", "mill", "aromi", "cotto")
@@ -157,18 +158,9 @@ def test_init_from_weights_that_do_not_fit_is_one_clear_error(trained_runs, data
 def test_a_hugging_face_ar_run_converts_into_a_masked_one(data_file, tmp_path, capsys):
     """A pretrained backbone: its tokenizer gets the separator (the embeddings grow by one row), an
     ar prompt/response run fine-tunes it, and a masked run starts from that run, made bidirectional."""
-    from transformers import AutoModelForCausalLM, Qwen2Config
-
     from dlms.data.tokenizer import load_tokenizer, train_bpe_tokenizer
 
-    tokenizer = train_bpe_tokenizer([p + " " + r for p, r in PAIRS] * 5, 300)
-    folder = tmp_path / "qwen"
-    config = Qwen2Config(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-                         num_key_value_heads=1, vocab_size=len(tokenizer), max_position_embeddings=64,
-                         tie_word_embeddings=True)
-    torch.manual_seed(0)
-    AutoModelForCausalLM.from_config(config).save_pretrained(str(folder))
-    tokenizer.save_pretrained(str(folder))
+    folder = save_tiny_qwen(tmp_path / "qwen", train_bpe_tokenizer([p + " " + r for p, r in PAIRS] * 5, 300))
     ar_args = sft_args(tmp_path / "ar", "ar", data_file)
     assert main(["train", "--samples", "0", "--backbone", str(folder), *ar_args]) == 0
     ar = DiffusionLM.load_checkpoint(tmp_path / "ar")

@@ -7,7 +7,10 @@ so can anything else that unmasks tokens (a distillation teacher, a latent model
 Confidence of a proposed token (`confidence_scores`):
 - "prob": its probability p(x0 = token | x_t) (LLaDA, Fast-dLLM);
 - "margin": the top-1 minus the top-2 probability (decisive positions first);
-- "entropy": minus the entropy of the position's distribution (peaked positions first).
+- "entropy": exp(-entropy) of the position's distribution, in (0, 1] (peaked positions first;
+  1 for a sure position, 1/V for a uniform one), so a threshold reads as for "prob": 0.9 commits
+  positions with at most 0.105 nats of entropy. It depends on the distribution only, never on the
+  drawn token, so choosing positions by it does not favour likely draws.
 """
 from __future__ import annotations
 
@@ -29,7 +32,7 @@ def confidence_scores(logits: torch.Tensor, proposal: torch.Tensor, kind: Confid
         return top2[:, 0] - (top2[:, 1] if top2.shape[-1] > 1 else 0.0)
     if kind == "entropy":
         logp = logits.float().log_softmax(-1)
-        return (probs * logp.masked_fill(probs == 0, 0.0)).sum(-1)
+        return (probs * logp.masked_fill(probs == 0, 0.0)).sum(-1).exp()
     raise ValueError(f"unknown confidence '{kind}'; use one of: {', '.join(CONFIDENCE_KINDS)}")
 
 
@@ -99,3 +102,34 @@ def even_quota(remaining: torch.Tensor, steps_left: int) -> torch.Tensor:
     """An even share of what is left, rounded up: remaining long [B] -> [B]; with it every row
     finishes exactly at the last step."""
     return torch.div(remaining + steps_left - 1, steps_left, rounding_mode="floor")
+
+
+def first_end_probs(end_probs: torch.Tensor, cumulative: bool) -> torch.Tensor:
+    """The probability that a text's end falls at each of n positions in a row, from the model's
+    probability of an end-of-text token there (end_probs [B, n], each given what is decoded).
+    Where an end-of-text token appears once per text (padding or the next text follows it), that
+    is the same thing. Where every position after the end holds it too (`cumulative`: a tokenizer
+    whose padding is its end-of-text token), a position's probability counts all earlier ends,
+    and the end's own probability is its rise over the largest before it. -> [B, n]."""
+    if not cumulative:
+        return end_probs
+    before = end_probs.cummax(-1).values.roll(1, -1)
+    before[..., 0] = 0.0
+    return (end_probs - before).clamp(min=0.0)
+
+
+def draw_text_end(end_probs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Where each row's text ends inside a block, drawn before any of the block's words.
+
+    end_probs [B, n]: the probability that the text's end-of-text falls at each of the block's n
+    positions (0 where it may not); their sum is the chance that the text ends in this block. The
+    end is the first position whose cumulative probability passes a uniform u, so where the sum
+    passes 1 (a model sure of an end at several positions) the earlier positions keep their
+    probabilities and the rest of the mass goes to the position where it passes 1. -> long [B]:
+    the position 0..n-1 of the end, or n when the text goes on past the block. One uniform per
+    row, drawn in float64."""
+    probs = end_probs.double()
+    u = torch.rand(probs.shape[0], dtype=torch.float64, device=probs.device, generator=generator)
+    # The first position whose cumulative probability passes u; n when none does.
+    return (probs.cumsum(-1) <= u[:, None]).sum(-1)
+
