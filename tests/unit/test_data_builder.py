@@ -12,7 +12,8 @@ import pytest
 
 from dlms.data import auto_length
 from dlms.data import builder as builder_mod
-from dlms.data.builder import DatasetBuilder, TokenizedDataset
+from dlms.data.builder import DatasetBuilder
+from dlms.data.tokenized import TokenizedDataset
 from dlms.data.sources import content_fingerprint, read_examples
 from dlms.errors import ConfigError, DataError
 

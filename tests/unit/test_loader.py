@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from dlms.data.builder import DatasetBuilder, TokenSplit
+from dlms.data.builder import DatasetBuilder
+from dlms.data.tokenized import TokenSplit
 from dlms.data.loader import BatchIterator, eval_batches
 from dlms.errors import DataError
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from dlms.data.builder import TokenSplit
+from dlms.data.tokenized import TokenSplit
 from dlms.eval.generation import (
     data_comparison,
     data_length_note,

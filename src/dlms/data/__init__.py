@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 _EXPORTS = {
     "DatasetBuilder": "dlms.data.builder",
-    "TokenizedDataset": "dlms.data.builder",
-    "TokenSplit": "dlms.data.builder",
+    "TokenizedDataset": "dlms.data.tokenized",
+    "TokenSplit": "dlms.data.tokenized",
     "BatchIterator": "dlms.data.loader",
     "eval_batches": "dlms.data.loader",
     "train_bpe_tokenizer": "dlms.data.tokenizer",
@@ -28,7 +28,8 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 if TYPE_CHECKING:
-    from dlms.data.builder import DatasetBuilder, TokenizedDataset, TokenSplit
+    from dlms.data.builder import DatasetBuilder
+    from dlms.data.tokenized import TokenizedDataset, TokenSplit
     from dlms.data.loader import BatchIterator, eval_batches
     from dlms.data.sources import read_examples
     from dlms.data.tokenizer import load_tokenizer, special_ids, train_bpe_tokenizer

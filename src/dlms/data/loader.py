@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from dlms.data.builder import TokenSplit
+from dlms.data.tokenized import TokenSplit
 from dlms.errors import DataError
 
 
