@@ -346,8 +346,8 @@ def plot(records: list[dict], path: Path) -> None:
         if key == "gen_ppl":
             ax.set_yscale("log")
         ax.grid(alpha=0.3)
-    fig.suptitle("generation frontier (hollow: not at the data's length, entropy and diversity across samples)",
-                 fontsize=10)
+    fig.suptitle("generation frontier\n(hollow: not at the data's length, entropy and diversity across samples)",
+                 fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=130)
     plt.close(fig)
