@@ -154,15 +154,16 @@ def quality_configs(args) -> list[tuple[str, str, dict]]:
             configs.append(("masked", f"masked threshold (entropy) {threshold} block {size} cache dual",
                             {"sampler": "threshold", "threshold": threshold, "block_size": size, "cache": "dual",
                              "confidence": "entropy"}))
-        # Where the text ends left to the rule at the first masked position (text_end "frontier",
-        # the rule before ends were drawn): what drawing the end changed.
-        configs += [
-            ("masked", f"masked confidence 1 token/step block {size}, end at frontier",
-             {"sampler": "confidence", "tokens_per_step": 1, "block_size": size, "text_end": "frontier"}),
-            ("masked", f"masked threshold {args.thresholds[0]} block {size} cache dual, end at frontier",
-             {"sampler": "threshold", "threshold": args.thresholds[0], "block_size": size, "cache": "dual",
-              "text_end": "frontier"}),
-        ]
+        # The rows above end texts as the run's `text_end` "auto" says (drawn for packed rows,
+        # frontier for padded ones); these say what each choice does on its own.
+        for text_end, said in (("drawn", "end drawn"), ("frontier", "end at frontier")):
+            configs += [
+                ("masked", f"masked confidence 1 token/step block {size}, {said}",
+                 {"sampler": "confidence", "tokens_per_step": 1, "block_size": size, "text_end": text_end}),
+                ("masked", f"masked threshold {args.thresholds[0]} block {size} cache dual, {said}",
+                 {"sampler": "threshold", "threshold": args.thresholds[0], "block_size": size, "cache": "dual",
+                  "text_end": text_end}),
+            ]
         configs.append(("masked", f"masked factor 1.0 block {size} cache dual",
                         {"sampler": "threshold", "factor": 1.0, "block_size": size, "cache": "dual"}))
     if args.distilled:

@@ -416,7 +416,20 @@ class DiffusionLM:
                                     arg=SAMPLER_OPTIONS[option].argument, **takes)
             check_option(SAMPLER_OPTIONS[option], value)
         check_int("seed", seed, 0)
-        return chosen, {o: getattr(s, o) if given[o] is None else given[o] for o in chosen.options}
+        options = {o: getattr(s, o) if given[o] is None else given[o] for o in chosen.options}
+        if options.get("text_end") == "auto":
+            options["text_end"] = self.auto_text_end(options["confidence"])
+        return chosen, options
+
+    def auto_text_end(self, confidence: str) -> str:
+        """`text_end` "auto": "frontier" for a run trained on padded rows whose rule ranks positions
+        by the drawn token's probability (`confidence` "prob"), "drawn" otherwise. After a padded
+        text's end the model expects padding: a word drawn there is unlikely, so that rule never
+        commits one ahead of the text, and the end at the first masked position is honest. After a
+        packed text's end comes the next text, whose sure words were committed first and pushed
+        the end back; and a rule that ranks positions by their distribution alone (margin, entropy)
+        commits whatever word was drawn at a sure padding position (dlms/samplers/masked.py)."""
+        return "frontier" if self.cfg.data.layout == "padded" and confidence == "prob" else "drawn"
 
     def _sample_canvas(self, chosen, options: dict[str, Any], canvas: torch.Tensor, fixed: torch.Tensor,
                        prompt: torch.Tensor, width: int, *, guidance: float | None,

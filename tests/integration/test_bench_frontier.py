@@ -45,6 +45,7 @@ def test_quality_writes_the_report(trained_runs, tmp_path):
     configs = [r["config"] for r in records]
     assert configs == ["ar kv-cache", "masked ancestral 1 token/step", "masked threshold 0.9 block 4 cache none",
                        "masked threshold 0.9 block 4 cache dual", "masked threshold (entropy) 0.9 block 4 cache dual",
+                       "masked threshold 0.9 block 4 cache dual, end drawn",
                        "masked threshold 0.9 block 4 cache dual, end at frontier"]
     for r in records:
         assert r["num_samples"] == 4 and {"mean_words", "unigram_entropy", "at_data_length", "gen_ppl"} <= set(r)

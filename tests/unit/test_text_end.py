@@ -112,10 +112,35 @@ def test_no_end_is_drawn_before_a_given_word(name):
 
 def test_first_end_probs_counts_an_end_once():
     once = torch.tensor([[0.1, 0.2, 0.3]])
-    assert torch.equal(first_end_probs(once, cumulative=False), once)
+    torch.testing.assert_close(first_end_probs(once, cumulative=False), once)
     # Padding that is the end-of-text token: 0.1 ended by the first position, 0.4 by the second...
     climbing = torch.tensor([[0.1, 0.4, 0.3, 0.9]])
     torch.testing.assert_close(first_end_probs(climbing, cumulative=True), torch.tensor([[0.1, 0.3, 0.0, 0.5]]))
+
+
+def test_padding_after_a_position_says_the_text_has_ended_by_then():
+    """A padded model unsure where its end falls: 0.1 of an end-of-text at each position, but
+    padding after them that says the text ended by the second position with 0.6."""
+    end = torch.tensor([[0.1, 0.1, 0.1, 0.1]])
+    pad = torch.tensor([[0.0, 0.2, 0.6, 0.7]])
+    torch.testing.assert_close(first_end_probs(end, cumulative=False, pad_probs=pad),
+                               torch.tensor([[0.2, 0.4, 0.1, 0.0]]))
+    # No padding mass (a packed model): the end-of-text probabilities as they are.
+    torch.testing.assert_close(first_end_probs(end, cumulative=False, pad_probs=torch.zeros_like(end)), end)
+
+
+@pytest.mark.parametrize("layout, confidence, expected", [
+    ("packed", "prob", "drawn"), ("padded", "prob", "frontier"), ("padded", "entropy", "drawn"),
+    ("padded", "margin", "drawn"), ("packed", "entropy", "drawn")])
+def test_auto_leaves_the_end_to_the_frontier_for_padded_runs_ranked_by_probability(layout, confidence, expected):
+    from types import SimpleNamespace
+
+    from dlms.model import DiffusionLM
+    from dlms.samplers.options import SAMPLER_OPTIONS
+
+    run = SimpleNamespace(cfg=SimpleNamespace(data=SimpleNamespace(layout=layout)))
+    assert DiffusionLM.auto_text_end(run, confidence) == expected
+    assert SAMPLER_OPTIONS["text_end"].choices == ("auto", "drawn", "frontier")
 
 
 def test_draw_text_end_follows_the_probabilities():
@@ -126,3 +151,24 @@ def test_draw_text_end_follows_the_probabilities():
     # A model sure of an end at every position: the first one.
     assert draw_text_end(torch.ones(5, 4), torch.Generator().manual_seed(0)).eq(0).all()
     assert draw_text_end(torch.zeros(5, 4), torch.Generator().manual_seed(0)).eq(4).all()
+
+
+def test_a_row_kept_open_after_its_drawn_end_is_decoded_to_the_end():
+    """An end drawn before a given word (possible only if no rule keeps ends out of a template):
+    the row does not end there, and its positions after the end are still decoded, never left
+    masked (nor the loop left waiting for them)."""
+    import dlms.samplers.masked as masked
+
+    sampler = build_sampler("confidence", MASKED, UnsureOfTheEnd(0.9))
+    x = torch.full((4, 10), SPECIAL.mask)
+    x[:, 0], x[:, 8] = SPECIAL.bos, 7
+    fixed = x != SPECIAL.mask
+    original = masked.inside_the_text
+    masked.inside_the_text = lambda tokens, fixed, end_ids: torch.zeros_like(fixed)
+    try:
+        out = sampler.sample(x, fixed, block_size=10, tokens_per_step=1, text_end="drawn",
+                             generator=torch.Generator().manual_seed(0))
+    finally:
+        masked.inside_the_text = original
+    assert not (out == SPECIAL.mask).any() and out[:, 8].eq(7).all()
+    assert (out[:, 1:8] == SPECIAL.eos).any()  # the drawn end is there: nothing kept it out

@@ -20,18 +20,20 @@ Options every masked sampler shares:
   token ends there: that token becomes end-of-text, everything after it padding, and the row
   leaves the batch. So a text's length is where the model ended it, never which padding happened
   to be committed first, and a batch stops early when every row has ended.
-- Where a text ends under a confidence rule (confidence, threshold; option `text_end`): a rule
-  that commits the surest positions first writes the sure words of what follows a text's end
-  before the uncertain end itself, and an end seen with words after it is unlikely: texts ran to
-  twice the data's length on TinyStories. With "drawn" (the default) the block's first call
-  decides where the text ends, before any of the block's words: at position q with the model's
-  probability of an end-of-text there given what is decoded, or past the block
-  (`_Block.draw_end`); the block's words then fill the text up to q. With "frontier" an end is
-  written only when the rule picks it at the row's first masked position (an end proposed further
-  on is never committed: the far padding, the surest prediction of a padded model, would
-  otherwise come first and leave an empty text). On the built-in corpus (short padded texts) the
-  frontier rule made fewer grammar slips at the same length, so the demo's run chooses it
-  (configs/demo-masked.yaml).
+- Where a text ends under a confidence rule (confidence, threshold; option `text_end`). With
+  "frontier" an end is written only when the rule picks it at the row's first masked position (an
+  end proposed further on is never committed: the far padding, the surest prediction of a padded
+  model, would otherwise come first and leave an empty text). That is honest for a model trained
+  on padded rows, which predicts padding after a likely end, so no word is committed there; but
+  after a packed text's end comes the next text, whose sure words the rule commits before the
+  uncertain end, and an end seen with words after it is unlikely: texts ran to twice the data's
+  length on TinyStories. With "drawn" (the samplers' default) the block's first call decides where
+  the text ends, before any of the block's words: at position q with the model's probability of
+  an end there given what is decoded, or past the block (`_Block.draw_end`); the block's words
+  then fill the text up to q. DiffusionLM's "auto" picks frontier for padded runs ranked by the
+  drawn token's probability (on the built-in corpus and Yelp sentences it slipped less there) and
+  drawn otherwise: a rule that ranks by the distribution alone (margin, entropy) commits whatever
+  word was drawn at a sure padding position, so its padded texts ran long at the frontier too.
 - A text never ends inside its template: a free position with a fixed token after it that is not
   an end (an infilling template's given words, `inside_the_text`) never gets an end-of-text,
   padding or start token; every sampler draws from logits with those ruled out there
@@ -194,20 +196,25 @@ class _Block:
             probs = (logits.float() / temperature).softmax(-1)
         else:
             probs = torch.nn.functional.one_hot(logits.argmax(-1), logits.shape[-1]).float()
-        end = torch.zeros(x.shape, device=x.device)
-        end[candidates] = probs[:, special.eos]
+        end, pad = torch.zeros(x.shape, device=x.device), torch.zeros(x.shape, device=x.device)
+        end[candidates], pad[candidates] = probs[:, special.eos], probs[:, special.pad]
         if self.inside is not None:
-            end = end.masked_fill(self.inside, 0.0)
-        end[:, self.start:self.end] = first_end_probs(end[:, self.start:self.end],
-                                                      cumulative=special.pad == special.eos)
+            end, pad = end.masked_fill(self.inside, 0.0), pad.masked_fill(self.inside, 0.0)
+        span = slice(self.start, self.end)
+        end[:, span] = first_end_probs(end[:, span], cumulative=special.pad == special.eos,
+                                       pad_probs=pad[:, span])
         return end
 
     def past_end(self, candidates: torch.Tensor) -> torch.Tensor:
-        """candidates bool [b, L] without the drawn end and what follows it."""
+        """candidates bool [b, L] without the drawn end and what follows it, except in a row that
+        has written everything before its end and still did not end (a given word after it keeps
+        it open, `_end_rows`): there the rest is decoded as usual, so no row ever stalls."""
         if self.text_end is None:
             return candidates
         pos = torch.arange(candidates.shape[1], device=candidates.device)
-        return candidates & (pos[None, :] < self.text_end[:, None])
+        before = candidates & (pos[None, :] < self.text_end[:, None])
+        stalled = ~before.any(-1) & candidates.any(-1)
+        return torch.where(stalled[:, None], candidates, before)
 
     def block_ends(self, a: int, b: int, device: torch.device) -> torch.Tensor:
         """For positions a..b-1 of a block-causal model: the end of each one's block (what it may

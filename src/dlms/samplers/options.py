@@ -48,8 +48,9 @@ SAMPLER_OPTIONS: dict[str, SamplerOption] = {o.name: o for o in (
                   choices=("low_confidence", "random")),
     SamplerOption("text_end", "text_end", str,
                   "confidence / threshold samplers, where a text ends: drawn (from the model's end-of-text "
-                  "probabilities at each block's first call, before the block's words) or frontier (an end only "
-                  "when the rule picks it at the first masked position)", choices=("drawn", "frontier")),
+                  "probabilities at each block's first call, before the block's words), frontier (an end only "
+                  "when the rule picks it at the first masked position) or auto (frontier for a run trained on "
+                  "padded rows with --confidence prob, else drawn)", choices=("auto", "drawn", "frontier")),
     SamplerOption("eta", "eta", float, "ddim sampler: 0 deterministic ... 1 as noisy as ddpm", 0.0, 1.0,
                   note="0: deterministic ddim, 1: as noisy as ddpm"),
     SamplerOption("clamp", "clamp", bool, "ddpm/ddim samplers: snap each x0 estimate to the nearest token embedding"),

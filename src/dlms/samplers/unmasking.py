@@ -104,18 +104,30 @@ def even_quota(remaining: torch.Tensor, steps_left: int) -> torch.Tensor:
     return torch.div(remaining + steps_left - 1, steps_left, rounding_mode="floor")
 
 
-def first_end_probs(end_probs: torch.Tensor, cumulative: bool) -> torch.Tensor:
+def first_end_probs(end_probs: torch.Tensor, cumulative: bool, pad_probs: torch.Tensor | None = None) -> torch.Tensor:
     """The probability that a text's end falls at each of n positions in a row, from the model's
     probability of an end-of-text token there (end_probs [B, n], each given what is decoded).
+
     Where an end-of-text token appears once per text (padding or the next text follows it), that
-    is the same thing. Where every position after the end holds it too (`cumulative`: a tokenizer
-    whose padding is its end-of-text token), a position's probability counts all earlier ends,
-    and the end's own probability is its rise over the largest before it. -> [B, n]."""
-    if not cumulative:
-        return end_probs
-    before = end_probs.cummax(-1).values.roll(1, -1)
+    is the same thing; and padding at the next position (`pad_probs` [B, n], the probability of a
+    padding token at each position) says the text has ended by then, so the chance that it has
+    ended by position q is the larger of the two readings: the end-of-text probabilities summed up
+    to q, and the padding probability at q + 1. (A padded model that is unsure which position its
+    end falls on spreads that mass over the padding after it; read from the end-of-text token alone
+    the texts ran long on Yelp sentences.) Where every position after the end holds the
+    end-of-text token (`cumulative`: a tokenizer whose padding is its end-of-text token), a
+    position's probability counts all earlier ends, and the end's own probability is its rise
+    over the largest before it. -> [B, n]."""
+    if cumulative:
+        ended = end_probs.cummax(-1).values
+    else:
+        ended = end_probs.cumsum(-1)
+        if pad_probs is not None:
+            ended[..., :-1] = torch.maximum(ended[..., :-1], pad_probs[..., 1:])
+        ended = ended.cummax(-1).values.clamp(max=1.0)
+    before = ended.roll(1, -1)
     before[..., 0] = 0.0
-    return (end_probs - before).clamp(min=0.0)
+    return (ended - before).clamp(min=0.0)
 
 
 def draw_text_end(end_probs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
