@@ -20,6 +20,7 @@ def test_eval_reports_both_bounds_and_every_generation_figure(trained_runs, tmp_
     r = run_eval(capsys, "--checkpoint", masked, "--evaluator", ar, "--passes", "4", "--max_sequences", "16",
                  "--discrete_steps", "4", "--num_samples", "12", "--mauve", "--output", str(out))
     assert r["evaluator"] == ar and len(r["examples"]) == 5  # five samples shown unless --show says otherwise
+    assert r["text_end"] in ("drawn", "frontier")  # what `auto` picked, not "auto"
     assert r["val_bound"] is True and r["val_discrete_steps"] == 4
     assert r["val_se"] > 0 and r["val_discrete_se"] > 0
     # four steps is a coarse grid: its bound sits above the continuous one
