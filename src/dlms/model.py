@@ -48,6 +48,7 @@ class DiffusionLM:
         self.label_names = label_names
         self.device = device
         self.last_sampler = None  # the sampler of the last `sample_ids` call (its `stats`)
+        self.last_options: dict[str, Any] = {}  # the options it ran with (defaults filled, `auto` resolved)
         self.precision = resolve_precision(device, precision or cfg.train.precision)
         self.prompts = PromptLayout(cfg.data, tokenizer, method.special)
 
@@ -453,6 +454,7 @@ class DiffusionLM:
                                     guidance="guidance", prompt="prompt", label="label")
         extra = {"prompt": prompt} if chosen.prompt_guidance else {}
         self.last_sampler = chosen  # its `stats`: steps and network calls of this call
+        self.last_options = dict(options)
         shown = (lambda i, n, x: callback(i, n, x[:, :width])) if callback and canvas.shape[1] > width else callback
         with self.autocast():
             ids = chosen.sample(canvas, fixed, labels=labels, generator=generator, callback=shown, **options, **extra)

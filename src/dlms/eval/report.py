@@ -137,15 +137,9 @@ def _generation(lm, judge, num_samples, num_steps, sampler, seed, label, samplin
         elapsed = time.perf_counter() - start
         texts, tokens = lm.decode(ids), ids.numel()
         steps, calls = lm.last_sampler.stats.steps, lm.last_sampler.stats.network_calls
-    s = lm.cfg.sample
     chosen = lm.last_sampler
-    from ..samplers.options import SAMPLER_OPTIONS
-
-    # Every option the sampler ran with: what was passed, else the run's default.
-    used = {o: sampling.get(SAMPLER_OPTIONS[o].argument) for o in chosen.options if o != "num_steps"}
-    used = {o: getattr(s, o) if v is None else v for o, v in used.items()}
-    if used.get("text_end") == "auto":  # what "auto" picked for this run and ranking
-        used["text_end"] = lm.auto_text_end(used["confidence"])
+    # Every option the sampler ran with: what was passed, else the run's default (`auto` resolved).
+    used = {o: v for o, v in lm.last_options.items() if o != "num_steps"}
     out: dict[str, Any] = {
         "samples": len(texts), "sampler": chosen.name, "sample_steps": steps,
         "network_calls": calls, **used,

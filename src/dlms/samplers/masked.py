@@ -181,9 +181,9 @@ class _Block:
         forced = candidates & (pos[None, :] == q[:, None])
         before = candidates & (pos[None, :] < q[:, None])
         self.inside = before if self.inside is None else self.inside | before
-        kept = before  # the candidates left to the rule
-        logits = forbid_ends(logits[kept[candidates]], before[kept], (special.eos, special.pad, special.bos))
-        return kept, logits, forced
+        logits = logits[before[candidates]]  # the candidates left to the rule: those before the end
+        logits[:, [special.eos, special.pad, special.bos]] = float("-inf")
+        return before, logits, forced
 
     def end_probs(self, x: torch.Tensor, candidates: torch.Tensor, logits: torch.Tensor,
                   temperature: float) -> torch.Tensor:
