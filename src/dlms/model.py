@@ -452,6 +452,11 @@ class DiffusionLM:
                 raise ArgumentError("{guidance} needs something to guide towards: a {prompt}, or a {label} for a "
                                     "model trained with data.label_column; pass one or leave {guidance} at 1",
                                     guidance="guidance", prompt="prompt", label="label")
+            if not getattr(self.method, "guides_untrained_prompts", True) and self.cfg.train.prompt_drop_prob == 0:
+                # Its unconditional branch shows the prompt as mask tokens, an input only prompt dropout trains.
+                raise ArgumentError(f"{{guidance}} on the prompt needs a '{self.method.name}' run trained with "
+                                    "train.prompt_drop_prob > 0 (e.g. 0.1); retrain with it, or leave {guidance} at 1",
+                                    guidance="guidance")
         extra = {"prompt": prompt} if chosen.prompt_guidance else {}
         self.last_sampler = chosen  # its `stats`: steps and network calls of this call
         self.last_options = dict(options)

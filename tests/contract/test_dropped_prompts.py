@@ -9,7 +9,7 @@ The grid is read from the method registry. A method that declares `drops_prompts
 - gives the prompt positions no loss either way (no gradient, and noise on their outputs changes
   nothing);
 
-and a method that does not declare it (ar) is refused with one ConfigError when asked for it.
+and a method that does not declare it is refused with one ConfigError when asked for it.
 """
 from __future__ import annotations
 
@@ -31,16 +31,18 @@ from dlms.samplers import SAMPLERS
 from tests.contract.test_prompt_response import L, PROMPT_LEN, ROWS, SPECIAL, Capture, batch, column_positions
 
 DROPPING = [m for m in METHODS.names() if getattr(METHODS.get(m), "drops_prompts", False)]
-NOT_DROPPING = [m for m in METHODS.names() if m not in DROPPING]
 
 
 def shown(call: dict, mask_id: int, length: int) -> torch.Tensor:
     """bool [R, length]: the positions a network call was shown as they are: a token other than
     the mask token (token inputs; block's two-copy input: its noisy copy), or the clean flag (the
-    last channel of gaussian's inputs_embeds)."""
+    last channel of gaussian's inputs_embeds). Positions past a shorter call (ar's inputs stop one
+    short of the row; its first sampling call is the prompt) count as shown: nothing hid them."""
     if call["input_ids"] is not None:
-        return call["input_ids"][:, :length] != mask_id
-    return call["inputs_embeds"][:, :length, -1] > 0.5
+        seen = call["input_ids"][:, :length] != mask_id
+    else:
+        seen = call["inputs_embeds"][:, :length, -1] > 0.5
+    return torch.nn.functional.pad(seen, (0, length - seen.shape[1]), value=True)
 
 
 def record_calls(model) -> tuple[list[dict], object]:
@@ -159,15 +161,21 @@ def test_training_hides_what_guidance_hides_at_sampling(tokenizer, name, sampler
     assert int(hidden_in_training.sum()) == len(head) - 1  # all of the head but its start token
 
 
-@pytest.mark.parametrize("name", NOT_DROPPING)
-def test_a_method_without_prompt_dropout_refuses_it(name):
-    cfg = config_from_dict({"method": {"name": name}, "data": {"format": "prompt_response"},
-                            "train": {"prompt_drop_prob": 0.1}})
-    with pytest.raises(ConfigError, match=f"method '{name}' cannot drop prompts .*train.prompt_drop_prob=0 or use "
+def test_a_method_without_prompt_dropout_refuses_it(monkeypatch):
+    """A method registered later without `drops_prompts` is refused with one ConfigError."""
+    class NoDropout:
+        name = "nodropout"
+        trains_on_responses = True
+
+    monkeypatch.setitem(METHODS._entries, "nodropout", NoDropout)
+    cfg = config_from_dict({"data": {"format": "prompt_response"}, "train": {"prompt_drop_prob": 0.1}})
+    cfg = replace(cfg, method=replace(cfg.method, name="nodropout"))
+    with pytest.raises(ConfigError, match="method 'nodropout' cannot drop prompts .*train.prompt_drop_prob=0 or use "
                                           f"one of: {', '.join(DROPPING)}"):
         check_prompt_response(cfg)
     check_prompt_response(replace(cfg, train=replace(cfg.train, prompt_drop_prob=0.0)))  # without it: fine
 
 
 def test_the_grid_is_not_empty():
-    assert {"masked", "block", "gaussian"} <= set(DROPPING) and "ar" in NOT_DROPPING
+    assert {"ar", "masked", "block", "gaussian"} <= set(DROPPING)
+    assert {("ar", "ar"), ("masked", "confidence"), ("gaussian", "ddpm")} <= set(GUIDED)

@@ -122,12 +122,18 @@ def pr_args(out: Path, method: str, data_file: Path, steps: int, **extra) -> lis
         "train.prompt_drop_prob": 0.5, **extra})
 
 
-def test_an_ar_run_refuses_prompt_dropout_in_one_line(data_file, tmp_path, capsys):
-    """ar: no guidance on the prompt to train (methods/autoregressive.py), so asking is one error."""
-    code = main(["train", "--samples", "0", *pr_args(tmp_path / "run", "ar", data_file, 2)])
+def test_guidance_on_the_prompt_of_an_ar_run_trained_without_dropout_is_one_error(data_file, tmp_path, capsys):
+    """ar shows a hidden prompt as mask tokens, an input only prompt dropout trains: without it,
+    guidance on the prompt is refused (methods/autoregressive.py), with a label or not at all fine."""
+    args = pr_args(tmp_path / "run", "ar", data_file, 2, **{"train.prompt_drop_prob": 0.0})
+    assert main(["train", "--samples", "0", *args]) == 0
+    capsys.readouterr()
+    code = main(["generate", "--checkpoint", str(tmp_path / "run"), "--prompt", "eagle thai", "--guidance_scale", "2"])
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1
-    assert "method 'ar' cannot drop prompts" in err and "train.prompt_drop_prob=0" in err and "masked" in err
+    assert "--guidance_scale on the prompt needs a 'ar' run trained with train.prompt_drop_prob > 0" in err
+    lm = DiffusionLM.load_checkpoint(tmp_path / "run", device="cpu")
+    assert len(lm.respond(["eagle thai"], guidance=1.0)) == 1
 
 
 def _losses(run_dir: Path) -> dict[int, float]:
@@ -189,27 +195,28 @@ def guided_runs(data_file, tmp_path_factory):
     return get
 
 
-@pytest.mark.parametrize("method", ["masked", "gaussian"])
+@pytest.mark.parametrize("method", ["masked", "gaussian", "ar"])
 def test_guidance_on_the_prompt_of_a_prompt_response_run(guided_runs, method, capsys):
     run = guided_runs(method)
     lm = DiffusionLM.load_checkpoint(run, device="cpu")
+    steps = {} if method == "ar" else {"steps": 4}  # ar: one token per call
     assert lm.cfg.train.prompt_drop_prob == 0.5
     prompts = ["eagle thai", "mill french"]
-    plain = lm.respond(prompts, steps=4)
-    assert lm.respond(prompts, steps=4, guidance=1.0) == plain  # w = 1: plain sampling
-    ids = lm.sample_ids("eagle thai", steps=4, num_samples=4, seed=0)
-    assert torch.equal(lm.sample_ids("eagle thai", steps=4, num_samples=4, seed=0, guidance=1.0), ids)
-    guided = lm.sample_ids("eagle thai", steps=4, num_samples=4, seed=0, guidance=4.0)
+    plain = lm.respond(prompts, **steps)
+    assert lm.respond(prompts, **steps, guidance=1.0) == plain  # w = 1: plain sampling
+    ids = lm.sample_ids("eagle thai", **steps, num_samples=4, seed=0)
+    assert torch.equal(lm.sample_ids("eagle thai", **steps, num_samples=4, seed=0, guidance=1.0), ids)
+    guided = lm.sample_ids("eagle thai", **steps, num_samples=4, seed=0, guidance=4.0)
     head = len(lm.encode_prompt("eagle thai"))
     assert torch.equal(guided[:, :head], ids[:, :head])  # the prompt is held...
     assert not torch.equal(guided, ids)  # ...and the response moves
     # --guidance_scale reaches `dlms generate --prompt` (which prints the responses).
     capsys.readouterr()
     args = ["generate", "--checkpoint", str(run), "--prompt", "eagle thai", "--num_samples", "3", "--seed", "0",
-            "--num_steps", "4"]
+            *([] if method == "ar" else ["--num_steps", "4"])]
     assert main([*args, "--guidance_scale", "4"]) == 0
     printed = capsys.readouterr().out
-    expected = lm.sample("eagle thai", steps=4, num_samples=3, seed=0, guidance=4.0)
+    expected = lm.sample("eagle thai", **steps, num_samples=3, seed=0, guidance=4.0)
     assert printed == "".join(one_line(text) + "\n" for text in expected)
     assert main(args) == 0
     assert capsys.readouterr().out != printed

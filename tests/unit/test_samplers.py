@@ -549,3 +549,26 @@ def test_prompt_guidance_contrasts_the_prompt_with_the_prompt_masked(name):
     plain = sampler.sample(canvas, fixed, num_steps=4, guidance_scale=1.0, prompt=prompt, generator=gen(7))
     assert seen[0].shape[0] == canvas.shape[0]  # no second branch at scale 1
     assert (guided[fixed] == canvas[fixed]).all() and not torch.equal(guided, plain)
+
+
+def test_ar_prompt_guidance_mixes_the_prompt_and_the_prompt_masked():
+    """ar without labels: guidance runs the prompt and the prompt as mask tokens in one batch of 2B
+    and one cache. Scale 0 is the unconditional branch alone (greedy: the same tokens as decoding
+    the masked prompt), scale 1 plain decoding, and a scale in between moves the samples."""
+    model = tiny(True)
+    with torch.no_grad():  # every row decodes to the end
+        model.embed.weight[SPECIAL.eos] = 0
+    canvas, fixed = ar_prompt(prefix=4)
+    prompt = fixed.clone()
+    prompt[:, 0] = False  # the start token stays
+    sampler = build_sampler("ar", AR, model)
+    masked_prompt = canvas.masked_fill(prompt, SPECIAL.mask)
+    uncond = sampler.sample(masked_prompt, fixed, temperature=0.0)
+    at_zero = sampler.sample(canvas, fixed, temperature=0.0, guidance_scale=0.0, prompt=prompt)
+    assert torch.equal(at_zero[:, 4:], uncond[:, 4:]) and torch.equal(at_zero[:, :4], canvas[:, :4])
+    plain = sampler.sample(canvas, fixed, temperature=0.0)
+    assert torch.equal(sampler.sample(canvas, fixed, temperature=0.0, guidance_scale=1.0, prompt=prompt), plain)
+    assert not torch.equal(uncond[:, 4:], plain[:, 4:])  # the prompt matters to this model
+    drawn = sampler.sample(canvas, fixed, temperature=1.0, guidance_scale=1.0, prompt=prompt, generator=gen(0))
+    strong = sampler.sample(canvas, fixed, temperature=1.0, guidance_scale=3.0, prompt=prompt, generator=gen(0))
+    assert not torch.equal(strong, drawn) and torch.equal(strong[:, :4], canvas[:, :4])

@@ -3,13 +3,13 @@
 Pads after the end-of-text are not modelled. On prompt/response rows (methods/base.py) only the
 response's tokens and its end-of-text are scored: the exact -log p(response | prompt).
 
-No prompt dropout (`train.prompt_drop_prob` is a ConfigError for this method, `drops_prompts`):
-its sampler guides on labels only. A left-to-right model has no token that means "hidden" (its
-inputs never hold the mask token; pads in place of the prompt would be a row it never otherwise
-sees, and the response would still start where the prompt's length puts it), so guidance on the
-prompt means dropping the prompt from the row: the unconditional branch is then a sequence of
-another length, with its own cache and positions, which the AR sampler does not run. Training the
-branch no sampler uses would only cost conditional quality.
+Prompt dropout (`train.prompt_drop_prob`, methods/base.py): a dropped row's prompt is shown as
+mask tokens, the token no other input of this method holds, so the network learns p(response |
+a prompt of this length, hidden). The sampler's unconditional branch under guidance on the prompt
+shows the prompt the same way: one row of the same length beside the conditional one, sharing the
+batch (and the KV cache) as guidance on a label does. The length of the prompt still shows, as in
+masked diffusion's guidance (LLaDA). A run trained without prompt dropout has never seen the mask
+token as input, so guidance on the prompt is refused for it (`guides_untrained_prompts`).
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from ..config import MethodConfig
-from .base import LossOutput, SpecialTokens, response_mask
+from .base import LossOutput, SpecialTokens, dropped_prompts, response_mask
 
 
 class Autoregressive:
@@ -27,7 +27,8 @@ class Autoregressive:
     extends_past_training_length = False  # samples at most as long as the training rows
     stochastic_bound = False  # the likelihood is exact
     trains_on_responses = True  # the prompt hook (methods/base.py): `maskable`, batch["prompt_len"]
-    drops_prompts = False  # no guidance on the prompt (see above): train.prompt_drop_prob is refused
+    drops_prompts = True  # a dropped prompt is shown as mask tokens (see above)
+    guides_untrained_prompts = False  # guidance on the prompt needs a run trained with prompt dropout
 
     def __init__(self, cfg: MethodConfig, special: SpecialTokens):
         self.cfg = cfg
@@ -41,10 +42,12 @@ class Autoregressive:
         return targets, keep if maskable is None else keep & maskable[:, 1:]
 
     def sequence_nll(self, model, x0: torch.Tensor, labels: torch.Tensor | None = None, *,
-                     maskable: torch.Tensor | None = None) -> torch.Tensor:
+                     maskable: torch.Tensor | None = None, hidden: torch.Tensor | None = None) -> torch.Tensor:
         """Exact -log p(x0[1:] | x0[0]) per sequence (nats): x0 [B, L] -> [B]. With `maskable`
-        (bool [B, L], a suffix of each row) -log p(x0[maskable] | x0[~maskable])."""
-        logits = model(x0[:, :-1], labels=labels).float()
+        (bool [B, L], a suffix of each row) -log p(x0[maskable] | x0[~maskable]); `hidden` (bool
+        [B, L], outside `maskable`) shows those inputs as the mask token (a dropped prompt)."""
+        inputs = x0 if hidden is None else x0.masked_fill(hidden, self.special.mask)
+        logits = model(inputs[:, :-1], labels=labels).float()
         targets, keep = self._targets(x0, maskable)
         # Flattened rows: cross_entropy on a transposed [B, V, L] view is markedly slower.
         nll = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1),
@@ -54,7 +57,7 @@ class Autoregressive:
     def loss(self, model, batch: dict) -> LossOutput:
         x0 = batch["input_ids"]
         maskable = response_mask(batch, x0)  # None: every position
-        nll = self.sequence_nll(model, x0, batch.get("labels"), maskable=maskable)
+        nll = self.sequence_nll(model, x0, batch.get("labels"), maskable=maskable, hidden=dropped_prompts(batch, x0))
         tokens = self.scored_tokens(x0, maskable).sum().clamp(min=1)
         loss = nll.sum() / tokens
         return LossOutput(loss, {"loss": loss.item(), "nll": loss.item()})

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 
 from .common import SamplerStats, check_canvas, filter_logits, sample_categorical
-from .guidance import guided_logits
+from .guidance import guided_logits, mix_guidance
 from .masked import StepCallback
 
 
@@ -20,12 +20,17 @@ def compute_dtype(param: torch.Tensor) -> torch.dtype:
 
 class AutoregressiveSampler:
     """Left-to-right decoding; the fixed positions must be a prompt prefix (the same length
-    in every row). Rows that emitted end-of-text are padded from there on."""
+    in every row). Rows that emitted end-of-text are padded from there on.
+
+    Guidance (`guidance_scale` != 1) contrasts a label with the null class, or without labels the
+    prompt with the prompt hidden: `prompt` (bool [B, L], inside the prefix) marks the positions
+    the unconditional row shows as the mask token, as prompt dropout showed them in training
+    (methods/autoregressive.py). Both rows share one batch of 2B and one KV cache."""
 
     name = "ar"
     method_names = ("ar",)
     options = ("temperature", "top_k", "top_p", "guidance_scale")  # one token per step: no num_steps
-    prompt_guidance = False  # guidance contrasts a label with the null class only
+    prompt_guidance = True  # without labels, guidance contrasts the prompt with the prompt masked (`prompt`)
 
     def __init__(self, method, model):
         self.method = method
@@ -35,28 +40,35 @@ class AutoregressiveSampler:
     @torch.no_grad()
     def sample(self, canvas: torch.Tensor, fixed: torch.Tensor | None = None, *, labels: torch.Tensor | None = None,
                guidance_scale: float = 1.0, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
-               generator: torch.Generator | None = None, callback: StepCallback = None) -> torch.Tensor:
+               generator: torch.Generator | None = None, callback: StepCallback = None,
+               prompt: torch.Tensor | None = None) -> torch.Tensor:
         fixed = check_canvas(canvas, fixed)
         batch, length = canvas.shape
         prefix = int(fixed[0].sum())
         if prefix == 0 or not (fixed[:, :prefix].all() and not fixed[:, prefix:].any()):
             raise ValueError("autoregressive sampling needs a non-empty prompt prefix of the same length in every row")
         special = self.method.special
-        guided = labels is not None and guidance_scale != 1.0
-        reps = 2 if guided else 1
+        on_label = labels is not None and guidance_scale != 1.0
+        on_prompt = labels is None and guidance_scale != 1.0 and prompt is not None and bool(prompt[:, :prefix].any())
+        reps = 2 if on_label or on_prompt else 1
         param = next(self.model.parameters())
         cache = self.model.new_cache(batch * reps, length, param.device, compute_dtype(param))
         out = canvas.clone()
         done = torch.zeros(batch, dtype=torch.bool, device=canvas.device)
         step_input = out[:, :prefix]
+        if on_prompt:  # the unconditional rows: the prompt shown as mask tokens, in the same cache
+            step_input = torch.cat([step_input, step_input.masked_fill(prompt[:, :prefix], special.mask)])
         self.stats = SamplerStats()
         for pos in range(prefix, length):
             def forward(lab):
-                return self.model(step_input.repeat(lab.shape[0] // batch if lab is not None else 1, 1),
-                                  labels=lab, cache=cache)[:, -1]
+                rows = step_input if step_input.shape[0] == batch * reps else step_input.repeat(reps, 1)
+                return self.model(rows, labels=lab, cache=cache)[:, -1]
 
-            if guided:
+            if on_label:
                 logits = guided_logits(forward, labels, self.model.null_class, guidance_scale)
+            elif on_prompt:
+                cond, uncond = forward(None).float().chunk(2)
+                logits = mix_guidance(cond, uncond, guidance_scale)
             else:
                 logits = forward(labels)
             logits = logits.float()
