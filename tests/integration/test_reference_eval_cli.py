@@ -126,3 +126,33 @@ def test_references_on_runs_that_answer_no_prompts_is_one_clear_line(trained_run
     err = _one_error_line(capsys, ["eval", "--checkpoint", str(e2e_runs["ar"]), "--references",
                                    "--num_prompts", "0", "--passes", "0"])
     assert "--num_prompts" in err
+
+
+def test_the_data_to_text_bench_reports_every_run_against_the_first(e2e_runs, tmp_path):
+    """bench/data_to_text.py: one JSON line per run (BLEU with its standard error, the ratio to the
+    first run, length and diversity beside the references'), and the report docs/ is made of."""
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    out = tmp_path / "report"
+    env = {**os.environ, "PYTHONPATH": str(root / "src"), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, str(root / "bench" / "data_to_text.py"), "--runs", str(e2e_runs["ar"]),
+                           str(e2e_runs["masked"]), "--sampling", '{"temperature": 0}', "--threads", "1",
+                           "--report", str(out), "--first", "2"], env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [line["method"] for line in lines] == ["ar", "masked"]
+    for line in lines:
+        assert line["prompts"] == 3 and line["bleu_se"] >= 0 and 0 <= line["slot_coverage"] <= 1
+        assert line["options"]["temperature"] == 0 and line["calls_per_response"] >= 1
+        assert line["reference_mean_words"] > 0 and line["reference_entropy"] > 0
+    if lines[0]["bleu"] > 0:  # barely trained: the baseline may score 0, and then there is no ratio
+        assert lines[0]["bleu_ratio"] == 1.0 and lines[1]["bleu_ratio"] == lines[1]["bleu"] / lines[0]["bleu"]
+    else:
+        assert lines[0]["bleu_ratio"] is None and lines[1]["bleu_ratio"] is None
+    outputs = [json.loads(line) for line in (out / "outputs.jsonl").read_text().splitlines()]
+    assert len(outputs) == 6 and all(len(o["references"]) == 3 for o in outputs)
+    report = (out / "report.md").read_text()
+    assert str(e2e_runs["masked"]) in report and report.count("- reference:") == 2

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from dlms.eval.references import (group_references, parse_meaning_representation, reference_figures, slot_figures,
-                                  slot_mentioned, word_count)
+from dlms.eval.references import (bootstrap_bleu_se, group_references, parse_meaning_representation,
+                                  reference_figures, slot_figures, slot_mentioned, word_count)
 
 MR_A = "name[The Eagle], eatType[coffee shop], food[French], familyFriendly[yes]"
 MR_B = "name[Aromi], area[city centre], customer rating[5 out of 5]"
@@ -43,6 +43,19 @@ def test_lengths_empty_share_and_counts():
     assert figures["empty_share"] == pytest.approx(0.5)
     assert "slot_coverage" not in figures  # the prompts are not meaning representations
     assert word_count("  a\tb\nc ") == 3
+
+
+def test_bleu_has_a_bootstrap_standard_error_over_prompts():
+    """Identical responses leave nothing to resample (SE 0); mixed ones give a seeded SE that is
+    larger when fewer prompts carry the score, and one prompt has none."""
+    refs = [[f"the shop number {i} serves french food in the city centre ."] for i in range(12)]
+    perfect = [r[0] for r in refs]
+    assert reference_figures([f"p{i}" for i in range(12)], perfect, refs)["bleu_se"] == pytest.approx(0.0)
+    half = [r[0] if i % 2 else "nothing at all" for i, r in enumerate(refs)]
+    se = bootstrap_bleu_se(half, refs)
+    assert se > 1.0 and bootstrap_bleu_se(half, refs) == se  # seeded
+    assert bootstrap_bleu_se(half * 8, refs * 8) < se  # more prompts: a tighter figure
+    assert bootstrap_bleu_se(half[:1], refs[:1]) == 0.0
 
 
 def test_reference_figures_refuses_mismatched_or_empty_input():
@@ -96,7 +109,8 @@ def test_slot_figures_count_complete_responses_and_mentioned_slots():
         "Aromi is in the city centre.",                         # 2 of 3 (no rating)
     ]
     figures = slot_figures([MR_A, MR_A, MR_B], responses)
-    assert figures == {"slot_coverage": pytest.approx(1 / 3), "slot_recall": pytest.approx(8 / 11)}
+    assert figures == {"slot_coverage": pytest.approx(1 / 3), "slot_recall": pytest.approx(8 / 11),
+                       "slot_coverage_se": pytest.approx((1 / 3 * 2 / 3 / 3) ** 0.5)}
     assert slot_figures([MR_A, "not an mr"], responses[:2]) is None  # every prompt must be an MR
     with pytest.raises(ValueError, match="2 prompts but 1 responses"):
         slot_figures([MR_A, MR_B], responses[:1])

@@ -4,6 +4,8 @@ One response per distinct prompt, scored against every reference of that prompt
 (`group_references` gathers them). `reference_figures` gives them all at once:
 
 - `bleu`: corpus BLEU (sacrebleu defaults, 0..100) with each prompt's references as its set;
+  `bleu_se`: its standard error over prompts (`BOOTSTRAP_DRAWS` seeded bootstrap resamples of the
+  prompts: a few dozen prompts give a BLEU that moves by points);
 - `rouge1`, `rouge2`, `rougeL`: F1 (rouge-score, stemmed), the best over a prompt's references,
   averaged over prompts (0..1); `rougeL` is ROUGE-L F;
 - `mean_words`: the responses' mean length in words (`str.split`), beside
@@ -12,7 +14,8 @@ One response per distinct prompt, scored against every reference of that prompt
 - `empty_share`: the share of responses that are empty (whitespace only);
 - `slot_coverage` (only when every prompt is an E2E meaning representation such as
   ``name[The Eagle], eatType[coffee shop], familyFriendly[no]``): the share of responses that
-  mention every slot value; `slot_recall`: the share of all slots mentioned;
+  mention every slot value, with `slot_coverage_se` (binomial: sqrt(p (1 - p) / n));
+  `slot_recall`: the share of all slots mentioned;
   `reference_slot_coverage`: the share of the references themselves that mention every slot,
   the human figure to read `slot_coverage` against (E2E's references leave slots out: about half
   of the dev set's mention every one under these rules).
@@ -31,11 +34,16 @@ When a slot counts as mentioned (`slot_mentioned`), case ignored:
 """
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Hashable, Iterable, Sequence
 from typing import TypeVar
 
+import numpy as np
+
 from .text_metrics import corpus_bleu, rouge
+
+BOOTSTRAP_DRAWS = 200  # resamples for bleu_se: its own error is about 5% of it (1 / sqrt(2 * 200))
 
 K = TypeVar("K", bound=Hashable)
 
@@ -93,6 +101,22 @@ def slot_mentioned(slot: str, value: str, text: str) -> bool:
     return re.search(_words_pattern(value), text, re.IGNORECASE) is not None
 
 
+def bootstrap_bleu_se(responses: Sequence[str], references: Sequence[Sequence[str]], draws: int = BOOTSTRAP_DRAWS,
+                      seed: int = 0) -> float:
+    """The standard error of corpus BLEU over prompts: the standard deviation of the BLEU of
+    `draws` resamples (with replacement, seeded) of the (response, references) pairs; 0.0 for a
+    single prompt, which has nothing to resample."""
+    n = len(responses)
+    if n < 2:
+        return 0.0
+    rng = np.random.default_rng(seed)
+    scores = []
+    for _ in range(draws):
+        picks = rng.integers(0, n, n)
+        scores.append(corpus_bleu([responses[i] for i in picks], [references[i] for i in picks]))
+    return float(np.std(scores, ddof=1))
+
+
 def slot_figures(prompts: Sequence[str], responses: Sequence[str]) -> dict[str, float] | None:
     """{"slot_coverage": share of responses that mention every slot of their prompt,
     "slot_recall": share of all slots mentioned} for E2E meaning-representation prompts; None when
@@ -108,7 +132,9 @@ def slot_figures(prompts: Sequence[str], responses: Sequence[str]) -> dict[str, 
         complete += all(hits)
         mentioned += sum(hits)
         total += len(hits)
-    return {"slot_coverage": complete / len(responses), "slot_recall": mentioned / total if total else 1.0}
+    coverage = complete / len(responses)
+    return {"slot_coverage": coverage, "slot_coverage_se": math.sqrt(coverage * (1 - coverage) / len(responses)),
+            "slot_recall": mentioned / total if total else 1.0}
 
 
 def reference_figures(prompts: Sequence[str], responses: Sequence[str],
@@ -117,8 +143,8 @@ def reference_figures(prompts: Sequence[str], responses: Sequence[str],
 
     `prompts[i]` (str) was answered by `responses[i]` (str) and has the references
     `references[i]` (a non-empty list of str). Returns {"items", "references" (their total),
-    "bleu", "rouge1", "rouge2", "rougeL", "mean_words", "reference_mean_words", "empty_share"} and, for E2E
-    meaning representations, "slot_coverage", "slot_recall" and "reference_slot_coverage" (over
+    "bleu", "bleu_se", "rouge1", "rouge2", "rougeL", "mean_words", "reference_mean_words", "empty_share"} and, for E2E
+    meaning representations, "slot_coverage", "slot_coverage_se", "slot_recall" and "reference_slot_coverage" (over
     all references). ValueError when the lists differ
     in length, are empty, or a prompt has no reference.
     """
@@ -131,6 +157,7 @@ def reference_figures(prompts: Sequence[str], responses: Sequence[str],
         "items": n,
         "references": sum(len(refs) for refs in references),
         "bleu": corpus_bleu(responses, references),
+        "bleu_se": bootstrap_bleu_se(responses, references),
         **{key: float(scores[key]) for key in ("rouge1", "rouge2", "rougeL")},
         "mean_words": sum(word_count(r) for r in responses) / n,
         "reference_mean_words": sum(sum(word_count(r) for r in refs) / len(refs) for refs in references) / n,
