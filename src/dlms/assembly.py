@@ -105,6 +105,15 @@ def check_prompt_response(cfg: RunConfig) -> None:
                           f"train.prompt_drop_prob=0 or use one of: {', '.join(able)}")
 
 
+def check_input_masking(cfg: RunConfig) -> None:
+    """ConfigError when `method.input_mask_prob` is asked of a method that does not declare it
+    (`masks_inputs`: ar; a diffusion method's inputs are masked by its noise already)."""
+    if cfg.method.input_mask_prob > 0 and not getattr(METHODS.get(cfg.method.name), "masks_inputs", False):
+        able = [n for n in METHODS.names() if getattr(METHODS.get(n), "masks_inputs", False)]
+        raise ConfigError(f"method.input_mask_prob applies to {', '.join(able)} (input token masking); method "
+                          f"'{cfg.method.name}' noises its inputs itself: set method.input_mask_prob=0")
+
+
 def backbone_tokenizer(cfg: RunConfig) -> RunConfig:
     """A pretrained backbone brings its tokenizer: `data.tokenizer` null becomes `model.backbone`
     (unless the run starts from another, `train.init_from`, whose tokenizer it takes).
@@ -115,6 +124,7 @@ def backbone_tokenizer(cfg: RunConfig) -> RunConfig:
     if check is not None:
         check(cfg)
     check_prompt_response(cfg)
+    check_input_masking(cfg)
     if cfg.model.backbone == BUILTIN:
         return cfg
     load_hf_config(cfg.model.backbone)

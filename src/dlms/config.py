@@ -51,6 +51,9 @@ class MethodConfig:
     # keeps the likelihood bound from paying SNR x the network's last bit of doubt on clean input.
     logsnr_min: float = -10.0
     logsnr_max: float = 10.0
+    # ar: the share of input tokens (after the start token) shown as the mask token in training,
+    # while the targets stay (input token masking: regularises AR on repeated data)
+    input_mask_prob: float = 0.0
 
 
 @dataclass
@@ -74,6 +77,12 @@ class ModelConfig:
     # How time/class conditioning enters each block: adaln (shift, scale, gate on the norms)
     # or film (scale, shift on each block's output); ignored by an unconditioned backbone.
     time_conditioning_style: Literal["adaln", "film"] = "adaln"
+    # Regularisation of the built-in backbone in training (off at evaluation and sampling):
+    # dropout on each attention and MLP output before it joins the residual stream, on the
+    # attention weights, and on the input embeddings.
+    dropout: float = 0.0
+    attention_dropout: float = 0.0
+    embedding_dropout: float = 0.0
 
 
 @dataclass
@@ -334,6 +343,10 @@ _RANGES = [
     ("model.num_classes", lambda v: v >= 0, "at least 0"),
     ("model.input_dim", lambda v: v >= 0, "at least 0"),
     ("model.token_table_dim", lambda v: v >= 0, "at least 0"),
+    ("model.dropout", lambda v: 0 <= v < 1, "in [0, 1)"),
+    ("model.attention_dropout", lambda v: 0 <= v < 1, "in [0, 1)"),
+    ("model.embedding_dropout", lambda v: 0 <= v < 1, "in [0, 1)"),
+    ("method.input_mask_prob", lambda v: 0 <= v < 1, "in [0, 1) (1 would show no input)"),
     ("sample.eta", lambda v: 0 <= v <= 1, "in [0, 1]"),
     ("sample.num_steps", lambda v: v >= 1, "at least 1"),
     ("sample.num_samples", lambda v: v >= 1, "at least 1"),

@@ -47,7 +47,8 @@ def build_backbone(cfg: ModelConfig, vocab_size: int, checkpoint=None) -> Transf
         n_heads=cfg.n_heads, mlp_hidden=cfg.mlp_hidden, causal=bool(cfg.causal),
         time_conditioning=cfg.time_conditioning, num_classes=cfg.num_classes, qk_norm=cfg.qk_norm,
         skip_connections=cfg.skip_connections, time_conditioning_style=cfg.time_conditioning_style,
-        input_dim=cfg.input_dim, token_table_dim=cfg.token_table_dim,
+        input_dim=cfg.input_dim, token_table_dim=cfg.token_table_dim, dropout=cfg.dropout,
+        attention_dropout=cfg.attention_dropout, embedding_dropout=cfg.embedding_dropout,
     )
     return Transformer(spec)
 

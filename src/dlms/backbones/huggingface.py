@@ -399,8 +399,10 @@ def resolve_hf_model_config(cfg: ModelConfig, seq_len: int, causal: bool) -> Mod
     if sized:
         raise ConfigError(f"model.{sized[0]} cannot be set with the pretrained backbone '{cfg.backbone}': its sizes "
                           "come from its own config; leave it null")
-    if getattr(cfg, "skip_connections", False):
-        raise ConfigError(f"model.skip_connections is an option of the built-in backbone, not of '{cfg.backbone}'")
+    for option in ("skip_connections", "dropout", "attention_dropout", "embedding_dropout"):
+        if getattr(cfg, option, False):
+            raise ConfigError(f"model.{option} is an option of the built-in backbone, not of '{cfg.backbone}' "
+                              f"(a pretrained model keeps its own); leave it at its default")
     max_len = cfg.max_seq_len or seq_len
     if max_len < seq_len:
         raise ConfigError(f"model.max_seq_len {max_len} is shorter than data.seq_len {seq_len}; raise it or leave it null")

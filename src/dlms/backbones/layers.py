@@ -142,8 +142,10 @@ class CanvasCache:
 class Attention(nn.Module):
     """Multi-head self-attention with QK-norm and rotary positions, via PyTorch SDPA."""
 
-    def __init__(self, d_model: int, n_heads: int, rotary: Rotary, causal: bool, qk_norm: bool):
+    def __init__(self, d_model: int, n_heads: int, rotary: Rotary, causal: bool, qk_norm: bool,
+                 dropout: float = 0.0):
         super().__init__()
+        self.dropout = dropout  # on the attention weights, in training only
         self.n_heads = n_heads
         self.head_dim = d_model // n_heads
         self.causal = causal
@@ -170,7 +172,8 @@ class Attention(nn.Module):
                 raise ValueError("attn_mask cannot be combined with a cache")
             k, v = cache.update(layer, k, v)
             mask, is_causal = cache.attention_mask(length, k.shape[2], self.causal, x.device)
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal,
+                                           dropout_p=self.dropout if self.training else 0.0)
         return self.out(y.transpose(1, 2).reshape(b, length, d))
 
 

@@ -32,6 +32,9 @@ class TransformerSpec:
     time_conditioning_style: str = "adaln"  # "adaln" or "film"; used only when conditioned
     input_dim: int = 0  # >0: inputs_embeds [B, L, input_dim] go through Linear(input_dim -> d_model)
     token_table_dim: int = 0  # >0: a second token table [V, token_table_dim] (`token_table`) for methods to use
+    dropout: float = 0.0  # on each attention and MLP output before the residual add (training only)
+    attention_dropout: float = 0.0  # on the attention weights (training only)
+    embedding_dropout: float = 0.0  # on the input embeddings (training only)
 
 
 def _modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
@@ -50,9 +53,10 @@ class Block(nn.Module):
         super().__init__()
         self.skip = nn.Linear(2 * spec.d_model, spec.d_model, bias=False) if skip_in else None
         self.norm1 = RMSNorm(spec.d_model)
-        self.attn = Attention(spec.d_model, spec.n_heads, rotary, spec.causal, spec.qk_norm)
+        self.attn = Attention(spec.d_model, spec.n_heads, rotary, spec.causal, spec.qk_norm, spec.attention_dropout)
         self.norm2 = RMSNorm(spec.d_model)
         self.mlp = SwiGLU(spec.d_model, spec.mlp_hidden)
+        self.drop = nn.Dropout(spec.dropout)  # the identity at p = 0 and in eval mode
         self.film = spec.time_conditioning_style == "film"
         self.modulation = AdaptiveModulation(spec.d_model, 2 if self.film else 6) if conditioned else None
 
@@ -63,15 +67,15 @@ class Block(nn.Module):
             x = self.skip(torch.cat([x, skip], dim=-1))
         attend = dict(positions=positions, attn_mask=attn_mask)
         if self.modulation is None or self.film:
-            x = x + self.attn(self.norm1(x), cache, layer, **attend)
-            x = x + self.mlp(self.norm2(x))
+            x = x + self.drop(self.attn(self.norm1(x), cache, layer, **attend))
+            x = x + self.drop(self.mlp(self.norm2(x)))
             if self.modulation is None:
                 return x
             scale, shift = self.modulation(cond)
             return _modulate(x, shift, scale)
         shift1, scale1, gate1, shift2, scale2, gate2 = self.modulation(cond)
-        x = x + (1 + gate1) * self.attn(_modulate(self.norm1(x), shift1, scale1), cache, layer, **attend)
-        return x + (1 + gate2) * self.mlp(_modulate(self.norm2(x), shift2, scale2))
+        x = x + (1 + gate1) * self.drop(self.attn(_modulate(self.norm1(x), shift1, scale1), cache, layer, **attend))
+        return x + (1 + gate2) * self.drop(self.mlp(_modulate(self.norm2(x), shift2, scale2)))
 
 
 class Transformer(nn.Module):
@@ -83,6 +87,7 @@ class Transformer(nn.Module):
             raise ValueError(f"d_model {spec.d_model} is not divisible by n_heads {spec.n_heads}")
         self.spec = spec
         self.embed = nn.Embedding(spec.vocab_size, spec.d_model)
+        self.embed_drop = nn.Dropout(spec.embedding_dropout)
         # Inputs wider than d_model (e.g. gaussian diffusion's [x_t, x0 estimate, flag]) are projected.
         self.input_proj = nn.Linear(spec.input_dim, spec.d_model) if spec.input_dim > 0 else None
         # A method's own token vectors (gaussian: the diffusion space), trained with the network.
@@ -156,6 +161,7 @@ class Transformer(nn.Module):
                 raise ValueError(f"inputs_embeds of width {x.shape[-1]}: this backbone takes {self.spec.d_model}"
                                  + (f" or {self.spec.input_dim}" if self.input_proj is not None else ""))
             x = self.input_proj(x)
+        x = self.embed_drop(x)
         if labels is not None and self.spec.num_classes == 0:
             raise ValueError("labels were given but this backbone has no class conditioning (model.num_classes=0)")
         cond = None

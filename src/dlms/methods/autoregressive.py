@@ -10,6 +10,10 @@ shows the prompt the same way: one row of the same length beside the conditional
 batch (and the KV cache) as guidance on a label does. The length of the prompt still shows, as in
 masked diffusion's guidance (LLaDA). A run trained without prompt dropout has never seen the mask
 token as input, so guidance on the prompt is refused for it (`guides_untrained_prompts`).
+
+Input token masking (`method.input_mask_prob`, in training only): that share of the input tokens
+after the start token is shown as the mask token while every target stays, a regulariser for AR
+on repeated data (the token-masking ablations of the data-constrained diffusion-vs-AR studies).
 """
 from __future__ import annotations
 
@@ -29,6 +33,7 @@ class Autoregressive:
     trains_on_responses = True  # the prompt hook (methods/base.py): `maskable`, batch["prompt_len"]
     drops_prompts = True  # a dropped prompt is shown as mask tokens (see above)
     guides_untrained_prompts = False  # guidance on the prompt needs a run trained with prompt dropout
+    masks_inputs = True  # method.input_mask_prob (see above)
 
     def __init__(self, cfg: MethodConfig, special: SpecialTokens):
         self.cfg = cfg
@@ -45,7 +50,7 @@ class Autoregressive:
                      maskable: torch.Tensor | None = None, hidden: torch.Tensor | None = None) -> torch.Tensor:
         """Exact -log p(x0[1:] | x0[0]) per sequence (nats): x0 [B, L] -> [B]. With `maskable`
         (bool [B, L], a suffix of each row) -log p(x0[maskable] | x0[~maskable]); `hidden` (bool
-        [B, L], outside `maskable`) shows those inputs as the mask token (a dropped prompt)."""
+        [B, L]) shows those inputs as the mask token (a dropped prompt, input token masking)."""
         inputs = x0 if hidden is None else x0.masked_fill(hidden, self.special.mask)
         logits = model(inputs[:, :-1], labels=labels).float()
         targets, keep = self._targets(x0, maskable)
@@ -57,7 +62,12 @@ class Autoregressive:
     def loss(self, model, batch: dict) -> LossOutput:
         x0 = batch["input_ids"]
         maskable = response_mask(batch, x0)  # None: every position
-        nll = self.sequence_nll(model, x0, batch.get("labels"), maskable=maskable, hidden=dropped_prompts(batch, x0))
+        hidden = dropped_prompts(batch, x0)
+        if self.cfg.input_mask_prob > 0 and model.training:
+            masked = torch.rand(x0.shape, device=x0.device) < self.cfg.input_mask_prob
+            masked[:, 0] = False  # the start token: every row has it
+            hidden = masked if hidden is None else hidden | masked
+        nll = self.sequence_nll(model, x0, batch.get("labels"), maskable=maskable, hidden=hidden)
         tokens = self.scored_tokens(x0, maskable).sum().clamp(min=1)
         loss = nll.sum() / tokens
         return LossOutput(loss, {"loss": loss.item(), "nll": loss.item()})
