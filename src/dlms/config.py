@@ -180,8 +180,8 @@ class SampleConfig:
     remasking: Literal["low_confidence", "random"] = "low_confidence"  # confidence sampler
     # confidence/threshold samplers, where a text ends (dlms/samplers/masked.py): drawn from the
     # model's end-of-text probabilities at each block's first call (drawn), left to the rule at the
-    # first masked position (frontier), or auto: frontier for a run trained on padded rows with
-    # confidence prob, else drawn (DiffusionLM.auto_text_end)
+    # first masked position (frontier), or auto: frontier for a run trained on padded rows of plain text
+    # with confidence prob, else drawn (DiffusionLM.auto_text_end)
     text_end: Literal["auto", "drawn", "frontier"] = "auto"
     eta: float = 0.0  # ddim: 0 deterministic, 1 as stochastic as ddpm
     clamp: bool = False  # ddpm/ddim: snap each x0 estimate to the nearest token embedding

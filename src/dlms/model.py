@@ -423,14 +423,19 @@ class DiffusionLM:
         return chosen, options
 
     def auto_text_end(self, confidence: str) -> str:
-        """`text_end` "auto": "frontier" for a run trained on padded rows whose rule ranks positions
-        by the drawn token's probability (`confidence` "prob"), "drawn" otherwise. After a padded
-        text's end the model expects padding: a word drawn there is unlikely, so that rule never
-        commits one ahead of the text, and the end at the first masked position is honest. After a
-        packed text's end comes the next text, whose sure words were committed first and pushed
-        the end back; and a rule that ranks positions by their distribution alone (margin, entropy)
-        commits whatever word was drawn at a sure padding position (dlms/samplers/masked.py)."""
-        return "frontier" if self.cfg.data.layout == "padded" and confidence == "prob" else "drawn"
+        """`text_end` "auto": "frontier" for a run trained on padded rows of plain text whose rule
+        ranks positions by the drawn token's probability (`confidence` "prob"), "drawn" otherwise.
+        After a padded text's end the model expects padding: a word drawn there is unlikely, so that
+        rule never commits one ahead of the text, and the end at the first masked position is honest
+        (built-in corpus, Yelp sentences). After a packed text's end comes the next text, whose sure
+        words were committed first and pushed the end back; a rule that ranks positions by their
+        distribution alone (margin, entropy) commits whatever word was drawn at a sure padding
+        position (dlms/samplers/masked.py); and a response, whose length the prompt leaves open
+        over a wide range, got words committed past its end at the frontier (E2E: 66 words against
+        the references' 23; drawn: 24; docs/data-to-text-e2e)."""
+        data = self.cfg.data
+        plain_padded = data.layout == "padded" and data.format == "text"
+        return "frontier" if plain_padded and confidence == "prob" else "drawn"
 
     def _sample_canvas(self, chosen, options: dict[str, Any], canvas: torch.Tensor, fixed: torch.Tensor,
                        prompt: torch.Tensor, width: int, *, guidance: float | None,

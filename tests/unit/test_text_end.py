@@ -129,16 +129,18 @@ def test_padding_after_a_position_says_the_text_has_ended_by_then():
     torch.testing.assert_close(first_end_probs(end, cumulative=False, pad_probs=torch.zeros_like(end)), end)
 
 
-@pytest.mark.parametrize("layout, confidence, expected", [
-    ("packed", "prob", "drawn"), ("padded", "prob", "frontier"), ("padded", "entropy", "drawn"),
-    ("padded", "margin", "drawn"), ("packed", "entropy", "drawn")])
-def test_auto_leaves_the_end_to_the_frontier_for_padded_runs_ranked_by_probability(layout, confidence, expected):
+@pytest.mark.parametrize("layout, data_format, confidence, expected", [
+    ("packed", "text", "prob", "drawn"), ("padded", "text", "prob", "frontier"), ("padded", "text", "entropy", "drawn"),
+    ("padded", "text", "margin", "drawn"), ("packed", "text", "entropy", "drawn"),
+    ("padded", "prompt_response", "prob", "drawn"), ("padded", "prompt_response", "entropy", "drawn")])
+def test_auto_leaves_the_end_to_the_frontier_for_padded_text_ranked_by_probability(layout, data_format, confidence,
+                                                                                   expected):
     from types import SimpleNamespace
 
     from dlms.model import DiffusionLM
     from dlms.samplers.options import SAMPLER_OPTIONS
 
-    run = SimpleNamespace(cfg=SimpleNamespace(data=SimpleNamespace(layout=layout)))
+    run = SimpleNamespace(cfg=SimpleNamespace(data=SimpleNamespace(layout=layout, format=data_format)))
     assert DiffusionLM.auto_text_end(run, confidence) == expected
     assert SAMPLER_OPTIONS["text_end"].choices == ("auto", "drawn", "frontier")
 
