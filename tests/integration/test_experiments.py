@@ -19,7 +19,7 @@ TINY_BASE = {
 
 
 def write_spec(path, **spec):
-    path.write_text(yaml.safe_dump(spec), encoding="utf-8")
+    path.write_text(yaml.safe_dump(spec, sort_keys=False), encoding="utf-8")
     return path
 
 
@@ -129,3 +129,44 @@ def test_bad_experiment_specs_get_one_clear_error(tmp_path, capsys):
                               out_dir=str(tmp_path / "sa"), evaluator=str(tmp_path / "sa" / "model"))
     with pytest.raises(ConfigError, match="own samples"):  # the model it would train, before training it
         load_experiment(trained_here)
+
+
+def test_data_scaling_sweeps_sizes_and_regularisation_and_compares_the_best_of_each(tmp_path):
+    out = tmp_path / "grid"
+    sizes = {"xs": {"d_model": 32, "n_layers": 1, "n_heads": 2, "mlp_hidden": 64},
+             "s": {"d_model": 64, "n_layers": 2, "n_heads": 2, "mlp_hidden": 128}}
+    sweep = {"ar": {"wd0": {"train": {"weight_decay": 0.0}},
+                    "reg": {"model": {"dropout": 0.1}, "method": {"input_mask_prob": 0.1}}}}
+    spec = write_spec(tmp_path / "grid.yaml", experiment="data-scaling", out_dir=str(out), base=TINY_BASE,
+                      families=["ar", "masked"], unique_tokens=[1500], total_tokens=4000, evals_per_run=2,
+                      final_passes=2, sizes=sizes, regularisation=sweep)
+    exp = load_experiment(spec)
+    assert [c["cell"] for c in exp.cells()] == ["ar-xs-wd0-U1500", "ar-xs-reg-U1500", "masked-xs-U1500",
+                                                "ar-s-wd0-U1500", "ar-s-reg-U1500", "masked-s-U1500"]
+    run_experiment(exp, progress=False, log=lambda m: None)
+    rows = {r["cell"]: r for r in read_rows(out)}
+    assert rows["ar-xs-reg-U1500"]["variant"] == "reg" and rows["masked-s-U1500"]["variant"] == "none"
+    assert int(rows["ar-xs-wd0-U1500"]["parameters"]) < int(rows["ar-s-wd0-U1500"]["parameters"])
+    assert float(rows["ar-s-wd0-U1500"]["params_per_unique_token"]) == pytest.approx(
+        int(rows["ar-s-wd0-U1500"]["parameters"]) / 1500, abs=0.01)
+    saved = yaml.safe_load((out / "runs" / "ar-xs-reg-U1500" / "config.yaml").read_text())
+    assert saved["model"]["dropout"] == 0.1 and saved["method"]["input_mask_prob"] == 0.1
+    assert saved["model"]["d_model"] == 32
+    report = (out / "report.md").read_text()
+    for size in ("xs", "s"):
+        best_ar = min((r for r in rows.values() if r["family"] == "ar" and r["size"] == size),
+                      key=lambda r: float(r["best_val_loss"]))
+        assert f"| {size} | 1,500 |" in report and f"ar ({best_ar['variant']})" in report
+    assert "Regularisation swept per family: ar: wd0, reg" in report
+    assert (out / "crossover.png").stat().st_size > 1000 and (out / "curves.png").stat().st_size > 1000
+
+
+@pytest.mark.parametrize("sweep, message", [
+    ({"gaussian": {"a": {}}}, "regularisation: 'gaussian' must be one of the families"),
+    ({"ar": {}}, "regularisation: 'ar' must be one of the families"),
+    ({"ar": {"a-b": {}}}, None)])
+def test_a_bad_sweep_is_one_config_error(tmp_path, sweep, message):
+    spec = write_spec(tmp_path / "bad.yaml", experiment="data-scaling", base=TINY_BASE, unique_tokens=[1500],
+                      regularisation=sweep, sizes={} if message else {"x-y": {}})
+    with pytest.raises(ConfigError, match=message or "must map names \\(without '-'\\)"):
+        load_experiment(spec).cells()

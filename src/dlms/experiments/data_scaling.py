@@ -8,6 +8,14 @@ epochs validates after every epoch), the weights of the best validation kept; th
 `final_passes` Monte Carlo passes over the whole validation split (an unbiased figure: the
 per-epoch minimum of noisy estimates is biased low). Plots: the crossover (best validation loss
 against epochs, one line per family) and the validation curves of every cell.
+
+Two more axes, both optional: `sizes` (name -> `model` section, e.g. `{xs: {d_model: 64,
+n_layers: 2, n_heads: 2, mlp_hidden: 256}}`; none: the base's model) and `regularisation`
+(family -> variant name -> config sections, e.g. `{ar: {wd0.1: {train: {weight_decay: 0.1}},
+mask0.15: {method: {input_mask_prob: 0.15}}}}`; a family not listed runs the base's settings).
+Each (family, size, budget) is then reported at its best variant (data_scaling_report.py), so
+that every family is tuned by the same sweep. Cell names hold the axes that are there:
+`ar-U25000`, or `ar-xs-wd0.1-U25000`.
 """
 from __future__ import annotations
 
@@ -19,7 +27,9 @@ from typing import Any
 from ..assembly import dataset_from_config
 from ..errors import ConfigError
 from .base import Experiment, command_lines, markdown_table, register
-from .plots import as_float, new_figure, new_grid, save
+from .data_scaling_report import (best_of_sweeps, comparison_table, comparisons, plot_crossover, plot_curves,
+                                  run_notes, verdict)
+from .plots import as_float
 
 
 @register
@@ -33,14 +43,37 @@ class DataScaling(Experiment):
         "evals_per_run": 40,
         "final_passes": 16,
         "family_overrides": {},  # family -> config sections applied on top of `base`
+        "sizes": {},  # size name -> model section; empty: the base's model
+        "regularisation": {},  # family -> variant name -> config sections (after family_overrides)
     }
 
     def cells(self) -> list[dict[str, Any]]:
         budgets = self.option("unique_tokens")
         if not budgets or any(not isinstance(u, int) or u < 1 for u in budgets):
             raise ConfigError("unique_tokens must be a list of positive integers (training tokens per budget)")
-        return [{"cell": f"{family}-U{u}", "family": family, "unique_tokens": u}
-                for u in budgets for family in self.option("families")]
+        sizes, sweeps = self._axis("sizes"), self._axis("regularisation")
+        for family, variants in sweeps.items():
+            if family not in self.option("families") or not isinstance(variants, dict) or not variants:
+                raise ConfigError(f"regularisation: '{family}' must be one of the families "
+                                  f"({', '.join(self.option('families'))}) mapped to named variants, e.g. "
+                                  "{ar: {wd0.1: {train: {weight_decay: 0.1}}}}")
+        cells = []
+        for u in budgets:
+            for size in sizes or [None]:
+                for family in self.option("families"):
+                    for variant in sweeps.get(family) or [None]:
+                        name = "-".join(part for part in (family, size, variant, f"U{u}") if part is not None)
+                        cells.append({"cell": name, "family": family, "unique_tokens": u, "size": size,
+                                      "variant": variant})
+        return cells
+
+    def _axis(self, key: str) -> dict[str, Any]:
+        """The spec's mapping for `key` ({} when absent); ConfigError for anything but a mapping
+        of names without '-' (they go into cell names)."""
+        value = self.option(key) or {}
+        if not isinstance(value, dict) or any(not isinstance(k, str) or "-" in k or not k for k in value):
+            raise ConfigError(f"{key} must map names (without '-') to config sections; got {value!r}")
+        return value
 
     def run_cell(self, cell: dict[str, Any], cell_dir: Path) -> list[dict[str, Any]]:
         from ..model import DiffusionLM
@@ -48,8 +81,11 @@ class DataScaling(Experiment):
         from ..training.checkpoint import CHECKPOINT
 
         family, budget = cell["family"], cell["unique_tokens"]
+        size, variant = cell.get("size"), cell.get("variant")
         overrides = self.option("family_overrides").get(family, {})
-        cfg = self.run_config({"method": {"name": family}}, overrides,
+        cfg = self.run_config({"method": {"name": family}},
+                              {"model": self._axis("sizes")[size]} if size else {}, overrides,
+                              self._axis("regularisation")[family][variant] if variant else {},
                               {"data": {"train_tokens": budget}, "train": {"out_dir": str(cell_dir)}})
         dataset = dataset_from_config(cfg.data)
         cfg.data.seq_len = dataset.seq_len  # null (fit the data) becomes the number chosen
@@ -83,8 +119,10 @@ class DataScaling(Experiment):
         best = DiffusionLM.load_checkpoint(cell_dir / "best")
         final = best.evaluate(passes=self.option("final_passes"))
         best_point = min(curve, key=lambda p: p["val_nll"])
+        parameters = sum(p.numel() for p in best.model.parameters())
         return [{
-            "family": family, "unique_tokens": budget,
+            "family": family, "size": size or "base", "variant": variant or "none", "parameters": parameters,
+            "params_per_unique_token": round(parameters / budget, 2), "unique_tokens": budget,
             "unique_tokens_used": steps_per_epoch * t.batch_size * cfg.data.seq_len,
             "total_tokens": max_steps * tokens_per_step, "epochs": round(epochs, 2),
             "steps_per_epoch": steps_per_epoch, "steps": summary["step"], "stopped_early": summary["stopped_early"],
@@ -104,56 +142,37 @@ class DataScaling(Experiment):
 
         if curves:
             write_csv(self.out_dir / "curves.csv", curves)
-        return [self._plot_crossover(rows), self._plot_curves(rows, curves)]
+        best = best_of_sweeps(rows)
+        return [plot_crossover(best, self.out_dir / "crossover.png"),
+                plot_curves(best, curves, self.out_dir / "curves.png")]
 
     def report(self, rows: list[dict[str, str]], plots: list[Path]) -> str:
-        columns = ["family", "unique_tokens", "epochs", "best_val_loss", "best_val_se", "best_epoch",
-                   "final_val_loss", "stopped_early", "train_minutes"]
+        columns = ["family", "size", "variant", "parameters", "unique_tokens", "params_per_unique_token", "epochs",
+                   "best_val_loss", "best_val_se", "best_epoch", "final_val_loss", "stopped_early", "train_minutes"]
+        columns = [c for c in columns if c in rows[0]]
         budgets = ", ".join(f"{int(u):,}" for u in self.option("unique_tokens"))
         base = self.run_config()
+        sizes = self.option("sizes") or {}
+        sweeps = self.option("regularisation") or {}
+        compared = comparisons(best_of_sweeps(rows))
         return "\n".join([
             "# Data-scaling study: AR against diffusion under repeated data", "",
             f"Data: `{base.data.dataset}` ({base.data.layout} {base.data.seq_len or 'fitted'}-token rows, "
             f"{base.data.vocab_size}-token BPE, validation: the last {base.data.val_fraction:.0%} of the examples). "
-            f"Model: the `{base.model.preset}` preset for every family. Each run trains on the first U tokens of "
+            + (f"Model sizes: {', '.join(f'{k} ({v})' for k, v in sizes.items())}. " if sizes
+               else f"Model: the `{base.model.preset}` preset for every family. ")
+            + "Each run trains on the first U tokens of "
             f"the training split (U = {budgets}) for {self.option('total_tokens'):,} tokens in all, i.e. "
             "total / U epochs. Best validation loss: the weights of the best validation during training, "
             f"re-evaluated on the whole validation split ({self.option('final_passes')} Monte Carlo passes of "
-            "the ELBO for diffusion, with its standard error; exact NLL for AR).", "",
-            *command_lines(self.out_dir), "",
+            "the ELBO for diffusion, with its standard error; exact NLL for AR)."
+            + (" Regularisation swept per family: " + "; ".join(f"{f}: {', '.join(v)}" for f, v in sweeps.items())
+               + ". Each family is compared at its best variant (chosen by the same validation loss)." if sweeps else ""),
+            "", *command_lines(self.out_dir), "",
             markdown_table(rows, columns), "",
-            "## What it shows", "", *_verdict(rows), "", *_run_notes(rows), "",
+            "## What it shows", "", *comparison_table(compared), "", *verdict(compared, rows), "", *run_notes(rows), "",
             *[f"![{p.stem}]({p.name})" for p in plots], "",
         ])
-
-    def _plot_crossover(self, rows: list[dict[str, str]]) -> Path:
-        fig, ax = new_figure()
-        for family in sorted({r["family"] for r in rows}):
-            pts = sorted((as_float(r["epochs"]), as_float(r["best_val_loss"]), as_float(r["best_val_se"]),
-                          int(as_float(r["unique_tokens"]))) for r in rows if r["family"] == family)
-            xs, ys, es = [p[0] for p in pts], [p[1] for p in pts], [p[2] for p in pts]
-            ax.errorbar(xs, ys, yerr=es, marker="o", capsize=3, label=family)
-            for x, y, _, u in pts:
-                ax.annotate(f"U={u:,}", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
-        ax.set_xscale("log")
-        ax.set_xlabel("epochs over the unique data (total tokens / U)")
-        ax.set_ylabel("best validation loss, nats/token (diffusion: ELBO bound)")
-        ax.set_title("data-scaling: best validation loss against repetition")
-        ax.legend()
-        return save(fig, self.out_dir / "crossover.png")
-
-    def _plot_curves(self, rows: list[dict[str, str]], curves: list[dict[str, Any]]) -> Path:
-        budgets = sorted({int(as_float(r["unique_tokens"])) for r in rows})
-        fig, axes = new_grid(len(budgets))
-        for ax, budget in zip(axes, budgets):
-            for family in sorted({r["family"] for r in rows}):
-                pts = [p for p in curves if p["family"] == family and int(as_float(p["unique_tokens"])) == budget]
-                ax.plot([p["epoch"] for p in pts], [p["val_nll"] for p in pts], marker=".", label=family)
-            ax.set_title(f"U = {budget:,} tokens")
-            ax.set_xlabel("epoch")
-            ax.set_ylabel("validation loss (nats/token)")
-            ax.legend()
-        return save(fig, self.out_dir / "curves.png")
 
 
 def _saved_state(path: Path) -> dict | None:
@@ -171,65 +190,6 @@ def validation_curve(metrics_file: Path, steps_per_epoch: int) -> list[dict[str,
                 points.append({"step": record["step"], "epoch": round(record["step"] / steps_per_epoch, 3),
                                "val_nll": record["val_nll"], "val_se": record.get("val_se", 0.0)})
     return points
-
-
-def _verdict(rows: list[dict[str, str]]) -> list[str]:
-    """The comparison the study is about, in words made from the numbers: at the smallest budget
-    is diffusion's best below AR's, and at the largest is AR's below diffusion's?"""
-    families = {r["family"] for r in rows}
-    if "ar" not in families or len(families) < 2:
-        return []
-    budgets = sorted({int(as_float(r["unique_tokens"])) for r in rows})
-    best = {(r["family"], int(as_float(r["unique_tokens"]))): (as_float(r["best_val_loss"]), as_float(r["best_val_se"]))
-            for r in rows}
-    lines = []
-    outcome = {}
-    for name, budget in (("smallest", budgets[0]), ("largest", budgets[-1])):
-        for family in sorted(families - {"ar"}):
-            if (family, budget) not in best or ("ar", budget) not in best:
-                continue
-            (d, d_se), (a, _) = best[(family, budget)], best[("ar", budget)]
-            lower = family if d < a else "ar"
-            outcome[(name, family)] = lower
-            lines.append(f"- {name} budget (U = {budget:,} tokens): {family} best {d:.3f} +- {d_se:.3f}, "
-                         f"ar best {a:.3f}: **{lower}** is lower by {abs(d - a):.3f} nats/token.")
-    for family in sorted(families - {"ar"}):
-        if ("smallest", family) in outcome and ("largest", family) in outcome:
-            reproduced = outcome[("smallest", family)] == family and outcome[("largest", family)] == "ar"
-            lines.append(f"- The paper's qualitative result ({family} better at the smallest budget, ar at the "
-                         f"largest) is **{'reproduced' if reproduced else 'not reproduced'}** here.")
-            if not reproduced:
-                lines += _why_not(rows, family, budgets[0])
-    return lines
-
-
-def _why_not(rows: list[dict[str, str]], family: str, budget: int) -> list[str]:
-    """What limited the diffusion model at the smallest budget, read off its run."""
-    cell = next((r for r in rows if r["family"] == family and int(as_float(r["unique_tokens"])) == budget), None)
-    if cell is None:
-        return []
-    best, total = as_float(cell["best_epoch"]), as_float(cell["epochs"])
-    if cell["stopped_early"] == "True":
-        return [f"- Why: at U = {budget:,} the {family} model overfit too (its best came at epoch {best:.0f} of "
-                f"{total:.0f}, then validation loss rose until the run stopped), so more compute would not lower "
-                "its best: at this model size the unique data, not the epochs, is what limits it."]
-    if best >= 0.8 * total:
-        return [f"- Why: at U = {budget:,} the {family} model was still improving when the token budget ran out "
-                f"(best at epoch {best:.0f} of {total:.0f}): it is limited by compute; a larger total_tokens "
-                "may change the outcome."]
-    return [f"- Why: at U = {budget:,} the {family} model's best came at epoch {best:.0f} of {total:.0f} and "
-            "it did not improve afterwards; see the curves."]
-
-
-def _run_notes(rows: list[dict[str, str]]) -> list[str]:
-    """Per cell: where the best came and why the run ended (overfitting or the token budget)."""
-    notes = []
-    for r in rows:
-        ended = ("stopped early: no new best for several validations (overfitting)" if r["stopped_early"] == "True"
-                 else "ran the whole token budget")
-        notes.append(f"- {r['cell']}: best at epoch {as_float(r['best_epoch']):.1f} of {as_float(r['epochs']):.1f}; "
-                     f"{ended}; {as_float(r['train_minutes']):.1f} min.")
-    return notes
 
 
 def _training_seconds(metrics_file: Path, gap: float = 300.0) -> float:
