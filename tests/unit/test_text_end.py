@@ -174,3 +174,42 @@ def test_a_row_kept_open_after_its_drawn_end_is_decoded_to_the_end():
         masked.inside_the_text = original
     assert not (out == SPECIAL.mask).any() and out[:, 8].eq(7).all()
     assert (out[:, 1:8] == SPECIAL.eos).any()  # the drawn end is there: nothing kept it out
+
+
+class KnownLength(torch.nn.Module):
+    """A text of length n (words after the start token) with P(n) = 0.08 for n = 0..11, read
+    consistently: at a free position j the end-of-text has the probability that the text ends at
+    j given it went on past every position already written with a word; the rest is a word."""
+
+    supports_canvas_cache = False
+
+    def __init__(self):
+        super().__init__()
+        from types import SimpleNamespace
+
+        self.spec = SimpleNamespace(time_conditioning=False)
+        self.weight = torch.nn.Parameter(torch.zeros(1))
+
+    def forward(self, ids, select=None, time=None, labels=None, attn_mask=None):
+        written = (ids[:, 1:] == WORD).cumprod(-1).sum(-1)  # [B] words written before the first free position
+        going_on = 1.0 - 0.08 * written.float()  # P(the text went on past them)
+        p_end = (0.08 / going_on)[:, None].expand(ids.shape).clamp(max=1.0)[select]
+        probs = torch.full((p_end.shape[0], SPECIAL.vocab_size), 1e-9)
+        probs[:, SPECIAL.eos] = p_end
+        probs[:, WORD] = 1.0 - p_end
+        return probs.log()
+
+
+@pytest.mark.parametrize("name", ORDERED)
+def test_greedy_decoding_ends_at_the_median_length_across_blocks(name):
+    """P(ended by n words) = 0.08 (n + 1) first reaches one half at n = 6. Greedy decoding ends
+    there although the first two blocks (of 4) each give an end less than one half: the chance of
+    going on past the first block is carried into the second. (Afresh in each block the end
+    came at 9 words; read from the likeliest token at each position, a word, never.)"""
+    sampler = build_sampler(name, MASKED, KnownLength())
+    x = torch.full((3, 13), SPECIAL.mask)
+    x[:, 0] = SPECIAL.bos
+    options = {"tokens_per_step": 1} if name == "confidence" else {}
+    out = sampler.sample(x, x != SPECIAL.mask, block_size=4, text_end="drawn", temperature=0.0,
+                         generator=torch.Generator().manual_seed(0), **options)
+    assert text_lengths(out).tolist() == [6, 6, 6]

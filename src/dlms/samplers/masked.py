@@ -67,6 +67,7 @@ CacheMode = Literal["none", "prefix", "dual"]
 CACHE_MODES = ("none", "prefix", "dual")
 REMASKING = ("low_confidence", "random")
 TextEnd = Literal["drawn", "frontier"]
+MEDIAN_LEFT = 0.5  # greedy drawn ends: the chance of going on that the median leaves
 TEXT_ENDS = ("drawn", "frontier")
 
 
@@ -98,8 +99,9 @@ class _Block:
 
     def __init__(self, sampler: "_MaskedSamplerBase", x: torch.Tensor, start: int, end: int, labels, prompt,
                  guidance_scale: float, cache, kv, clean_from: int | None = None,
-                 inside: torch.Tensor | None = None):
+                 inside: torch.Tensor | None = None, active: torch.Tensor | None = None):
         self.s, self.x, self.start, self.end = sampler, x, start, end
+        self.active = torch.arange(x.shape[0], device=x.device) if active is None else active  # rows of the batch
         self.inside = inside
         self.labels, self.prompt, self.scale = labels, prompt, guidance_scale
         self.cache_mode, self.kv = cache, kv
@@ -170,12 +172,24 @@ class _Block:
         and the positions after q are no longer candidates: the row ends once the text before q is
         written. -> (candidates, logits at them, forced end bool [b, L]).
 
+        Greedy decoding (temperature 0) takes the median length instead of a draw: the end falls
+        where the chance that the text has ended reaches one half, counting the chance of ending
+        in the earlier blocks (`survived`: the chance of having gone on past them). A median
+        taken afresh in each block would be the median given that the text went on, and ran long
+        (E2E: 1.6x the references' length).
+
         Why: a rule that picks positions by confidence commits the sure words after a text's end
         before the uncertain end itself, and an end seen with words after it is unlikely; texts ran
         to twice the data's length on TinyStories (docs/generation-frontier-tinystories)."""
         special = self.s.method.special
         span = self.end_probs(x, candidates, logits, temperature)[:, self.start:self.end]
-        q = self.start + draw_text_end(span, generator)  # [b]; self.end: no end in this block
+        quantile = None
+        if temperature == 0:  # greedy: the median length, carried across blocks (see `survived`)
+            survived = self.s.survived[self.active]
+            quantile = (1.0 - MEDIAN_LEFT / survived).clamp(min=0.0)
+        q = self.start + draw_text_end(span, generator, quantile=quantile)  # [b]; self.end: no end in this block
+        if quantile is not None:  # the chance of going on past this block, for the rows that do
+            self.s.survived[self.active] = survived * (1.0 - span.double().sum(-1).clamp(max=1.0))
         self.text_end = torch.where(q < self.end, q, torch.full_like(q, x.shape[1]))
         pos = torch.arange(x.shape[1], device=x.device)
         forced = candidates & (pos[None, :] == q[:, None])
@@ -189,13 +203,14 @@ class _Block:
                   temperature: float) -> torch.Tensor:
         """The probability that the text's end falls at each position, from this call: float [b, L],
         0 off the candidates and where no end may be drawn (`inside`). logits [M, V] at the
-        candidates, filtered; at the sampling temperature (greedy: 1 where an end is the likeliest
-        token). Where the padding token is the end-of-text token, see `unmasking.first_end_probs`."""
+        candidates, filtered; at the sampling temperature, and for greedy decoding at temperature 1
+        (`draw_end` then takes the median end). Not the likeliest token at each position: with the
+        block still masked, padding is the likeliest token long before the text has ended with
+        probability one half (every word shares the rest), and greedy responses on E2E ended at
+        0.75x the references' length. Where the padding token is the end-of-text token, see
+        `unmasking.first_end_probs`."""
         special = self.s.method.special
-        if temperature > 0:
-            probs = (logits.float() / temperature).softmax(-1)
-        else:
-            probs = torch.nn.functional.one_hot(logits.argmax(-1), logits.shape[-1]).float()
+        probs = (logits.float() / (temperature if temperature > 0 else 1.0)).softmax(-1)
         end, pad = torch.zeros(x.shape, device=x.device), torch.zeros(x.shape, device=x.device)
         end[candidates], pad[candidates] = probs[:, special.eos], probs[:, special.pad]
         if self.inside is not None:
@@ -298,6 +313,8 @@ class _MaskedSamplerBase:
         plans = {span: steps_in_block(int((~fixed[:, span[0]:span[1]]).sum(-1).max()), len(todo)) for span in todo}
         total = sum(plans.values())
         active = torch.arange(batch, device=x.device)
+        # Greedy drawn ends: each row's chance of going on past the blocks decoded so far.
+        self.survived = torch.ones(batch, dtype=torch.float64, device=x.device)
         exact = self.method.decoding_block is not None  # block diffusion: one cache, exact, kept across blocks
         # Guided: against the null class (labels), else against the prompt masked; decided once for
         # the whole batch, so that every block and the cache agree on the rows the network sees.
@@ -318,7 +335,7 @@ class _MaskedSamplerBase:
                                            cache, kv, generator, callback, step, clean_from, inside)
             else:
                 block = _Block(self, x[active], a, b, None if labels is None else labels[active], prompt[active],
-                               guidance_scale, cache, kv, clean_from, inside[active])
+                               guidance_scale, cache, kv, clean_from, inside[active], active)
             if exact and kv is not None:
                 if not carried and b < length:  # nothing attends to the last block
                     block.write_clean(x[active])
@@ -335,7 +352,7 @@ class _MaskedSamplerBase:
                       generator, callback, step, clean_from: int, inside: torch.Tensor) -> _Block:
         """Run the rule on positions [a, b) of the active rows until none is masked (in place)."""
         block = _Block(self, x[active], a, b, None if labels is None else labels[active], prompt[active],
-                       guidance_scale, cache, kv, clean_from, inside[active])
+                       guidance_scale, cache, kv, clean_from, inside[active], active)
         in_block = torch.zeros(x.shape[1], dtype=torch.bool, device=x.device)
         in_block[a:b] = True
         i = 0
@@ -465,7 +482,7 @@ class CachedAncestralSampler(AncestralSampler):
         if stale.numel():
             sub = _Block(self, x[stale], block.start, block.end, None if block.labels is None else block.labels[stale],
                          None if block.prompt is None else block.prompt[stale], block.scale, "none", None,
-                         inside=None if block.inside is None else block.inside[stale])
+                         inside=None if block.inside is None else block.inside[stale], active=block.active[stale])
             fresh = sub.logits(x[stale], candidates[stale], t)
             part = logits[stale]
             part[candidates[stale]] = fresh.to(part.dtype)

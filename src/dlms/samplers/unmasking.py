@@ -130,7 +130,8 @@ def first_end_probs(end_probs: torch.Tensor, cumulative: bool, pad_probs: torch.
     return (ended - before).clamp(min=0.0)
 
 
-def draw_text_end(end_probs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+def draw_text_end(end_probs: torch.Tensor, generator: torch.Generator | None = None, *,
+                  quantile: torch.Tensor | None = None) -> torch.Tensor:
     """Where each row's text ends inside a block, drawn before any of the block's words.
 
     end_probs [B, n]: the probability that the text's end-of-text falls at each of the block's n
@@ -139,9 +140,12 @@ def draw_text_end(end_probs: torch.Tensor, generator: torch.Generator | None = N
     passes 1 (a model sure of an end at several positions) the earlier positions keep their
     probabilities and the rest of the mass goes to the position where it passes 1. -> long [B]:
     the position 0..n-1 of the end, or n when the text goes on past the block. One uniform per
-    row, drawn in float64."""
+    row, drawn in float64; `quantile` (float [B], greedy decoding) gives each row's u instead."""
     probs = end_probs.double()
-    u = torch.rand(probs.shape[0], dtype=torch.float64, device=probs.device, generator=generator)
+    if quantile is not None:
+        u = quantile.double()
+    else:
+        u = torch.rand(probs.shape[0], dtype=torch.float64, device=probs.device, generator=generator)
     # The first position whose cumulative probability passes u; n when none does.
     return (probs.cumsum(-1) <= u[:, None]).sum(-1)
 
