@@ -9,9 +9,10 @@ dlms.eval.reference_task). Prompt i is sampled with seed `--seed` + i.
 Per run it prints one JSON line: BLEU with its bootstrap standard error over prompts, ROUGE-1/2/L,
 the share of responses that mention every slot value of their MR (with its binomial standard
 error) and the share of slots mentioned, mean length in words beside the references', the share
-of empty responses, unigram entropy and distinct-2 of the responses (beside the references'),
-the seconds and network calls per response (one prompt at a time, as `respond` goes), and BLEU as a ratio of the first run's (the
-baseline: put the ar run first). With `--report DIR` it writes there results.jsonl (those
+of empty responses, unigram entropy and distinct-2 of the responses (beside those of the first
+reference of each prompt: as many texts, since both figures grow with the text pooled), the
+seconds and network calls per response (one prompt at a time, as `respond` goes), and BLEU as a
+ratio of the first run's (the baseline: put the ar run first). With `--report DIR` it writes there results.jsonl (those
 lines), outputs.jsonl (every response, by prompt, with its references) and report.md (the
 table and the first responses of each run side by side).
 
@@ -69,7 +70,9 @@ def evaluate_run(run: str, sampling: dict, seed: int, num_prompts: int | None) -
     result = evaluate_with_references(lm, groups, num_prompts=count, seed=seed, sampling=sampling, show=count)
     seconds = time.perf_counter() - start
     responses = [e["response"] for e in result["ref_examples"]]
-    references = [r for refs in groups.references[:count] for r in refs]
+    # One reference per prompt (the first), as many texts as responses: pooled entropy and
+    # distinct-n grow with the amount of text, so all references would not compare.
+    references = [refs[0] for refs in groups.references[:count]]
     line = {"bench": "data_to_text", "run": run, "method": lm.cfg.method.name,
             "sampler": lm.last_sampler.name, "options": lm.last_options,
             **{k: result[f"ref_{k}"] for k in FIGURES if f"ref_{k}" in result},
