@@ -154,7 +154,8 @@ class DataScaling(Experiment):
         base = self.run_config()
         sizes = self.option("sizes") or {}
         sweeps = self.option("regularisation") or {}
-        compared = comparisons(best_of_sweeps(rows))
+        best = best_of_sweeps(rows)
+        compared = comparisons(best)
         return "\n".join([
             "# Data-scaling study: AR against diffusion under repeated data", "",
             f"Data: `{base.data.dataset}` ({base.data.layout} {base.data.seq_len or 'fitted'}-token rows, "
@@ -170,7 +171,7 @@ class DataScaling(Experiment):
                + ". Each family is compared at its best variant (chosen by the same validation loss)." if sweeps else ""),
             "", *command_lines(self.out_dir), "",
             markdown_table(rows, columns), "",
-            "## What it shows", "", *comparison_table(compared), "", *verdict(compared, rows), "", *run_notes(rows), "",
+            "## What it shows", "", *comparison_table(compared), "", *verdict(compared, best), "", *run_notes(rows), "",
             *[f"![{p.stem}]({p.name})" for p in plots], "",
         ])
 

@@ -66,9 +66,10 @@ def comparison_table(compared: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
-def verdict(compared: list[dict[str, Any]], rows: list[Row]) -> list[str]:
+def verdict(compared: list[dict[str, Any]], best: list[Row]) -> list[str]:
     """Per size and non-ar family: is it lower than ar by more than SIGNIFICANT standard errors at
-    the smallest budget while ar is lower at the largest (the published result)?"""
+    the smallest budget while ar is lower at the largest (the published result)? `best`: the rows
+    of `best_of_sweeps`."""
     lines = []
     for size, family in sorted({(c["size"], c["family"]) for c in compared}):
         mine = sorted((c for c in compared if c["size"] == size and c["family"] == family),
@@ -84,13 +85,14 @@ def verdict(compared: list[dict[str, Any]], rows: list[Row]) -> list[str]:
                          f"errors at the smallest budget, ar lower at the largest) is "
                          f"**{'reproduced' if reproduced else 'not reproduced'}**.")
             if small["lower"] != family:
-                lines += why_not(rows, family, size, small["unique_tokens"])
+                lines += why_not(best, family, size, small["unique_tokens"])
     return lines
 
 
-def why_not(rows: list[Row], family: str, size: str, budget: int) -> list[str]:
-    """What limited the diffusion model at the smallest budget, read off its best run."""
-    cells = [r for r in best_of_sweeps(rows) if r["family"] == family and axis_value(r, "size", "base") == size
+def why_not(best: list[Row], family: str, size: str, budget: int) -> list[str]:
+    """What limited the diffusion model at the smallest budget, read off its best run (`best`:
+    the rows of `best_of_sweeps`)."""
+    cells = [r for r in best if r["family"] == family and axis_value(r, "size", "base") == size
              and int(as_float(r["unique_tokens"])) == budget]
     if not cells:
         return []
@@ -144,12 +146,11 @@ def plot_curves(best: list[Row], curves: list[dict[str, Any]], path: Path) -> Pa
     """Validation loss against epochs of each family's best variant, one panel per (size, budget)."""
     panels = list(dict.fromkeys((axis_value(r, "size", "base"), int(as_float(r["unique_tokens"]))) for r in best))
     fig, axes = new_grid(len(panels))
-    chosen = {r["cell"] for r in best}
     for ax, (size, budget) in zip(axes, panels):
         for row in best:
             if (axis_value(row, "size", "base"), int(as_float(row["unique_tokens"]))) != (size, budget):
                 continue
-            pts = [p for p in curves if p["cell"] == row["cell"] and p["cell"] in chosen]
+            pts = [p for p in curves if p["cell"] == row["cell"]]
             label = row["family"] + ("" if axis_value(row, "variant", "none") == "none" else f" ({row['variant']})")
             ax.plot([p["epoch"] for p in pts], [p["val_nll"] for p in pts], marker=".", label=label)
         ax.set_title(f"U = {budget:,} tokens" + ("" if size == "base" else f", size {size}"))

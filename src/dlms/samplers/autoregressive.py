@@ -55,14 +55,13 @@ class AutoregressiveSampler:
         cache = self.model.new_cache(batch * reps, length, param.device, compute_dtype(param))
         out = canvas.clone()
         done = torch.zeros(batch, dtype=torch.bool, device=canvas.device)
-        step_input = out[:, :prefix]
+        step_input = out[:, :prefix].repeat(reps, 1)  # [reps * B, prefix]: the guided rows follow the batch
         if on_prompt:  # the unconditional rows: the prompt shown as mask tokens, in the same cache
-            step_input = torch.cat([step_input, step_input.masked_fill(prompt[:, :prefix], special.mask)])
+            step_input[batch:] = step_input[batch:].masked_fill(prompt[:, :prefix], special.mask)
         self.stats = SamplerStats()
         for pos in range(prefix, length):
             def forward(lab):
-                rows = step_input if step_input.shape[0] == batch * reps else step_input.repeat(reps, 1)
-                return self.model(rows, labels=lab, cache=cache)[:, -1]
+                return self.model(step_input, labels=lab, cache=cache)[:, -1]
 
             if on_label:
                 logits = guided_logits(forward, labels, self.model.null_class, guidance_scale)
@@ -78,7 +77,7 @@ class AutoregressiveSampler:
             token = torch.where(done, torch.full_like(token, special.pad), token)
             out[:, pos] = token
             done |= token == special.eos
-            step_input = token[:, None]
+            step_input = token[:, None].repeat(reps, 1)
             self.stats.steps += 1
             self.stats.network_calls += 1
             if callback:
