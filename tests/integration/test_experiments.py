@@ -159,6 +159,11 @@ def test_data_scaling_sweeps_sizes_and_regularisation_and_compares_the_best_of_e
         assert f"| {size} | 1,500 |" in report and f"ar ({best_ar['variant']})" in report
     assert "Regularisation swept per family: ar: wd0, reg" in report
     assert (out / "crossover.png").stat().st_size > 1000 and (out / "curves.png").stat().st_size > 1000
+    # one budget cannot separate the scaling law from the half-life: said, per family and size
+    assert "## Data reuse and the crossover compute" in report and (out / "data_reuse.png").stat().st_size > 1000
+    for size in ("xs", "s"):
+        for family in ("ar", "masked"):
+            assert f"| {size} | {family} | | | | | not fitted: fewer than two budgets" in report
 
 
 @pytest.mark.parametrize("sweep, message", [

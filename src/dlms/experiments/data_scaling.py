@@ -27,6 +27,7 @@ from typing import Any
 from ..assembly import dataset_from_config
 from ..errors import ConfigError
 from .base import Experiment, command_lines, markdown_table, register
+from .data_reuse_fit import analyse, plot_reuse, report_lines
 from .data_scaling_report import (best_of_sweeps, comparison_table, comparisons, plot_crossover, plot_curves,
                                   run_notes, verdict)
 from .plots import as_float
@@ -131,20 +132,34 @@ class DataScaling(Experiment):
             "final_val_loss": curve[-1]["val_nll"], "train_minutes": round(_training_seconds(cell_dir / "metrics.jsonl") / 60, 2),
         }]
 
-    def plot(self, rows: list[dict[str, str]]) -> list[Path]:
+    def curves(self, rows: list[dict[str, str]]) -> list[dict[str, Any]]:
+        """Every cell's validation points: [{cell, family, unique_tokens, step, epoch, val_nll, val_se}]."""
         curves = []
         for row in rows:
             cell_dir = self.out_dir / "runs" / row["cell"]
             steps_per_epoch = int(as_float(row["steps_per_epoch"]))
             for point in validation_curve(cell_dir / "metrics.jsonl", steps_per_epoch):
                 curves.append({"cell": row["cell"], "family": row["family"], "unique_tokens": row["unique_tokens"], **point})
+        return curves
+
+    def reuse_analysis(self, rows: list[dict[str, str]]) -> dict[str, Any]:
+        """The data-reuse fits and crossovers (data_reuse_fit.py) of the best variants, leaving out
+        the tokens of each curve's warm-up."""
+        t = self.run_config().train
+        tokens_per_step = max((as_float(r.get("unique_tokens_used")) / as_float(r["steps_per_epoch"]) for r in rows
+                               if r.get("unique_tokens_used")), default=0.0) * t.grad_accum
+        return analyse(best_of_sweeps(rows), self.curves(rows), t.warmup_steps * tokens_per_step)
+
+    def plot(self, rows: list[dict[str, str]]) -> list[Path]:
         from .base import write_csv
 
+        curves = self.curves(rows)
         if curves:
             write_csv(self.out_dir / "curves.csv", curves)
         best = best_of_sweeps(rows)
         return [plot_crossover(best, self.out_dir / "crossover.png"),
-                plot_curves(best, curves, self.out_dir / "curves.png")]
+                plot_curves(best, curves, self.out_dir / "curves.png"),
+                plot_reuse(self.reuse_analysis(rows), self.out_dir / "data_reuse.png")]
 
     def report(self, rows: list[dict[str, str]], plots: list[Path]) -> str:
         columns = ["family", "size", "variant", "parameters", "unique_tokens", "params_per_unique_token", "epochs",
@@ -171,7 +186,8 @@ class DataScaling(Experiment):
                + ". Each family is compared at its best variant (chosen by the same validation loss)." if sweeps else ""),
             "", *command_lines(self.out_dir), "",
             markdown_table(rows, columns), "",
-            "## What it shows", "", *comparison_table(compared), "", *verdict(compared, best), "", *run_notes(rows), "",
+            "## What it shows", "", *comparison_table(compared), "", *verdict(compared, best, self.curves(rows)), "",
+            *report_lines(self.reuse_analysis(rows)), "", "## Each run", "", *run_notes(rows), "",
             *[f"![{p.stem}]({p.name})" for p in plots], "",
         ])
 

@@ -17,6 +17,7 @@ from .plots import as_float, new_grid, save
 
 Row = dict[str, str]
 SIGNIFICANT = 2.0  # standard errors of the difference for a claim that one family is lower
+PLATEAU = 0.15  # nats/token: a run whose best is within this of its first validation never took off
 
 
 def axis_value(row: Row, key: str, default: str) -> str:
@@ -66,16 +67,16 @@ def comparison_table(compared: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
-def verdict(compared: list[dict[str, Any]], best: list[Row]) -> list[str]:
+def verdict(compared: list[dict[str, Any]], best: list[Row], curves: list[dict[str, Any]]) -> list[str]:
     """Per size and non-ar family: is it lower than ar by more than SIGNIFICANT standard errors at
     the smallest budget while ar is lower at the largest (the published result)? `best`: the rows
-    of `best_of_sweeps`."""
+    of `best_of_sweeps`; `curves`: every cell's validation points."""
     lines = []
     for size, family in sorted({(c["size"], c["family"]) for c in compared}):
         mine = sorted((c for c in compared if c["size"] == size and c["family"] == family),
                       key=lambda c: c["unique_tokens"])
         small, large = mine[0], mine[-1]
-        for name, c in (("smallest", small), ("largest", large)):
+        for name, c in (("smallest", small), ("largest", large))[:len(mine)]:
             lines.append(f"- size {size}, {name} budget (U = {c['unique_tokens']:,}): {family} {c['family_loss']:.3f}, "
                          f"ar {c['ar_loss']:.3f}, difference {c['difference']:+.3f} ± {c['se']:.3f} "
                          f"({c['z']:+.1f} se): **{c['lower']}**.")
@@ -85,19 +86,26 @@ def verdict(compared: list[dict[str, Any]], best: list[Row]) -> list[str]:
                          f"errors at the smallest budget, ar lower at the largest) is "
                          f"**{'reproduced' if reproduced else 'not reproduced'}**.")
             if small["lower"] != family:
-                lines += why_not(best, family, size, small["unique_tokens"])
+                lines += why_not(best, family, size, small["unique_tokens"], curves)
     return lines
 
 
-def why_not(best: list[Row], family: str, size: str, budget: int) -> list[str]:
+def why_not(best: list[Row], family: str, size: str, budget: int, curves: list[dict[str, Any]]) -> list[str]:
     """What limited the diffusion model at the smallest budget, read off its best run (`best`:
-    the rows of `best_of_sweeps`)."""
+    the rows of `best_of_sweeps`; `curves`: every cell's validation points)."""
     cells = [r for r in best if r["family"] == family and axis_value(r, "size", "base") == size
              and int(as_float(r["unique_tokens"])) == budget]
     if not cells:
         return []
     cell = cells[0]
     best, total = as_float(cell["best_epoch"]), as_float(cell["epochs"])
+    losses = [as_float(p["val_nll"]) for p in sorted((p for p in curves if p["cell"] == cell["cell"]),
+                                                     key=lambda p: as_float(p["epoch"]))]
+    if losses and losses[0] - min(losses) < PLATEAU:
+        return [f"- Why: at U = {budget:,} the {family} model never took off: its best validation loss "
+                f"({min(losses):.3f}) is within {PLATEAU} of its first ({losses[0]:.3f}), the level of a model that "
+                "predicts each masked token from the token frequencies alone. It did not learn to use the context "
+                "before it began to memorise the few training rows."]
     if cell["stopped_early"] == "True":
         return [f"- Why: at U = {budget:,} the {family} model overfit too (its best came at epoch {best:.0f} of "
                 f"{total:.0f}, then validation loss rose until the run stopped), so more compute would not lower "
