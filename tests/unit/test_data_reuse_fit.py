@@ -92,3 +92,15 @@ def test_analyse_reads_the_best_variant_curves_of_each_family():
     for u, c in by_budget.items():
         if c["tokens"] is not None:  # where it crosses, compute is 6 N D
             assert c["flops"] == pytest.approx(6 * 1000 * c["tokens"])
+
+
+def test_the_report_marks_a_poor_fit_and_says_where_masked_wins():
+    from dlms.experiments.data_reuse_fit import report_lines
+
+    good, poor = law("ar", 2.0, 40.0, 0.35, 3.0), law("masked", 2.2, 60.0, 0.35, 100.0)
+    poor.rmse = 0.2
+    text = "\n".join(report_lines({"fits": [good, poor], "unfitted": [], "budgets": {"s": ("below", 12345.0)},
+                                   "crossovers": [{"size": "s", "unique_tokens": 1000, "tokens": None,
+                                                   "measured_to_epochs": 40.0}]}))
+    assert "| 0.200 (poor) |" in text and "| 0.000 |" in text
+    assert "below about **12,345 tokens**" in text and "| s | 1,000 | never" in text

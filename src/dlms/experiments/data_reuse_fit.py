@@ -32,6 +32,7 @@ import numpy as np
 from .plots import as_float, new_grid, save
 
 FLOPS_PER_PARAMETER_TOKEN = 6  # forward and backward pass
+POOR_FIT = 0.05  # nats/token of rmse above which a fit does not describe its curves
 MAX_EPOCHS = 100_000  # the furthest a fitted crossover is looked for
 EXTRAPOLATION = 100  # the fits are read at budgets up to this factor beyond the measured ones
 Point = tuple[float, float, float]  # (training tokens D, unique tokens U, best loss so far)
@@ -215,14 +216,17 @@ def report_lines(analysis: dict[str, Any]) -> list[str]:
     lines = ["## Data reuse and the crossover compute", "",
              "Fitted per family and size on the best-so-far validation loss of every budget (the family's best "
              "variant), after warm-up: L = E + B / D'^beta with D' = min(D, U) + U R* (1 - exp(-(D/U - 1) / R*)). "
-             "A repeated epoch is worth half a fresh one after R* ln 2 repetitions (the half-life).", "",
+             "A repeated epoch is worth half a fresh one after R* ln 2 repetitions (the half-life). A fit with an rmse "
+             f"above {POOR_FIT} nats/token is marked poor: its curves are not of this shape (a masked model's plateau "
+             "at the unigram level followed by a drop, for one), and its half-life says little.", "",
              "| size | family | parameters | E | B | beta | R* (1-se range) | half-life, epochs | rmse | points |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for f in sorted(analysis["fits"], key=lambda f: (f.size, f.family)):
         low, high = (f.r_star * math.exp(-f.log_r_star_se), f.r_star * math.exp(f.log_r_star_se)) \
             if math.isfinite(f.log_r_star_se) else (0.0, math.inf)
         lines.append(f"| {f.size} | {f.family} | {f.parameters:,} | {f.floor:.3f} | {f.scale:.3g} | {f.exponent:.3f} | "
-                     f"{f.r_star:.3g} ({low:.3g}-{high:.3g}) | {f.half_life:.3g} | {f.rmse:.3f} | {f.points} |")
+                     f"{f.r_star:.3g} ({low:.3g}-{high:.3g}) | {f.half_life:.3g} | {f.rmse:.3f}"
+                     f"{' (poor)' if f.rmse > POOR_FIT else ''} | {f.points} |")
     for family, size in analysis["unfitted"]:
         lines.append(f"| {size} | {family} | | | | | not fitted: fewer than two budgets or six points | | | |")
     lines += ["", "Where masked's best-so-far loss drops below AR's (AR tuned the same way; compute = 6 N D):", "",
