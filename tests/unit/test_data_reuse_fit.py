@@ -5,8 +5,9 @@ import math
 import numpy as np
 import pytest
 
-from dlms.experiments.data_reuse_fit import (ReuseFit, analyse, crossover_budget, effective_tokens,
-                                             fit_reuse, fitted_crossover, measured_crossover, running_minimum)
+from dlms.experiments.data_reuse_fit import (ReuseFit, analyse, crossover_budget, doubling_rate_crossover,
+                                             effective_tokens, fit_reuse, fitted_crossover, measured_crossover,
+                                             running_minimum)
 
 BUDGETS = (10_000, 30_000, 100_000)
 
@@ -90,8 +91,17 @@ def test_analyse_reads_the_best_variant_curves_of_each_family():
     by_budget = {c["unique_tokens"]: c for c in result["crossovers"]}
     assert set(by_budget) == set(BUDGETS)
     for u, c in by_budget.items():
-        if c["tokens"] is not None:  # where it crosses, compute is 6 N D
-            assert c["flops"] == pytest.approx(6 * 1000 * c["tokens"])
+        if c["fitted"] is not None:  # past the fitted crossover, masked's fitted loss is the lower
+            assert masked.loss(c["fitted"] * 1.01, u) < ar.loss(c["fitted"] * 1.01, u)
+        assert c["fits_poor"] is False and c["parameters"] == 1000
+
+
+def test_the_doubling_rate_estimate_extends_the_last_doubling():
+    masked = [(100.0, 10.0, 5.0), (200.0, 10.0, 4.5), (400.0, 10.0, 4.0)]  # 0.5 nats per doubling
+    assert doubling_rate_crossover(masked, 3.0) == pytest.approx(1600.0)  # two more doublings
+    assert doubling_rate_crossover(masked, 4.2) == 400.0  # already there
+    assert doubling_rate_crossover([(100.0, 10.0, 4.0), (400.0, 10.0, 4.0)], 3.0) is None  # not falling
+    assert doubling_rate_crossover([(300.0, 10.0, 4.0), (400.0, 10.0, 3.9)], 3.0) is None  # no doubling measured
 
 
 def test_the_report_marks_a_poor_fit_and_says_where_masked_wins():
@@ -100,7 +110,11 @@ def test_the_report_marks_a_poor_fit_and_says_where_masked_wins():
     good, poor = law("ar", 2.0, 40.0, 0.35, 3.0), law("masked", 2.2, 60.0, 0.35, 100.0)
     poor.rmse = 0.2
     text = "\n".join(report_lines({"fits": [good, poor], "unfitted": [], "budgets": {"s": ("below", 12345.0)},
-                                   "crossovers": [{"size": "s", "unique_tokens": 1000, "tokens": None,
+                                   "crossovers": [{"size": "s", "unique_tokens": 1000, "parameters": 10,
+                                                   "measured": None, "fitted": 5e5, "fits_poor": True,
+                                                   "doubling_rate": 2e6, "masked_end": 4.5, "ar_best": 4.2,
                                                    "measured_to_epochs": 40.0}]}))
     assert "| 0.200 (poor) |" in text and "| 0.000 |" in text
-    assert "below about **12,345 tokens**" in text and "| s | 1,000 | never" in text
+    assert "below about **12,345 tokens**" in text
+    assert ("| s | 1,000 | 40 | 4.500, 4.200 | none | 5e+05 tokens (500 epochs, 3.0e+07 FLOPs) (poor fits) | "
+            "2e+06 tokens (2e+03 epochs, 1.2e+08 FLOPs) |") in text

@@ -152,6 +152,21 @@ def fitted_crossover(masked: ReuseFit, ar: ReuseFit, unique: float, start: float
     return float(grid[above.max() + 1 if len(above) else 0])
 
 
+def doubling_rate_crossover(masked: list[Point], target: float) -> float | None:
+    """The training tokens at which masked's best-so-far loss would reach `target` if it went on
+    falling at the rate of its last doubling of training tokens (loss per doubling of D); None
+    when it did not fall over that doubling. Repetition never costing it anything and the rate
+    never slowing, this is an optimistic (low) estimate of the compute masked needs."""
+    end_tokens, _, end_loss = masked[-1]
+    if end_loss <= target:
+        return end_tokens
+    earlier = [p for p in masked if p[0] <= end_tokens / 2]
+    if not earlier:
+        return None
+    rate = (earlier[-1][2] - end_loss) / math.log2(end_tokens / earlier[-1][0])
+    return end_tokens * 2 ** ((end_loss - target) / rate) if rate > 0 else None
+
+
 def crossover_budget(masked: ReuseFit, ar: ReuseFit, low: float, high: float) -> tuple[str, float | None]:
     """Where, among unique budgets in [low, high] tokens, masked's fitted floor (unlimited
     repetitions) is below AR's: ("below", U*) when at the budgets below U* (masked wins given
@@ -183,7 +198,9 @@ def curve_points(best: list[dict[str, str]], curves: list[dict[str, Any]], min_t
 
 def analyse(best: list[dict[str, str]], curves: list[dict[str, Any]], min_tokens: float) -> dict[str, Any]:
     """Fits per (family, size) and, per size and budget, where masked overtakes AR:
-    {"fits": [ReuseFit], "crossovers": [dict], "budgets": {size: U or None}}."""
+    {"fits": [ReuseFit], "unfitted": [(family, size)], "crossovers": [dict], "budgets": {size: (relation, U)},
+    "points": ...}. A crossover holds the training tokens at which masked goes below AR for good:
+    measured, fitted (None without fits) and at the rate of masked's last doubling."""
     points = curve_points(best, curves, min_tokens)
     parameters = {(r["family"], r.get("size") or "base"): int(as_float(r["parameters"])) for r in best
                   if "parameters" in r}
@@ -199,14 +216,16 @@ def analyse(best: list[dict[str, str]], curves: list[dict[str, Any]], min_tokens
             budgets[size] = crossover_budget(fit_m, fit_a, measured[0] / EXTRAPOLATION, measured[-1] * EXTRAPOLATION)
         for unique in sorted(points[("masked", size)]):
             masked, ar = points[("masked", size)][unique], points[("ar", size)].get(unique, [])
-            tokens, how = measured_crossover(masked, ar), "measured"
-            if tokens is None and fit_m and fit_a and masked:
-                tokens, how = fitted_crossover(fit_m, fit_a, unique, masked[0][0]), "fitted"
+            if not masked or not ar:
+                continue
             n = parameters.get(("masked", size), 0)
-            crossovers.append({"size": size, "unique_tokens": unique, "how": how if tokens else "none",
-                               "tokens": tokens, "epochs": tokens / unique if tokens else None,
-                               "flops": FLOPS_PER_PARAMETER_TOKEN * n * tokens if tokens and n else None,
-                               "measured_to_epochs": masked[-1][0] / unique if masked else 0.0})
+            fitted = fitted_crossover(fit_m, fit_a, unique, masked[0][0]) if fit_m and fit_a else None
+            crossovers.append({"size": size, "unique_tokens": unique, "parameters": n,
+                               "measured": measured_crossover(masked, ar), "fitted": fitted,
+                               "fits_poor": bool(fit_m and fit_a and max(fit_m.rmse, fit_a.rmse) > POOR_FIT),
+                               "doubling_rate": doubling_rate_crossover(masked, ar[-1][2]),
+                               "masked_end": masked[-1][2], "ar_best": ar[-1][2],
+                               "measured_to_epochs": masked[-1][0] / unique})
     return {"fits": [f for f in fits.values() if f], "unfitted": [k for k, f in fits.items() if f is None],
             "crossovers": crossovers, "budgets": budgets, "points": points}
 
@@ -229,16 +248,24 @@ def report_lines(analysis: dict[str, Any]) -> list[str]:
                      f"{' (poor)' if f.rmse > POOR_FIT else ''} | {f.points} |")
     for family, size in analysis["unfitted"]:
         lines.append(f"| {size} | {family} | | | | | not fitted: fewer than two budgets or six points | | | |")
-    lines += ["", "Where masked's best-so-far loss drops below AR's (AR tuned the same way; compute = 6 N D):", "",
-              "| size | U | masked below AR after | epochs | training FLOPs | measured up to (epochs) |",
-              "|---|---|---|---|---|---|"]
+    lines += ["", "Where masked's best-so-far loss goes below AR's for good (AR tuned the same way), in training tokens "
+              "(epochs; training compute 6 N D FLOPs): measured; read off the fits; and at the rate masked was still "
+              "improving over its last doubling of tokens, kept up forever with repeats costing nothing (an optimistic, "
+              "low estimate of what masked needs).", "",
+              "| size | U | measured to (epochs) | masked, ar best so far (validations in training) | measured crossover | from the fits | "
+              "at the last doubling's rate |", "|---|---|---|---|---|---|---|"]
+
+    def shown(tokens: float | None, c: dict[str, Any], poor: bool = False) -> str:
+        if tokens is None:
+            return "none"
+        flops = FLOPS_PER_PARAMETER_TOKEN * c["parameters"] * tokens
+        return (f"{tokens:.3g} tokens ({tokens / c['unique_tokens']:.3g} epochs, {flops:.1e} FLOPs)"
+                + (" (poor fits)" if poor else ""))
+
     for c in analysis["crossovers"]:
-        if c["tokens"] is None:
-            lines.append(f"| {c['size']} | {c['unique_tokens']:,} | never (not measured, and not within "
-                         f"{MAX_EPOCHS:,} epochs of the fits) | | | {c['measured_to_epochs']:.0f} |")
-        else:
-            lines.append(f"| {c['size']} | {c['unique_tokens']:,} | {c['tokens']:,.0f} tokens ({c['how']}) | "
-                         f"{c['epochs']:.0f} | {c['flops']:.2e} | {c['measured_to_epochs']:.0f} |")
+        lines.append(f"| {c['size']} | {c['unique_tokens']:,} | {c['measured_to_epochs']:.0f} | "
+                     f"{c['masked_end']:.3f}, {c['ar_best']:.3f} | {shown(c['measured'], c)} | "
+                     f"{shown(c['fitted'], c, c['fits_poor'])} | {shown(c['doubling_rate'], c)} |")
     lines.append("")
     for size, (relation, budget) in analysis["budgets"].items():
         where = {"below": f"unique budgets below about **{budget or 0:,.0f} tokens**",
