@@ -143,6 +143,9 @@ def plot_crossover(best: list[Row], path: Path) -> Path:
             for x, y, _, u in pts:
                 ax.annotate(f"U={u:,}", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
         ax.set_xscale("log")
+        epochs = sorted({as_float(r["epochs"]) for r in best if axis_value(r, "size", "base") == size})
+        ax.set_xticks(epochs, [f"{e:g}" for e in epochs])
+        ax.minorticks_off()
         ax.set_xlabel("epochs over the unique data (total tokens / U)")
         ax.set_ylabel("best validation loss, nats/token\n(diffusion: ELBO bound)")
         ax.set_title(f"size {size}: best of each sweep")
@@ -151,18 +154,23 @@ def plot_crossover(best: list[Row], path: Path) -> Path:
 
 
 def plot_curves(best: list[Row], curves: list[dict[str, Any]], path: Path) -> Path:
-    """Validation loss against epochs of each family's best variant, one panel per (size, budget)."""
-    panels = list(dict.fromkeys((axis_value(r, "size", "base"), int(as_float(r["unique_tokens"]))) for r in best))
-    fig, axes = new_grid(len(panels))
-    for ax, (size, budget) in zip(axes, panels):
-        for row in best:
-            if (axis_value(row, "size", "base"), int(as_float(row["unique_tokens"]))) != (size, budget):
-                continue
-            pts = [p for p in curves if p["cell"] == row["cell"]]
-            label = row["family"] + ("" if axis_value(row, "variant", "none") == "none" else f" ({row['variant']})")
-            ax.plot([p["epoch"] for p in pts], [p["val_nll"] for p in pts], marker=".", label=label)
-        ax.set_title(f"U = {budget:,} tokens" + ("" if size == "base" else f", size {size}"))
-        ax.set_xlabel("epoch")
-        ax.set_ylabel("validation loss (nats/token)")
-        ax.legend()
+    """Validation loss against epochs of each family's best variant: a row of panels per size,
+    a column per budget."""
+    sizes = list(dict.fromkeys(axis_value(r, "size", "base") for r in best))
+    budgets = sorted({int(as_float(r["unique_tokens"])) for r in best})
+    fig, axes = new_grid(len(budgets), rows=len(sizes))
+    for i, size in enumerate(sizes):
+        for j, budget in enumerate(budgets):
+            ax = axes[i * len(budgets) + j]
+            for row in best:
+                if (axis_value(row, "size", "base"), int(as_float(row["unique_tokens"]))) != (size, budget):
+                    continue
+                pts = [p for p in curves if p["cell"] == row["cell"]]
+                label = row["family"] + ("" if axis_value(row, "variant", "none") == "none" else f" ({row['variant']})")
+                ax.plot([p["epoch"] for p in pts], [p["val_nll"] for p in pts], marker=".", label=label)
+            ax.set_title(f"U = {budget:,} tokens" + ("" if size == "base" else f", size {size}"))
+            ax.set_xlabel("epoch")
+            ax.set_ylabel("validation loss (nats/token)")
+            if ax.get_legend_handles_labels()[0]:
+                ax.legend()
     return save(fig, path)

@@ -15,12 +15,13 @@ def new_figure(width: float = 6.4, height: float = 4.2):
     return fig, ax
 
 
-def new_grid(columns: int, width: float = 4.2, height: float = 3.8):
-    """A figure with `columns` side-by-side axes."""
-    fig, axes = plt.subplots(1, columns, figsize=(width * columns, height), squeeze=False)
-    for ax in axes[0]:
+def new_grid(columns: int, width: float = 4.2, height: float = 3.8, rows: int = 1):
+    """A figure with `rows` x `columns` axes, returned row by row in one list."""
+    fig, axes = plt.subplots(rows, columns, figsize=(width * columns, height * rows), squeeze=False)
+    flat = [ax for row in axes for ax in row]
+    for ax in flat:
         ax.grid(True, alpha=0.3)
-    return fig, list(axes[0])
+    return fig, flat
 
 
 def save(fig, path: Path) -> Path:
