@@ -115,6 +115,6 @@ def test_the_report_marks_a_poor_fit_and_says_where_masked_wins():
                                                    "doubling_rate": 2e6, "masked_end": 4.5, "ar_best": 4.2,
                                                    "measured_to_epochs": 40.0}]}))
     assert "| 0.200 (poor) |" in text and "| 0.000 |" in text
-    assert "below about **12,345 tokens**" in text
+    assert "below about **12,345 tokens**. A fit of this size is poor" in text
     assert ("| s | 1,000 | 40 | 4.500, 4.200 | none | 5e+05 tokens (500 epochs, 3.0e+07 FLOPs) (poor fits) | "
             "2e+06 tokens (2e+03 epochs, 1.2e+08 FLOPs) |") in text

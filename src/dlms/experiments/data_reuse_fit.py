@@ -274,8 +274,10 @@ def report_lines(analysis: dict[str, Any]) -> list[str]:
                  "all": "**every** unique budget in that range",
                  "none": "**no** unique budget in that range: the fits do not predict a crossover at this size",
                  "mixed": "budgets in more than one stretch of that range (the fits are not reliable there)"}[relation]
+        poor = any(f.rmse > POOR_FIT for f in analysis["fits"] if f.size == size)
         lines.append(f"- size {size}: reading the fits from 1/{EXTRAPOLATION} of the smallest budget to {EXTRAPOLATION}x "
-                     f"the largest, masked's floor (its loss with unlimited repetitions) is below AR's at {where}.")
+                     f"the largest, masked's floor (its loss with unlimited repetitions) is below AR's at {where}."
+                     + (" A fit of this size is poor: not a figure to rely on." if poor else ""))
     return lines
 
 
