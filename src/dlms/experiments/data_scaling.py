@@ -14,7 +14,8 @@ n_layers: 2, n_heads: 2, mlp_hidden: 256}}`; none: the base's model) and `regula
 (family -> variant name -> config sections, e.g. `{ar: {wd0.1: {train: {weight_decay: 0.1}},
 mask0.15: {method: {input_mask_prob: 0.15}}}}`; a family not listed runs the base's settings).
 Each (family, size, budget) is then reported at its best variant (data_scaling_report.py), so
-that every family is tuned by the same sweep. Cell names hold the axes that are there:
+that every family is tuned by the same sweep, and each family's data-reuse half-life and the
+compute at which masked overtakes AR are read off the validation curves (data_reuse_fit.py). Cell names hold the axes that are there:
 `ar-U25000`, or `ar-xs-wd0.1-U25000`.
 """
 from __future__ import annotations
