@@ -118,3 +118,15 @@ def test_the_report_marks_a_poor_fit_and_says_where_masked_wins():
     assert "below about **12,345 tokens**. A fit of this size is poor" in text
     assert ("| s | 1,000 | 40 | 4.500, 4.200 | none | 5e+05 tokens (500 epochs, 3.0e+07 FLOPs) (poor fits) | "
             "2e+06 tokens (2e+03 epochs, 1.2e+08 FLOPs) |") in text
+
+
+def test_curves_are_fitted_from_where_they_leave_their_first_plateau():
+    from dlms.experiments.data_reuse_fit import after_take_off
+
+    plateau_then_drop = [(100.0, 10.0, 5.2), (200.0, 10.0, 5.15), (400.0, 10.0, 5.0), (800.0, 10.0, 4.5)]
+    assert after_take_off(plateau_then_drop) == plateau_then_drop[2:]
+    assert after_take_off([(100.0, 10.0, 5.2), (200.0, 10.0, 5.1)]) == []  # never left it
+    ar, masked = law("ar", 2.0, 40.0, 0.35, 3.0), law("masked", 2.2, 60.0, 0.35, 100.0)
+    assert ar.reliable
+    masked.log_r_star_se = 3.0  # R* known only to within e^3
+    assert not masked.reliable

@@ -33,6 +33,7 @@ from .plots import as_float, new_grid, save
 
 FLOPS_PER_PARAMETER_TOKEN = 6  # forward and backward pass
 POOR_FIT = 0.05  # nats/token of rmse above which a fit does not describe its curves
+TAKE_OFF = 0.15  # nats/token below its first validation at which a curve has left its initial plateau
 MAX_EPOCHS = 100_000  # the furthest a fitted crossover is looked for
 EXTRAPOLATION = 100  # the fits are read at budgets up to this factor beyond the measured ones
 Point = tuple[float, float, float]  # (training tokens D, unique tokens U, best loss so far)
@@ -59,6 +60,11 @@ class ReuseFit:
     log_r_star_se: float  # standard error of ln R* (from the fit's Jacobian); inf when unidentified
     rmse: float
     points: int
+
+    @property
+    def reliable(self) -> bool:
+        """The fit describes its curves (rmse) and pins R* down to within a factor e (1 se)."""
+        return self.rmse <= POOR_FIT and self.log_r_star_se <= 1.0
 
     @property
     def half_life(self) -> float:
@@ -182,6 +188,16 @@ def crossover_budget(masked: ReuseFit, ar: ReuseFit, low: float, high: float) ->
     return ("below" if wins[0] else "above"), float(grid[changes[0] + 1])
 
 
+def after_take_off(points: list[Point]) -> list[Point]:
+    """The points of a best-so-far curve from where it has fallen TAKE_OFF below its first one
+    (a masked model sits at the unigram loss first: a plateau the reuse law does not describe);
+    [] when it never does."""
+    for i, (_, _, loss) in enumerate(points):
+        if loss <= points[0][2] - TAKE_OFF:
+            return points[i:]
+    return []
+
+
 def curve_points(best: list[dict[str, str]], curves: list[dict[str, Any]], min_tokens: float
                  ) -> dict[tuple[str, str], dict[int, list[Point]]]:
     """(family, size) -> unique budget -> running-minimum points of that family's best variant,
@@ -204,7 +220,7 @@ def analyse(best: list[dict[str, str]], curves: list[dict[str, Any]], min_tokens
     points = curve_points(best, curves, min_tokens)
     parameters = {(r["family"], r.get("size") or "base"): int(as_float(r["parameters"])) for r in best
                   if "parameters" in r}
-    fits = {key: fit_reuse([p for pts in by_budget.values() for p in pts], *key, parameters.get(key, 0))
+    fits = {key: fit_reuse([p for pts in by_budget.values() for p in after_take_off(pts)], *key, parameters.get(key, 0))
             for key, by_budget in points.items()}
     crossovers, budgets = [], {}
     for size in dict.fromkeys(size for _, size in points):
@@ -222,7 +238,7 @@ def analyse(best: list[dict[str, str]], curves: list[dict[str, Any]], min_tokens
             fitted = fitted_crossover(fit_m, fit_a, unique, masked[0][0]) if fit_m and fit_a else None
             crossovers.append({"size": size, "unique_tokens": unique, "parameters": n,
                                "measured": measured_crossover(masked, ar), "fitted": fitted,
-                               "fits_poor": bool(fit_m and fit_a and max(fit_m.rmse, fit_a.rmse) > POOR_FIT),
+                               "fits_poor": bool(fit_m and fit_a and not (fit_m.reliable and fit_a.reliable)),
                                "doubling_rate": doubling_rate_crossover(masked, ar[-1][2]),
                                "masked_end": masked[-1][2], "ar_best": ar[-1][2],
                                "measured_to_epochs": masked[-1][0] / unique})
@@ -235,16 +251,19 @@ def report_lines(analysis: dict[str, Any]) -> list[str]:
     lines = ["## Data reuse and the crossover compute", "",
              "Fitted per family and size on the best-so-far validation loss of every budget (the family's best "
              "variant), after warm-up: L = E + B / D'^beta with D' = min(D, U) + U R* (1 - exp(-(D/U - 1) / R*)). "
-             "A repeated epoch is worth half a fresh one after R* ln 2 repetitions (the half-life). A fit with an rmse "
-             f"above {POOR_FIT} nats/token is marked poor: its curves are not of this shape (a masked model's plateau "
-             "at the unigram level followed by a drop, for one), and its half-life says little.", "",
+             "A repeated epoch is worth half a fresh one after R* ln 2 repetitions (the half-life). Each curve is "
+             f"fitted from where it has fallen {TAKE_OFF} nats below its first validation: a masked model first sits "
+             "at the unigram loss, a plateau this law does not describe; a budget whose curve never leaves it is left "
+             f"out. A fit with an rmse above {POOR_FIT} nats/token is marked poor, one whose R* is uncertain by more "
+             "than a factor e unidentified: their half-lives say little.", "",
              "| size | family | parameters | E | B | beta | R* (1-se range) | half-life, epochs | rmse | points |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for f in sorted(analysis["fits"], key=lambda f: (f.size, f.family)):
         low, high = (f.r_star * math.exp(-f.log_r_star_se), f.r_star * math.exp(f.log_r_star_se)) \
             if math.isfinite(f.log_r_star_se) else (0.0, math.inf)
         lines.append(f"| {f.size} | {f.family} | {f.parameters:,} | {f.floor:.3f} | {f.scale:.3g} | {f.exponent:.3f} | "
-                     f"{f.r_star:.3g} ({low:.3g}-{high:.3g}) | {f.half_life:.3g} | {f.rmse:.3f}"
+                     f"{f.r_star:.3g} ({low:.3g}-{high:.3g}){'' if f.log_r_star_se <= 1 else ' (unidentified)'} | "
+                     f"{f.half_life:.3g} | {f.rmse:.3f}"
                      f"{' (poor)' if f.rmse > POOR_FIT else ''} | {f.points} |")
     for family, size in analysis["unfitted"]:
         lines.append(f"| {size} | {family} | | | | | not fitted: fewer than two budgets or six points | | | |")
@@ -274,10 +293,10 @@ def report_lines(analysis: dict[str, Any]) -> list[str]:
                  "all": "**every** unique budget in that range",
                  "none": "**no** unique budget in that range: the fits do not predict a crossover at this size",
                  "mixed": "budgets in more than one stretch of that range (the fits are not reliable there)"}[relation]
-        poor = any(f.rmse > POOR_FIT for f in analysis["fits"] if f.size == size)
+        poor = any(not f.reliable for f in analysis["fits"] if f.size == size)
         lines.append(f"- size {size}: reading the fits from 1/{EXTRAPOLATION} of the smallest budget to {EXTRAPOLATION}x "
                      f"the largest, masked's floor (its loss with unlimited repetitions) is below AR's at {where}."
-                     + (" A fit of this size is poor: not a figure to rely on." if poor else ""))
+                     + (" A fit of this size is poor or leaves R* unidentified: not a figure to rely on." if poor else ""))
     return lines
 
 
