@@ -302,7 +302,7 @@ def report_lines(analysis: dict[str, Any]) -> list[str]:
 
 def plot_reuse(analysis: dict[str, Any], path: Path) -> Path:
     """Per size: each budget's best-so-far validation loss against training tokens (points) and
-    the fitted law (lines), AR solid and masked dashed."""
+    the fitted law (lines, over the points it was fitted on), AR solid and masked dashed."""
     sizes = list(dict.fromkeys(size for _, size in analysis["points"]))
     fits = {(f.family, f.size): f for f in analysis["fits"]}
     fig, axes = new_grid(max(len(sizes), 1))
@@ -314,9 +314,9 @@ def plot_reuse(analysis: dict[str, Any], path: Path) -> Path:
                 color = f"C{i}"
                 ax.plot([p[0] for p in pts], [p[2] for p in pts], "o" if family == "ar" else "s", color=color,
                         markersize=3, alpha=0.5, label=f"{family} U={unique:,}")
-                fit = fits.get((family, size))
-                if fit:
-                    grid = np.geomspace(pts[0][0], pts[-1][0] * 3, 200)
+                fit, fitted = fits.get((family, size)), after_take_off(pts)
+                if fit and fitted:  # the law over the stretch it was fitted on, and a little beyond
+                    grid = np.geomspace(fitted[0][0], fitted[-1][0] * 3, 200)
                     ax.plot(grid, fit.loss(grid, unique), style, color=color)
         ax.set_xscale("log")
         ax.set_xlabel("training tokens D")
