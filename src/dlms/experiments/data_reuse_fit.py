@@ -104,10 +104,10 @@ def fit_reuse(points: list[Point], family: str, size: str, parameters: int) -> R
         return floor + np.exp(log_scale - exponent * np.log(effective_tokens(tokens, unique, math.exp(log_r)))) - loss
 
     lowest = float(loss.min())
+    floor = 0.5 * lowest
     best = None
     for exponent in (0.2, 0.5):
         for r_star in (1.0, 10.0, 100.0, 1000.0):
-            floor = 0.5 * lowest
             log_scale = math.log(max(loss.max() - floor, 1e-3)) + exponent * math.log(tokens.min())
             start = np.array([floor, log_scale, exponent, math.log(r_star)])
             fit = least_squares(residuals, start, bounds=([0.0, -20.0, 0.01, math.log(0.01)],

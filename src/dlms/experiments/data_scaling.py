@@ -15,8 +15,8 @@ n_layers: 2, n_heads: 2, mlp_hidden: 256}}`; none: the base's model) and `regula
 mask0.15: {method: {input_mask_prob: 0.15}}}}`; a family not listed runs the base's settings).
 Each (family, size, budget) is then reported at its best variant (data_scaling_report.py), so
 that every family is tuned by the same sweep, and each family's data-reuse half-life and the
-compute at which masked overtakes AR are read off the validation curves (data_reuse_fit.py). Cell names hold the axes that are there:
-`ar-U25000`, or `ar-xs-wd0.1-U25000`.
+compute at which masked overtakes AR are read off the validation curves (data_reuse_fit.py).
+Cell names hold the axes that are there: `ar-U25000`, or `ar-xs-wd0.1-U25000`.
 """
 from __future__ import annotations
 
@@ -143,13 +143,13 @@ class DataScaling(Experiment):
                 curves.append({"cell": row["cell"], "family": row["family"], "unique_tokens": row["unique_tokens"], **point})
         return curves
 
-    def reuse_analysis(self, rows: list[dict[str, str]]) -> dict[str, Any]:
+    def reuse_analysis(self, rows: list[dict[str, str]], curves: list[dict[str, Any]]) -> dict[str, Any]:
         """The data-reuse fits and crossovers (data_reuse_fit.py) of the best variants, leaving out
-        the tokens of each curve's warm-up."""
+        the tokens of each curve's warm-up (`curves`: those of `self.curves(rows)`)."""
         t = self.run_config().train
         tokens_per_step = max((as_float(r.get("unique_tokens_used")) / as_float(r["steps_per_epoch"]) for r in rows
                                if r.get("unique_tokens_used")), default=0.0) * t.grad_accum
-        return analyse(best_of_sweeps(rows), self.curves(rows), t.warmup_steps * tokens_per_step)
+        return analyse(best_of_sweeps(rows), curves, t.warmup_steps * tokens_per_step)
 
     def plot(self, rows: list[dict[str, str]]) -> list[Path]:
         from .base import write_csv
@@ -160,7 +160,7 @@ class DataScaling(Experiment):
         best = best_of_sweeps(rows)
         return [plot_crossover(best, self.out_dir / "crossover.png"),
                 plot_curves(best, curves, self.out_dir / "curves.png"),
-                plot_reuse(self.reuse_analysis(rows), self.out_dir / "data_reuse.png")]
+                plot_reuse(self.reuse_analysis(rows, curves), self.out_dir / "data_reuse.png")]
 
     def report(self, rows: list[dict[str, str]], plots: list[Path]) -> str:
         columns = ["family", "size", "variant", "parameters", "unique_tokens", "params_per_unique_token", "epochs",
@@ -172,6 +172,7 @@ class DataScaling(Experiment):
         sweeps = self.option("regularisation") or {}
         best = best_of_sweeps(rows)
         compared = comparisons(best)
+        curves = self.curves(rows)  # every cell's metrics file, read once
         return "\n".join([
             "# Data-scaling study: AR against diffusion under repeated data", "",
             f"Data: `{base.data.dataset}` ({base.data.layout} {base.data.seq_len or 'fitted'}-token rows, "
@@ -187,8 +188,8 @@ class DataScaling(Experiment):
                + ". Each family is compared at its best variant (chosen by the same validation loss)." if sweeps else ""),
             "", *command_lines(self.out_dir), "",
             markdown_table(rows, columns), "",
-            "## What it shows", "", *comparison_table(compared), "", *verdict(compared, best, self.curves(rows)), "",
-            *report_lines(self.reuse_analysis(rows)), "", "## Each run", "", *run_notes(rows), "",
+            "## What it shows", "", *comparison_table(compared), "", *verdict(compared, best, curves), "",
+            *report_lines(self.reuse_analysis(rows, curves)), "", "## Each run", "", *run_notes(rows), "",
             *[f"![{p.stem}]({p.name})" for p in plots], "",
         ])
 

@@ -13,11 +13,11 @@ import math
 from pathlib import Path
 from typing import Any
 
+from .data_reuse_fit import TAKE_OFF
 from .plots import as_float, new_grid, save
 
 Row = dict[str, str]
 SIGNIFICANT = 2.0  # standard errors of the difference for a claim that one family is lower
-PLATEAU = 0.15  # nats/token: a run whose best is within this of its first validation never took off
 
 
 def axis_value(row: Row, key: str, default: str) -> str:
@@ -101,9 +101,9 @@ def why_not(best: list[Row], family: str, size: str, budget: int, curves: list[d
     best, total = as_float(cell["best_epoch"]), as_float(cell["epochs"])
     losses = [as_float(p["val_nll"]) for p in sorted((p for p in curves if p["cell"] == cell["cell"]),
                                                      key=lambda p: as_float(p["epoch"]))]
-    if losses and losses[0] - min(losses) < PLATEAU:
+    if losses and losses[0] - min(losses) < TAKE_OFF:
         return [f"- Why: at U = {budget:,} the {family} model never took off: its best validation loss "
-                f"({min(losses):.3f}) is within {PLATEAU} of its first ({losses[0]:.3f}), the level of a model that "
+                f"({min(losses):.3f}) is within {TAKE_OFF} of its first ({losses[0]:.3f}), the level of a model that "
                 "predicts each masked token from the token frequencies alone. It did not learn to use the context "
                 "before it began to memorise the few training rows."]
     if cell["stopped_early"] == "True":
