@@ -6,6 +6,7 @@
     dlms view --checkpoint RUN --steps 20 --seq_len 8
     dlms eval --checkpoint RUN [--ar_checkpoint RUN] [--dataset PATH]
     dlms eval --checkpoint RUN --references [PATH] [--num_prompts N]   (responses against references)
+    dlms serve --checkpoint RUN [--checkpoint NAME=RUN] [--host 127.0.0.1] [--port 8000]
     dlms distill --checkpoint RUN --steps N [--out_dir DIR] [--rounds R] [--max_steps M] [--resume]
     dlms models check --config DGLM_YAML
     dlms dglm train|train-classifier|generate|eval ...   (see dlms/dglm/cli.py)
@@ -19,9 +20,13 @@ import argparse
 import sys
 import traceback
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .errors import ArgumentError, DlmsError
 from .jsonsafe import dumps
+
+if TYPE_CHECKING:
+    from .generation import GenerationRequest
 
 DEFAULT_RUN = "runs/default"
 
@@ -150,6 +155,27 @@ def build_parser() -> argparse.ArgumentParser:
     dis.add_argument("--resume", action="store_true", help="continue the distillation in --out_dir")
     dis.add_argument("--overwrite", action="store_true", help="replace what --out_dir holds")
 
+    serve = sub.add_parser("serve", help="an HTTP API and a live page of the denoising (http://HOST:PORT/)")
+    serve.add_argument("--checkpoint", action="append", default=None, metavar="[NAME=]RUN",
+                       help="a run to serve (repeatable: the page can compare two side by side); a `dlms train` run or "
+                            f"a `dlms dglm train` run; NAME defaults to the folder's name (default {DEFAULT_RUN})")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--device", default="auto")
+    serve.add_argument("--precision", choices=("auto", "bf16", "fp32"), default=None,
+                       help="compute precision (default: each run's own)")
+    serve.add_argument("--max_length", type=int, default=512, help="most tokens per sample a request may ask for")
+    serve.add_argument("--max_steps", type=int, default=512, help="most denoising steps a request may ask for")
+    serve.add_argument("--max_samples", type=int, default=16, help="most samples per request")
+    serve.add_argument("--max_queue", type=int, default=64,
+                       help="requests that may wait; beyond it a request is answered 429 with Retry-After")
+    serve.add_argument("--max_batch", type=int, default=64, help="most sample rows that share one sampler call")
+    serve.add_argument("--no_batching", action="store_true", help="sample each request alone (a baseline)")
+    serve.add_argument("--batch_window_ms", type=float, default=2.0,
+                       help="how long a batch waits for requests sent at the same moment")
+    serve.add_argument("--queue_timeout", type=float, default=60.0,
+                       help="seconds a request may wait in the queue before it is answered 503")
+
     exp = sub.add_parser("experiment", help="run an experiment grid (resumable), writing results.csv and plots")
     exp.add_argument("name", help="data-scaling, guidance-sweep or sampler-ablation")
     exp.add_argument("--config", required=True, help="experiment YAML (see configs/experiments/)")
@@ -236,45 +262,32 @@ def _sampling_kwargs(args: argparse.Namespace) -> dict:
     return {"label": args.label, "sampler": args.sampler, "seed": args.seed, **_sampler_options(args)}
 
 
+def generation_request(args: argparse.Namespace) -> "GenerationRequest":
+    """The flags of `dlms generate` as the request the server takes too (dlms/generation.py)."""
+    from .generation import GenerationRequest
+
+    return GenerationRequest(prompt=args.prompt, task=args.task, infill=args.infill, blank_tokens=args.blank_tokens,
+                             length=args.seq_len, steps=args.num_steps, num_samples=args.num_samples,
+                             label=args.label, seed=args.seed, sampler=args.sampler, options=_sampler_options(args))
+
+
 def cmd_generate(args: argparse.Namespace) -> int:
     from .checks import check_int
+    from .generation import generate
 
     check_int("step_interval", args.step_interval, 1)
-    _check_infill_flags(args)
+    request = generation_request(args)
+    request.check()  # before the model loads
     lm = _load(args)
+
     def show(step: int, total: int, texts: list[str]) -> None:
         if step % max(1, args.step_interval) == 0 or step == total:
             for i, text in enumerate(texts):
                 print(f"[step {step:>4}/{total}] #{i}: {one_line(text)}")
 
-    callback = show if args.show_steps else None
-
-    if args.infill is not None:
-        texts = lm.infill(args.infill, num_samples=args.num_samples, blank_tokens=args.blank_tokens,
-                          steps=args.num_steps, callback=callback, **_sampling_kwargs(args))
-    else:
-        texts = lm.sample(args.prompt, args.seq_len, args.num_steps, task=args.task, num_samples=args.num_samples,
-                          callback=callback, **_sampling_kwargs(args))
-    for text in texts:
+    for text in generate(lm, request, show if args.show_steps else None):
         print(one_line(text))
     return 0
-
-
-def _check_infill_flags(args: argparse.Namespace) -> None:
-    """--infill's template is the whole text: no --prompt, no --seq_len; --blank_tokens needs it."""
-    if args.infill is None:
-        if args.blank_tokens is not None:
-            raise DlmsError("--blank_tokens sizes the blanks of --infill; pass a template with --infill or drop it")
-        return
-    if args.task is not None:
-        raise DlmsError("--task goes with --prompt on a run trained on prompt/response data, not with --infill; "
-                        "drop --task")
-    if args.prompt is not None:
-        raise DlmsError("--infill and --prompt cannot be combined: the template holds all the given words; put the "
-                        "prompt's words into the --infill template and drop --prompt")
-    if args.seq_len is not None:
-        raise DlmsError("--seq_len does not apply to --infill: the text ends where its template ends, on a canvas of "
-                        "the model's training length; size the blanks with `___:N` and drop --seq_len")
 
 
 def cmd_view(args: argparse.Namespace) -> int:
@@ -332,6 +345,16 @@ def cmd_distill(args: argparse.Namespace) -> int:
                       resume=args.resume, overwrite=args.overwrite, still_masked=args.still_masked)
     print(dumps(summary))
     return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .serving.serve import serve
+
+    return serve(args.checkpoint or [DEFAULT_RUN], host=args.host, port=args.port, device=args.device,
+                 precision=args.precision, max_length=args.max_length, max_steps=args.max_steps,
+                 max_samples=args.max_samples, max_queue=args.max_queue, max_batch=args.max_batch,
+                 batching=not args.no_batching, batch_window_ms=args.batch_window_ms,
+                 queue_timeout=args.queue_timeout)
 
 
 def cmd_experiment(args: argparse.Namespace) -> int:
@@ -409,7 +432,7 @@ def _flag_namer(parser: argparse.ArgumentParser, argv: list[str] | None):
 
 COMMANDS = {"train": cmd_train, "generate": cmd_generate, "view": cmd_view, "eval": cmd_eval,
             "experiment": cmd_experiment, "plot": cmd_plot, "models": cmd_models, "dglm": cmd_dglm,
-            "distill": cmd_distill}
+            "distill": cmd_distill, "serve": cmd_serve}
 
 
 def main(argv: list[str] | None = None) -> int:

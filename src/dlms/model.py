@@ -16,6 +16,7 @@ import torch
 
 from .assembly import autocast_context, build_parts, dataset_from_config, resolve_precision
 from .config import RunConfig
+from .drafts import Draft, stack_drafts
 from .checks import check_int
 from .errors import ArgumentError, CheckpointError, DlmsError
 from .eval.likelihood import evaluate_likelihood
@@ -23,6 +24,7 @@ from .methods.base import prompt_region
 from .prompting import PromptLayout
 from .samplers import build_sampler
 from .samplers.options import SAMPLER_OPTIONS, check_option
+from .samplers.randomness import RowGenerators
 
 # A sampler option -> the argument of `sample` / `sample_ids` that sets it.
 SAMPLING_ARGUMENTS = {name: option.argument for name, option in SAMPLER_OPTIONS.items()}
@@ -221,11 +223,27 @@ class DiffusionLM:
                    tokens_per_step: int | None = None, block_size: int | None = None, cache: str | None = None,
                    threshold: float | None = None, factor: float | None = None, confidence: str | None = None,
                    remasking: str | None = None, text_end: str | None = None, eta: float | None = None,
-                   clamp: bool | None = None,
-                   infer_label: bool = True,
+                   clamp: bool | None = None, infer_label: bool = True,
                    callback: Callable[[int, int, torch.Tensor], None] | None = None) -> torch.Tensor:
         """Like `infill` but returns the token ids [num_samples, W] (W the training length; the
         start tokens first, as `sample_ids` returns them)."""
+        draft = self.prepare_infill(text, num_samples=num_samples, seed=seed, blank_tokens=blank_tokens, steps=steps,
+                                    guidance=guidance, label=label, sampler=sampler, temperature=temperature,
+                                    top_k=top_k, top_p=top_p, tokens_per_step=tokens_per_step, block_size=block_size,
+                                    cache=cache, threshold=threshold, factor=factor, confidence=confidence,
+                                    remasking=remasking, text_end=text_end, eta=eta, clamp=clamp,
+                                    infer_label=infer_label)
+        return self.run_drafts([draft], callback)[0]
+
+    def prepare_infill(self, text: str, *, num_samples: int = 1, seed: int | None = None,
+                       blank_tokens: int | None = None, steps: int | None = None, guidance: float | None = None,
+                       label: Label | Sequence[Label] | None = None, sampler: str | None = None,
+                       temperature: float | None = None, top_k: int | None = None, top_p: float | None = None,
+                       tokens_per_step: int | None = None, block_size: int | None = None, cache: str | None = None,
+                       threshold: float | None = None, factor: float | None = None, confidence: str | None = None,
+                       remasking: str | None = None, text_end: str | None = None, eta: float | None = None,
+                       clamp: bool | None = None, infer_label: bool = True) -> Draft:
+        """`infill`'s request checked and laid out, not yet sampled (`run_drafts` samples it)."""
         from .infill import draw_classes
 
         self._check_infill_method()
@@ -240,8 +258,7 @@ class DiffusionLM:
         if scores is not None:  # its own generator: the sampler's draws stay those of `seed`
             generator = torch.Generator(device=self.device).manual_seed(self.cfg.sample.seed if seed is None else seed)
             label = draw_classes(scores, num_samples, generator).tolist()
-        return self._sample_canvas(chosen, options, canvas, fixed, prompt_mask, width, guidance=guidance, label=label,
-                                   seed=seed, callback=callback)
+        return self._draft(chosen, options, canvas, fixed, prompt_mask, width, guidance=guidance, label=label, seed=seed)
 
     def infill_classes(self, text: str, *, blank_tokens: int | None = None) -> dict[str, float]:
         """p(class | the given words of the template `text`) by class name: what `infill` draws a
@@ -383,6 +400,23 @@ class DiffusionLM:
                    text_end: str | None = None, eta: float | None = None, clamp: bool | None = None,
                    callback: Callable[[int, int, torch.Tensor], None] | None = None) -> torch.Tensor:
         """Like `sample` but returns the token ids [num_samples, length] (the prompt's too)."""
+        draft = self.prepare_sample(prompt, length, steps, guidance, task=task, label=label, num_samples=num_samples,
+                                    sampler=sampler, temperature=temperature, top_k=top_k, top_p=top_p,
+                                    tokens_per_step=tokens_per_step, seed=seed, block_size=block_size, cache=cache,
+                                    threshold=threshold, factor=factor, confidence=confidence, remasking=remasking,
+                                    text_end=text_end, eta=eta, clamp=clamp)
+        return self.run_drafts([draft], callback)[0]
+
+    def prepare_sample(self, prompt: str | None = None, length: int | None = None, steps: int | None = None,
+                       guidance: float | None = None, *, task: str | None = None,
+                       label: Label | Sequence[Label] | None = None, num_samples: int = 1,
+                       sampler: str | None = None, temperature: float | None = None, top_k: int | None = None,
+                       top_p: float | None = None, tokens_per_step: int | None = None, seed: int | None = None,
+                       block_size: int | None = None, cache: str | None = None, threshold: float | None = None,
+                       factor: float | None = None, confidence: str | None = None, remasking: str | None = None,
+                       text_end: str | None = None, eta: float | None = None, clamp: bool | None = None) -> Draft:
+        """`sample`'s request checked and laid out on its canvas, not yet sampled: a Draft that
+        `run_drafts` samples, alone or batched with others (drafts.py)."""
         # What the caller gave (None: not given), by the samplers' option names.
         given = {"num_steps": steps, "temperature": temperature, "top_k": top_k, "top_p": top_p,
                  "guidance_scale": guidance, "tokens_per_step": tokens_per_step, "block_size": block_size,
@@ -398,8 +432,8 @@ class DiffusionLM:
             prompt_mask = torch.zeros_like(fixed)
             prompt_mask[:, len(self._start_tokens): head] = True
         width = self.cfg.data.seq_len if length is None else length
-        return self._sample_canvas(chosen, options, canvas, fixed, prompt_mask, width, guidance=guidance, label=label,
-                                   seed=seed, callback=callback)
+        return self._draft(chosen, options, canvas, fixed, prompt_mask, width, guidance=guidance, label=label,
+                           seed=seed, start=head if self.prompted else None)
 
     def _checked_sampler(self, sampler: str | None, given: dict[str, Any],
                          seed: int | None) -> tuple[Any, dict[str, Any]]:
@@ -437,17 +471,14 @@ class DiffusionLM:
         plain_padded = data.layout == "padded" and data.format == "text"
         return "frontier" if plain_padded and confidence == "prob" else "drawn"
 
-    def _sample_canvas(self, chosen, options: dict[str, Any], canvas: torch.Tensor, fixed: torch.Tensor,
-                       prompt: torch.Tensor, width: int, *, guidance: float | None,
-                       label: Label | Sequence[Label] | None, seed: int | None,
-                       callback: Callable[[int, int, torch.Tensor], None] | None) -> torch.Tensor:
-        """Run `chosen` (from `_checked_sampler`) on a prepared canvas [N, W] with fixed bool [N, W]
-        under this model's autocast: token ids [N, width]. `prompt` bool [N, W]: the given tokens
-        that guidance without labels contrasts with (hidden in the unconditional branch)."""
-        s = self.cfg.sample
-        num_samples = canvas.shape[0]
-        labels = self._label_ids(label, num_samples)
-        generator = torch.Generator(device=self.device).manual_seed(s.seed if seed is None else seed)
+    def _draft(self, chosen, options: dict[str, Any], canvas: torch.Tensor, fixed: torch.Tensor,
+               prompt: torch.Tensor, width: int, *, guidance: float | None, label: Label | Sequence[Label] | None,
+               seed: int | None, start: int | None = None) -> Draft:
+        """A Draft of `chosen` (from `_checked_sampler`) on a prepared canvas [N, W] with fixed
+        bool [N, W]; `prompt` bool [N, W]: the given tokens that guidance without labels
+        contrasts with (hidden in the unconditional branch). Guidance that has nothing to guide
+        towards is an ArgumentError here, before any sampling."""
+        labels = self._label_ids(label, canvas.shape[0])
         if guidance is not None and guidance != 1.0 and labels is None:
             if not chosen.prompt_guidance:
                 raise ArgumentError(f"{{guidance}} needs a {{label}} with the '{chosen.name}' sampler (it contrasts a "
@@ -462,13 +493,32 @@ class DiffusionLM:
                 raise ArgumentError(f"{{guidance}} on the prompt needs a '{self.method.name}' run trained with "
                                     "train.prompt_drop_prob > 0 (e.g. 0.1); retrain with it, or leave {guidance} at 1",
                                     guidance="guidance")
+        # The threshold rule tells a time-conditioned network the batch's largest masked share:
+        # such a draft samples alone, so that no other request changes its texts.
+        solo = chosen.name == "threshold" and bool(self.model.spec.time_conditioning)
+        return Draft(chosen, dict(options), canvas, fixed, prompt, width, labels,
+                     self.cfg.sample.seed if seed is None else seed, start, solo)
+
+    def run_drafts(self, drafts: Sequence[Draft],
+                   callback: Callable[[int, int, torch.Tensor], None] | None = None) -> list[torch.Tensor]:
+        """Sample drafts that share a batch key (drafts.py) in one sampler call, under this model's
+        autocast: token ids [n_i, width] per draft, each as that draft would get alone.
+        `callback(step, num_steps, ids [N, width])` sees all rows, the drafts' in order."""
+        drafts = list(drafts)
+        canvas, fixed, prompt, labels = stack_drafts(drafts)
+        first = drafts[0]
+        generators = [torch.Generator(device=self.device).manual_seed(d.seed) for d in drafts]
+        generator = generators[0] if len(drafts) == 1 else RowGenerators.for_groups(
+            generators, [d.rows for d in drafts], self.device)
+        chosen, width = first.sampler, first.width
         extra = {"prompt": prompt} if chosen.prompt_guidance else {}
         self.last_sampler = chosen  # its `stats`: steps and network calls of this call
-        self.last_options = dict(options)
+        self.last_options = dict(first.options)
         shown = (lambda i, n, x: callback(i, n, x[:, :width])) if callback and canvas.shape[1] > width else callback
         with self.autocast():
-            ids = chosen.sample(canvas, fixed, labels=labels, generator=generator, callback=shown, **options, **extra)
-        return ids[:, :width]
+            ids = chosen.sample(canvas, fixed, labels=labels, generator=generator, callback=shown, **first.options,
+                                **extra)
+        return list(ids[:, :width].split([d.rows for d in drafts]))
 
     def decode(self, ids: torch.Tensor, start: int | Sequence[int] | None = None) -> list[str]:
         """Token rows [B, L] -> texts: the first `start` ids dropped (default: the start tokens; one

@@ -5,6 +5,7 @@ import torch
 
 from .common import SamplerStats, check_canvas, filter_logits, sample_categorical
 from .guidance import guided_logits, mix_guidance
+from .randomness import Generators
 from .masked import StepCallback
 
 
@@ -36,11 +37,13 @@ class AutoregressiveSampler:
         self.method = method
         self.model = model
         self.stats = SamplerStats()
+        # With a callback: float [B, L], each generated token's probability (NaN elsewhere), for a live view.
+        self.confidence: torch.Tensor | None = None
 
     @torch.no_grad()
     def sample(self, canvas: torch.Tensor, fixed: torch.Tensor | None = None, *, labels: torch.Tensor | None = None,
                guidance_scale: float = 1.0, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
-               generator: torch.Generator | None = None, callback: StepCallback = None,
+               generator: Generators = None, callback: StepCallback = None,
                prompt: torch.Tensor | None = None) -> torch.Tensor:
         fixed = check_canvas(canvas, fixed)
         batch, length = canvas.shape
@@ -59,6 +62,7 @@ class AutoregressiveSampler:
         if on_prompt:  # the unconditional rows: the prompt shown as mask tokens, in the same cache
             step_input[batch:] = step_input[batch:].masked_fill(prompt[:, :prefix], special.mask)
         self.stats = SamplerStats()
+        self.confidence = torch.full(canvas.shape, float("nan"), device=canvas.device) if callback else None
         for pos in range(prefix, length):
             def forward(lab):
                 return self.model(step_input, labels=lab, cache=cache)[:, -1]
@@ -73,7 +77,10 @@ class AutoregressiveSampler:
             logits = logits.float()
             logits[:, special.mask] = float("-inf")
             logits[:, special.pad] = float("-inf")
-            token = sample_categorical(filter_logits(logits, top_k, top_p), temperature, generator)
+            logits = filter_logits(logits, top_k, top_p)
+            token = sample_categorical(logits, temperature, generator)
+            if self.confidence is not None:
+                self.confidence[:, pos] = logits.softmax(-1).gather(-1, token[:, None]).squeeze(-1)
             token = torch.where(done, torch.full_like(token, special.pad), token)
             out[:, pos] = token
             done |= token == special.eos

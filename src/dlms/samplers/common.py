@@ -5,6 +5,8 @@ from dataclasses import dataclass
 
 import torch
 
+from .randomness import Generators, uniform
+
 
 @dataclass
 class SamplerStats:
@@ -30,15 +32,15 @@ def filter_logits(logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0) -> t
     return logits
 
 
-def sample_categorical(logits: torch.Tensor, temperature: float = 1.0,
-                       generator: torch.Generator | None = None) -> torch.Tensor:
-    """Draw one index per row of logits [..., V] -> [...]; temperature 0 is argmax.
+def sample_categorical(logits: torch.Tensor, temperature: float = 1.0, generator: Generators = None) -> torch.Tensor:
+    """Draw one index per row of logits [..., V] -> [...]; temperature 0 is argmax. RowGenerators
+    draw per leading-dimension row (randomness.py).
 
     Gumbel noise is drawn in float64: low-precision noise silently lowers the temperature.
     """
     if temperature <= 0:
         return logits.argmax(-1)
-    u = torch.rand(logits.shape, dtype=torch.float64, device=logits.device, generator=generator)
+    u = uniform(logits.shape, generator, dtype=torch.float64, device=logits.device)
     # In place: the same values as -log(-log(u)) + logits / T, without five temporaries of [..., V]
     # float64 (bench/sample_speed.py: 10-13% faster masked sampling on CPU, identical draws).
     gumbel = u.clamp_min_(1e-300).log_().neg_().log_().neg_()

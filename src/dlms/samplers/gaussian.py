@@ -27,6 +27,7 @@ import torch
 from .common import SamplerStats, check_canvas
 from .guidance import mix_guidance
 from .masked import StepCallback, forbid_ends, inside_the_text
+from .randomness import Generators, normal
 
 
 def clamp_to_tokens(x0_hat: torch.Tensor, table: torch.Tensor, exclude: int | None = None) -> torch.Tensor:
@@ -48,7 +49,7 @@ def vp_coefficients(schedule, t: float, s: float) -> tuple[float, float, float, 
 
 
 def ddpm_update(z: torch.Tensor, x0_hat: torch.Tensor, coefficients: tuple[float, float, float, float],
-                generator: torch.Generator | None = None) -> torch.Tensor:
+                generator: Generators = None) -> torch.Tensor:
     """One ancestral step: z_s drawn from q(z_s | z_t = z, x0 = x0_hat); any shape [..., D].
     `coefficients`: (alpha_t, sigma_t, alpha_s, sigma_s), see `vp_coefficients`."""
     a_t, s_t, a_s, s_s = coefficients
@@ -56,11 +57,11 @@ def ddpm_update(z: torch.Tensor, x0_hat: torch.Tensor, coefficients: tuple[float
     var_ts = max(s_t**2 - a_ts**2 * s_s**2, 0.0)  # variance of q(z_t | z_s)
     mean = (a_ts * s_s**2 / s_t**2) * z + (a_s * var_ts / s_t**2) * x0_hat
     std = (var_ts * s_s**2 / s_t**2) ** 0.5
-    return mean + std * torch.randn(z.shape, generator=generator, device=z.device)
+    return mean + std * normal(z.shape, generator, device=z.device)
 
 
 def ddim_update(z: torch.Tensor, x0_hat: torch.Tensor, coefficients: tuple[float, float, float, float],
-                eta: float = 0.0, generator: torch.Generator | None = None) -> torch.Tensor:
+                eta: float = 0.0, generator: Generators = None) -> torch.Tensor:
     """One DDIM step from z_t = z to z_s: alpha_s x0_hat + sqrt(sigma_s^2 - c^2) eps_hat + c noise,
     c = eta sqrt(sigma_s^2 / sigma_t^2 (1 - alpha_t^2 / alpha_s^2)); eta = 0 draws no noise."""
     a_t, s_t, a_s, s_s = coefficients
@@ -68,7 +69,7 @@ def ddim_update(z: torch.Tensor, x0_hat: torch.Tensor, coefficients: tuple[float
     c = eta * max(s_s**2 / s_t**2 * (1.0 - a_t**2 / a_s**2), 0.0) ** 0.5
     out = a_s * x0_hat + max(s_s**2 - c**2, 0.0) ** 0.5 * eps_hat
     if eta > 0:
-        out = out + c * torch.randn(z.shape, generator=generator, device=z.device)
+        out = out + c * normal(z.shape, generator, device=z.device)
     return out
 
 
@@ -81,13 +82,16 @@ class _GaussianSamplerBase:
         self.method = method
         self.model = model
         self.stats = SamplerStats()
+        # With a callback: float [B, L] (NaN at the fixed positions), the probability the current
+        # estimate gives its decoded token at each position, for a live view.
+        self.confidence: torch.Tensor | None = None
 
     def coefficients(self, t: float, s: float) -> tuple[float, float, float, float]:
         """alpha_t, sigma_t, alpha_s, sigma_s as floats (float64 maths)."""
         return vp_coefficients(self.method.schedule, t, s)
 
     def update(self, z: torch.Tensor, x0_hat: torch.Tensor, t: float, s: float, eta: float,
-               generator: torch.Generator | None) -> torch.Tensor:
+               generator: Generators) -> torch.Tensor:
         raise NotImplementedError
 
     def estimate(self, z: torch.Tensor, t: torch.Tensor, fixed: torch.Tensor, prev: tuple, labels, scale: float,
@@ -122,7 +126,7 @@ class _GaussianSamplerBase:
     @torch.no_grad()
     def sample(self, canvas: torch.Tensor, fixed: torch.Tensor | None = None, *, labels: torch.Tensor | None = None,
                guidance_scale: float = 1.0, num_steps: int = 64, eta: float = 0.0, clamp: bool = False,
-               temperature: float = 1.0, generator: torch.Generator | None = None, callback: StepCallback = None,
+               temperature: float = 1.0, generator: Generators = None, callback: StepCallback = None,
                noise: torch.Tensor | None = None, prompt: torch.Tensor | None = None) -> torch.Tensor:
         """canvas [B, L] (token ids at the fixed positions), fixed bool [B, L] -> tokens [B, L].
         `noise` [B, L, D]: the starting z_1 (default: drawn from `generator`). `prompt` bool
@@ -134,14 +138,14 @@ class _GaussianSamplerBase:
         batch, length = canvas.shape
         shape = (batch, length, table.shape[1])
         if noise is None:
-            noise = torch.randn(shape, generator=generator, device=canvas.device)
+            noise = normal(shape, generator, device=canvas.device)
         elif tuple(noise.shape) != shape:
             raise ValueError(f"noise {tuple(noise.shape)} must have shape {shape}")
         x0_fixed = table[canvas.clamp(0, table.shape[0] - 1)]
         inside = inside_the_text(canvas, fixed, (m.special.eos, m.special.pad))  # no end before a given word
         z = torch.where(fixed[..., None], x0_fixed, noise.to(table.dtype))
         guided = guidance_scale != 1.0 and (labels is not None or bool(prompt.any()))
-        uncond_noise = torch.randn(shape, generator=generator, device=canvas.device) if guided else None
+        uncond_noise = normal(shape, generator, device=canvas.device) if guided else None
         times = torch.linspace(1.0, 0.0, num_steps + 1, dtype=torch.float64).tolist()
         prev: tuple = (None, None)
         tokens = canvas
@@ -157,6 +161,8 @@ class _GaussianSamplerBase:
                 x0_hat = torch.where(fixed[..., None], x0_fixed, clamp_to_tokens(x0_hat, table, m.special.mask))
             z = torch.where(fixed[..., None], x0_fixed, self.update(z, x0_hat, t, s, eta, generator))
             tokens = torch.where(fixed, canvas, logp.argmax(-1))
+            if callback:  # a live view: how sure the estimate is of each decoded token
+                self.confidence = logp.float().amax(-1).exp().masked_fill(fixed, float("nan"))
             self.stats.steps += 1
             self.stats.network_calls += 1
             if callback:

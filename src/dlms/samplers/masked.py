@@ -45,7 +45,10 @@ unconditional one: with `labels`, the same input under the null class; without l
 input with the prompt's positions (`prompt`, bool [B, L]; default every fixed position) masked,
 as LLaDA guides on a prompt.
 
-After `sample`, `stats` holds the steps run (callbacks made) and the network calls.
+After `sample`, `stats` holds the steps run (callbacks made) and the network calls. With a
+callback, `confidence` (float [B, L], NaN where none) holds, when the callback runs, each
+committed token's confidence at the step that committed it (the probability of the drawn token
+for ancestral sampling, the rule's score for confidence and threshold), for a live view.
 """
 from __future__ import annotations
 
@@ -57,6 +60,7 @@ import torch
 from ..errors import ArgumentError
 from .common import SamplerStats, check_canvas, filter_logits, sample_categorical
 from .guidance import mix_guidance
+from .randomness import Generators, at, rows_of
 from .unmasking import (CONFIDENCE_KINDS, ConfidenceKind, ancestral_reveal, commit_above_threshold,
                         commit_by_factor, commit_most_confident, commit_random, confidence_scores, draw_text_end,
                         even_quota, ends_wait_for_the_text, first_end_probs)
@@ -267,6 +271,8 @@ class _MaskedSamplerBase:
         self.mask_id = method.special.mask
         self.stats = SamplerStats()
         self.guided = False  # set by `decode` for the batch at hand
+        self.confidence: torch.Tensor | None = None  # [B, L] while a callback watches (see the module notes)
+        self._scores: torch.Tensor | None = None  # the last step's scores [b, L], when tracked
 
     # ------------------------------------------------------------------ checks
     def block_length(self, block_size: int | None, length: int) -> int:
@@ -308,6 +314,7 @@ class _MaskedSamplerBase:
         batch, length = x.shape
         size = self.block_length(block_size, length)
         self.stats = SamplerStats()
+        self.confidence = torch.full(x.shape, float("nan"), device=x.device) if callback else None
         spans = [(a, min(a + size, length)) for a in range(0, length, size)]
         todo = [(a, b) for a, b in spans if bool((~fixed[:, a:b]).any())]
         plans = {span: steps_in_block(int((~fixed[:, span[0]:span[1]]).sum(-1).max()), len(todo)) for span in todo}
@@ -361,8 +368,12 @@ class _MaskedSamplerBase:
             candidates = (rows == self.mask_id) & in_block
             if not candidates.any():
                 break
-            commit, tokens = step(block, rows, candidates, min(i, steps - 1), steps, generator)
+            commit, tokens = step(block, rows, candidates, min(i, steps - 1), steps, rows_of(generator, active))
             x[active] = torch.where(commit, tokens, rows)
+            if self.confidence is not None and self._scores is not None:
+                shown = self._scores.float().masked_fill(~torch.isfinite(self._scores), float("nan"))
+                self.confidence[active] = torch.where(commit, shown, self.confidence[active])
+            self._scores = None
             self._end_rows(x, fixed, active)  # a row that ended needs no more steps
             i += 1
             self.stats.steps += 1
@@ -434,7 +445,7 @@ class AncestralSampler(_MaskedSamplerBase):
     def sample(self, canvas: torch.Tensor, fixed: torch.Tensor | None = None, *, labels: torch.Tensor | None = None,
                guidance_scale: float = 1.0, num_steps: int = 64, temperature: float = 1.0, top_k: int = 0,
                top_p: float = 1.0, block_size: int | None = None, cache: CacheMode = "none",
-               generator: torch.Generator | None = None, callback: StepCallback = None,
+               generator: Generators = None, callback: StepCallback = None,
                prompt: torch.Tensor | None = None) -> torch.Tensor:
         schedule = self.method.schedule
 
@@ -447,8 +458,12 @@ class AncestralSampler(_MaskedSamplerBase):
             reveal = ancestral_reveal(candidates, reveal_prob, gen)
             tokens = x.clone()
             if reveal.any():
-                logits = self.reveal_logits(block, x, candidates, reveal, t)
-                tokens[reveal] = sample_categorical(filter_logits(logits, top_k, top_p), temperature, gen)
+                logits = filter_logits(self.reveal_logits(block, x, candidates, reveal, t), top_k, top_p)
+                drawn = sample_categorical(logits, temperature, at(gen, reveal))
+                tokens[reveal] = drawn
+                if self.confidence is not None:  # a live view: the drawn token's probability
+                    self._scores = torch.zeros(x.shape, device=x.device)
+                    self._scores[reveal] = logits.float().softmax(-1).gather(-1, drawn[:, None]).squeeze(-1)
             return reveal, tokens
 
         return self.decode(canvas, fixed, labels=labels, guidance_scale=guidance_scale, block_size=block_size,
@@ -494,7 +509,7 @@ class CachedAncestralSampler(AncestralSampler):
     @torch.no_grad()
     def sample(self, canvas: torch.Tensor, fixed: torch.Tensor | None = None, *, labels: torch.Tensor | None = None,
                guidance_scale: float = 1.0, num_steps: int = 64, temperature: float = 1.0, top_k: int = 0,
-               top_p: float = 1.0, block_size: int | None = None, generator: torch.Generator | None = None,
+               top_p: float = 1.0, block_size: int | None = None, generator: Generators = None,
                callback: StepCallback = None, prompt: torch.Tensor | None = None) -> torch.Tensor:
         return super().sample(canvas, fixed, labels=labels, guidance_scale=guidance_scale, num_steps=num_steps,
                               temperature=temperature, top_k=top_k, top_p=top_p, block_size=block_size,
@@ -517,7 +532,7 @@ class ConfidenceSampler(_MaskedSamplerBase):
                top_p: float = 1.0, tokens_per_step: int | None = None, block_size: int | None = None,
                cache: CacheMode = "none", confidence: ConfidenceKind = "prob",
                remasking: Literal["low_confidence", "random"] = "low_confidence", text_end: TextEnd = "drawn",
-               generator: torch.Generator | None = None, callback: StepCallback = None,
+               generator: Generators = None, callback: StepCallback = None,
                prompt: torch.Tensor | None = None) -> torch.Tensor:
         _check_choice("confidence", confidence, CONFIDENCE_KINDS)
         _check_choice("remasking", remasking, REMASKING)
@@ -532,17 +547,20 @@ class ConfidenceSampler(_MaskedSamplerBase):
             t, _ = self.times(i, steps, x.device)
             candidates, logits, forced = self.predict(block, x, candidates, t, top_k, top_p, temperature, text_end,
                                                       gen)
-            proposal = sample_categorical(logits, temperature, gen)  # [M]
+            proposal = sample_categorical(logits, temperature, at(gen, candidates))  # [M]
             remaining = candidates.sum(-1)
             quota = remaining.clamp(max=tokens_per_step) if tokens_per_step else even_quota(remaining, steps - i)
             tokens = x.clone()
             tokens[candidates] = proposal
             allowed = self.allowed(x, candidates, tokens)
+            scores = None
+            if remasking == "low_confidence" or self.confidence is not None:
+                scores = torch.full(x.shape, float("-inf"), device=x.device)
+                scores[candidates] = confidence_scores(logits, proposal, confidence)
+                self._scores = scores
             if remasking == "random":
                 commit = commit_random(allowed, quota, gen)
             else:
-                scores = torch.full(x.shape, float("-inf"), device=x.device)
-                scores[candidates] = confidence_scores(logits, proposal, confidence)
                 commit = commit_most_confident(scores, allowed, quota)
             return self.with_ends(commit, tokens, forced)
 
@@ -568,7 +586,7 @@ class ThresholdSampler(_MaskedSamplerBase):
                guidance_scale: float = 1.0, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
                threshold: float = 0.9, factor: float | None = None, block_size: int | None = None,
                cache: CacheMode = "none", confidence: ConfidenceKind = "prob", text_end: TextEnd = "drawn",
-               generator: torch.Generator | None = None, callback: StepCallback = None,
+               generator: Generators = None, callback: StepCallback = None,
                prompt: torch.Tensor | None = None) -> torch.Tensor:
         _check_choice("confidence", confidence, CONFIDENCE_KINDS)
         _check_choice("text_end", text_end, TEXT_ENDS)
@@ -578,12 +596,13 @@ class ThresholdSampler(_MaskedSamplerBase):
             t = candidates.sum(-1).max().float() / (block.end - block.start)
             candidates, logits, forced = self.predict(block, x, candidates, t, top_k, top_p, temperature, text_end,
                                                       gen)
-            proposal = sample_categorical(logits, temperature, gen)
+            proposal = sample_categorical(logits, temperature, at(gen, candidates))
             scores = torch.full(x.shape, float("-inf"), device=x.device)
             scores[candidates] = confidence_scores(logits, proposal, confidence)
             tokens = x.clone()
             tokens[candidates] = proposal
             allowed = self.allowed(x, candidates, tokens)
+            self._scores = scores
             if factor is not None:
                 commit = commit_by_factor(scores, allowed, factor)
             else:

@@ -18,6 +18,8 @@ from typing import Literal
 
 import torch
 
+from .randomness import Generators, at, uniform
+
 ConfidenceKind = Literal["prob", "margin", "entropy"]
 CONFIDENCE_KINDS = ("prob", "margin", "entropy")
 
@@ -36,12 +38,11 @@ def confidence_scores(logits: torch.Tensor, proposal: torch.Tensor, kind: Confid
     raise ValueError(f"unknown confidence '{kind}'; use one of: {', '.join(CONFIDENCE_KINDS)}")
 
 
-def ancestral_reveal(candidates: torch.Tensor, reveal_prob: float,
-                     generator: torch.Generator | None = None) -> torch.Tensor:
+def ancestral_reveal(candidates: torch.Tensor, reveal_prob: float, generator: Generators = None) -> torch.Tensor:
     """The reverse of the forward masking: each candidate is revealed with `reveal_prob`
     ((alpha_s - alpha_t) / (1 - alpha_t) from t to s). Draws one uniform per candidate in
     row-major order, so results do not depend on anything but the candidates and the generator."""
-    u = torch.rand(int(candidates.sum()), dtype=torch.float64, device=candidates.device, generator=generator)
+    u = uniform((int(candidates.sum()),), at(generator, candidates), dtype=torch.float64, device=candidates.device)
     reveal = torch.zeros_like(candidates)
     reveal[candidates] = u < reveal_prob
     return reveal
@@ -56,9 +57,9 @@ def commit_most_confident(confidence: torch.Tensor, candidates: torch.Tensor, qu
     return candidates & (rank < quota[:, None])
 
 
-def commit_random(candidates: torch.Tensor, quota: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+def commit_random(candidates: torch.Tensor, quota: torch.Tensor, generator: Generators = None) -> torch.Tensor:
     """`quota[b]` candidates of each row chosen uniformly at random (LLaDA's random remasking)."""
-    noise = torch.rand(candidates.shape, dtype=torch.float64, device=candidates.device, generator=generator)
+    noise = uniform(candidates.shape, generator, dtype=torch.float64, device=candidates.device)
     return commit_most_confident(noise.float(), candidates, quota)
 
 
@@ -130,7 +131,7 @@ def first_end_probs(end_probs: torch.Tensor, cumulative: bool, pad_probs: torch.
     return (ended - before).clamp(min=0.0)
 
 
-def draw_text_end(end_probs: torch.Tensor, generator: torch.Generator | None = None, *,
+def draw_text_end(end_probs: torch.Tensor, generator: Generators = None, *,
                   quantile: torch.Tensor | None = None) -> torch.Tensor:
     """Where each row's text ends inside a block, drawn before any of the block's words.
 
@@ -145,7 +146,7 @@ def draw_text_end(end_probs: torch.Tensor, generator: torch.Generator | None = N
     if quantile is not None:
         u = quantile.double()
     else:
-        u = torch.rand(probs.shape[0], dtype=torch.float64, device=probs.device, generator=generator)
+        u = uniform((probs.shape[0],), generator, dtype=torch.float64, device=probs.device)
     # The first position whose cumulative probability passes u; n when none does.
     return (probs.cumsum(-1) <= u[:, None]).sum(-1)
 
