@@ -91,6 +91,7 @@ def main() -> None:
             middle = frames // 2
             driver.execute_script(f"const s = document.getElementById('slider'); s.value = {middle};"
                                   "s.dispatchEvent(new Event('input'))")
+            driver.execute_script("window.scrollTo(0, 0)")
             driver.save_screenshot(str(out / "page.png"))
             shown = {"page.png": f"{names[0]}, prompt {args.prompt!r}, seed {args.seed}, replayed at frame "
                                  f"{middle} of {frames - 1}"}
@@ -99,6 +100,7 @@ def main() -> None:
                 driver.find_element(By.ID, "compare").click()
                 Select(driver.find_element(By.ID, "model2")).select_by_value(names[1])
                 generate()
+                driver.execute_script("window.scrollTo(0, 0)")
                 driver.save_screenshot(str(out / "page-compare.png"))
                 shown["page-compare.png"] = f"{names[0]} beside {names[1]}, same prompt and seed, finished"
         finally:
