@@ -108,7 +108,7 @@ def measure_peak(device: str, size: dict) -> dict:
     """bf16 matmul TFLOP/s of a square [n, n] @ [n, n]: median over repeats of `inner` back-to-back products."""
     import torch
 
-    from dlms.training.distributed import resolve_device
+    from dlms.devices import resolve_device
 
     info = {"torch": torch.__version__, "cuda": torch.version.cuda, "cuda_available": torch.cuda.is_available()}
     try:
@@ -202,7 +202,7 @@ def check_family(family: str, args, size: dict, work: Path) -> dict:
     from dlms.model import DiffusionLM
     from dlms.samplers import SAMPLERS
     from dlms.training import Trainer
-    from dlms.training.checkpoint import find_checkpoint, read_trainer_state
+    from dlms.checkpoint import find_checkpoint, read_trainer_state
 
     run_dir = work / family
     steps, more = args.steps or size["steps"], size["resume_steps"]
@@ -294,7 +294,7 @@ def check_dglm(args, size: dict, work: Path) -> dict:
     from dlms.dglm.pipeline import DglmPipeline
     from dlms.dglm.stages import read_training_state
     from dlms.dglm.train import DECODER, LATENT, DglmTrainer
-    from dlms.training.distributed import resolve_device
+    from dlms.devices import resolve_device
 
     d = size["dglm"]
     ar_run = work / "ar"

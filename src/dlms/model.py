@@ -19,7 +19,7 @@ from .config import RunConfig
 from .drafts import Draft, stack_drafts
 from .checks import check_int
 from .errors import ArgumentError, CheckpointError, DlmsError
-from .eval.likelihood import evaluate_likelihood
+from .likelihood import evaluate_likelihood
 from .methods.base import prompt_region
 from .prompting import PromptLayout
 from .samplers import build_sampler
@@ -28,9 +28,9 @@ from .samplers.randomness import RowGenerators
 
 # A sampler option -> the argument of `sample` / `sample_ids` that sets it.
 SAMPLING_ARGUMENTS = {name: option.argument for name, option in SAMPLER_OPTIONS.items()}
-from .training.checkpoint import (find_checkpoint, load_weights, read_config, read_tensors, read_trainer_state,
+from .checkpoint import (find_checkpoint, load_weights, read_config, read_tensors, read_trainer_state,
                                   save_checkpoint)
-from .training.distributed import resolve_device
+from .devices import resolve_device
 
 MASK_GLYPH = "_"
 Label = str | int  # a class name, or its id
@@ -590,8 +590,8 @@ class DiffusionLM:
     def score_continuations(self, pairs: Sequence[tuple[str, str]], *, passes: int | None = None, seed: int = 0,
                             batch_size: int = 32, label: Label | None = None) -> list[dict[str, Any]]:
         """log p(continuation | context) for (context, continuation) pairs: exact for AR, minus
-        the ELBO (a lower bound, with its Monte Carlo `se`) for diffusion. See eval/scoring.py."""
-        from .eval.scoring import encode_pair, score_sequences
+        the ELBO (a lower bound, with its Monte Carlo `se`) for diffusion. See scoring.py."""
+        from .scoring import encode_pair, score_sequences
 
         check_int("passes", passes, 1)
         check_int("batch_size", batch_size, 1, optional=False)

@@ -28,7 +28,7 @@ from dlms.backbones import build_backbone
 from dlms.cli import main
 from dlms.config import config_from_dict
 from dlms.errors import ConfigError
-from dlms.eval.likelihood import evaluate_likelihood
+from dlms.likelihood import evaluate_likelihood
 from dlms.methods import METHODS, SpecialTokens, build_method
 from dlms.model import DiffusionLM
 from dlms.samplers import SAMPLERS

@@ -140,7 +140,7 @@ def test_simple_evaluate_on_local_task(runs, tmp_path, monkeypatch):
 
 
 def test_default_device_is_the_one_dlms_picks(tmp_path):
-    from dlms.training.distributed import resolve_device
+    from dlms.devices import resolve_device
 
     picked = str(resolve_device("auto"))  # cpu on a machine without a GPU
     evaluate = ["--model", "dlms", "--tasks", "t"]

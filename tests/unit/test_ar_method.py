@@ -11,7 +11,7 @@ import torch
 from dlms.backbones import build_backbone, resolve_model_config
 from dlms.config import MethodConfig, ModelConfig
 from dlms.errors import ConfigError
-from dlms.eval.likelihood import evaluate_likelihood
+from dlms.likelihood import evaluate_likelihood
 from dlms.methods import METHODS, SpecialTokens, build_method
 
 SPECIAL = SpecialTokens(pad=0, bos=1, eos=2, mask=3, vocab_size=16)

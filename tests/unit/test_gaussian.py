@@ -17,7 +17,7 @@ from dlms.assembly import resolve_run_config
 from dlms.backbones import build_backbone
 from dlms.config import DataConfig, MethodConfig, ModelConfig, RunConfig
 from dlms.errors import ConfigError, DlmsError
-from dlms.eval.likelihood import evaluate_likelihood
+from dlms.likelihood import evaluate_likelihood
 from dlms.methods import SpecialTokens, build_method
 from dlms.methods.gaussian import embedding_table
 from dlms.samplers import build_sampler

@@ -12,7 +12,7 @@ from dlms.backbones.huggingface import load_hf_config
 from dlms.config import ModelConfig
 from dlms.data.tokenizer import load_tokenizer, special_ids, train_bpe_tokenizer
 from dlms.errors import ConfigError
-from dlms.training.checkpoint import _write_tensors, load_weights, read_tensors
+from dlms.checkpoint import _write_tensors, load_weights, read_tensors
 from tests.backbone_helpers import plain_tokenizer
 
 ARCHS = ("qwen2", "llama", "gpt2")

@@ -16,7 +16,7 @@ from torch import nn
 from dlms.backbones import build_backbone, resolve_model_config
 from dlms.config import MethodConfig, ModelConfig
 from dlms.errors import ConfigError
-from dlms.eval.likelihood import evaluate_likelihood
+from dlms.likelihood import evaluate_likelihood
 from dlms.methods import SpecialTokens, build_method
 from dlms.schedules import schedule_names
 
@@ -469,7 +469,7 @@ def test_evaluate_likelihood_discrete_steps_estimates_the_discrete_bound():
 def test_conditional_elbo_of_exact_denoiser_matches_the_exact_conditional_nll():
     """Scoring the last two tokens given the clean first one: with the exact denoiser the
     Monte Carlo conditional ELBO is -log p(x2, x3 | x1) (batch-size independent, seeded)."""
-    from dlms.eval.scoring import score_sequences
+    from dlms.scoring import score_sequences
 
     p = toy_table()
     method = method_for("loglinear")

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from dlms.config import MethodConfig
-from dlms.eval.likelihood import evaluate_likelihood
+from dlms.likelihood import evaluate_likelihood
 from dlms.methods import build_method
 from tests.unit.test_ar_method import SPECIAL as AR_SPECIAL, causal_model
 from tests.unit.test_masked_method import REAL, SEQS, OracleDenoiser, method_for, tiny_model, toy_table

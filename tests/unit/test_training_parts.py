@@ -8,7 +8,7 @@ import torch
 
 from dlms import DiffusionLM, Trainer
 from dlms.config import TrainConfig, load_config
-from dlms.training import checkpoint as ckpt_module
+from dlms import checkpoint as ckpt_module
 from dlms.training.ema import EMA
 from dlms.training.optim import lr_factor
 from tests.conftest import tiny_overrides

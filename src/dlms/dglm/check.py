@@ -4,7 +4,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from ..training.distributed import resolve_device
+from ..devices import resolve_device
 from .config import DglmConfig
 from .decoder_loading import load_decoder_for
 from .encoder import load_sentence_encoder

@@ -11,7 +11,7 @@ from safetensors.torch import save_file
 
 from ..backbones.huggingface import from_hub, load_hf_config, load_pretrained_causal_lm, quiet_loading
 from ..errors import ConfigError, DlmsError
-from ..training.checkpoint import find_checkpoint
+from ..checkpoint import find_checkpoint
 
 
 def is_dlms_run(name: str) -> bool:

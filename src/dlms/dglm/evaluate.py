@@ -25,7 +25,7 @@ import torch
 from ..data.sources import parse_builtin
 from ..errors import ConfigError
 from ..eval.text_metrics import distinct_n
-from ..experiments.base import markdown_table, write_csv
+from ..reporting.tables import markdown_table, write_csv
 from .data import PairTokenizer, load_split_texts
 from .judges import BuiltinJudge, TfidfJudge
 from .pairs import cut_pairs_indexed
@@ -190,7 +190,7 @@ def evaluate(pipe: DglmPipeline, attribute: str, guidance_scales: list[float], n
 
 def plot_sweep(rows: list[dict[str, Any]], path: Path, title: str) -> Path:
     """Success and fluency perplexity against the guidance scale; the plain AR decoder as lines."""
-    from ..experiments import plots
+    from ..reporting import plots
 
     sweep = sorted((r for r in rows if r["guidance"] is not None), key=lambda r: r["guidance"])
     plain = next((r for r in rows if r["system"] == "plain-ar"), None)

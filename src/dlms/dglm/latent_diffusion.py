@@ -23,7 +23,7 @@ from ..backbones.transformer import Transformer, TransformerSpec
 from ..config import dataclass_from_dict
 from ..data.cache import staged_entry
 from ..errors import CheckpointError, ConfigError
-from ..training.checkpoint import load_weights, read_tensors
+from ..checkpoint import load_weights, read_tensors
 from ..samplers.gaussian import ddim_update, ddpm_update, vp_coefficients
 from ..samplers.guidance import mix_guidance
 from ..schedules import GaussianSchedule, build_schedule

@@ -25,7 +25,7 @@ from ..assembly import autocast_context, resolve_precision
 from ..checks import check_number
 from ..errors import CheckpointError, ConfigError
 from ..paths import safe_stem
-from ..training.distributed import resolve_device
+from ..devices import resolve_device
 from .config import DglmConfig, GenerationConfig, check_generation, dglm_config_from_dict, read_dglm_yaml
 from .control import LinearClassifier, guidance_gradient
 from .data import PairTokenizer

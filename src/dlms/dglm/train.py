@@ -28,8 +28,9 @@ from ..data.cache import staged_entry
 from ..errors import CheckpointError, ConfigError
 from ..paths import check_writable
 from ..schedules import build_schedule
-from ..training.checkpoint import load_weights, read_tensors
-from ..training.distributed import resolve_device
+from ..checkpoint import load_weights, read_tensors
+from ..run_folder import DGLM_RUN_CONFIG as RUN_CONFIG  # the resolved config, in the run folder
+from ..devices import resolve_device
 from ..training.progress import MetricsLog, TrainingProgress
 from .config import DglmConfig, read_dglm_yaml
 from .data import PairTokenizer, load_split_texts
@@ -43,7 +44,6 @@ from .stage_loop import train_stage
 from .stages import read_stage_meta, read_training_state, write_stage_meta
 
 STAGES = ("embed", "diffusion", "decoder")
-RUN_CONFIG = "dglm_config.yaml"  # the resolved config, in the run folder
 EMBED, LATENT, DECODER = "embed", "latent_diffusion", "decoder"  # folder names
 VAL_BATCHES = 4  # held-out batches per checkpoint
 

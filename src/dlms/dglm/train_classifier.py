@@ -9,7 +9,7 @@ import torch
 
 from ..data.sources import read_examples
 from ..errors import ConfigError, DataError
-from ..training.distributed import resolve_device
+from ..devices import resolve_device
 from .config import DglmConfig
 from .control import fit_attribute_classifier
 from .embeddings import encode_cached

@@ -32,9 +32,9 @@ from ..errors import ArgumentError, CheckpointError, ConfigError, literal
 from ..jsonsafe import dumps
 from ..paths import check_writable
 from ..training import Trainer
-from ..training.checkpoint import find_checkpoint, read_config, read_trainer_state
-from ..training.distributed import resolve_device
-from ..training.run_folder import RunLock, clear_run, describe_run, tidy
+from ..checkpoint import find_checkpoint, read_config, read_trainer_state
+from ..devices import resolve_device
+from ..run_folder import RunLock, clear_run, describe_run, tidy
 from .progressive import ProgressiveObjective
 from .sdtt import SDTTObjective
 
@@ -103,7 +103,7 @@ def load_frozen(path: str | Path, device: torch.device):
 
 def _check_teacher(checkpoint: str | Path) -> tuple[Path, RunConfig, dict]:
     """The teacher run's checkpoint folder, config and state; one clear error for what cannot be distilled."""
-    from ..dglm.train import RUN_CONFIG as DGLM_CONFIG
+    from ..run_folder import DGLM_RUN_CONFIG as DGLM_CONFIG
 
     path = Path(checkpoint)
     if (path / DGLM_CONFIG).is_file():

@@ -208,14 +208,14 @@ class HFEvaluator(Evaluator):
 
 
 def _is_dlms_run(path: Path) -> bool:
-    from ..training.checkpoint import CHECKPOINT
+    from ..checkpoint import CHECKPOINT
 
     return any((p / "trainer_state.json").is_file() for p in (path, path / CHECKPOINT, path / f".{CHECKPOINT}.old"))
 
 
 def _run_folder(path: Path) -> Path:
     """The run folder `path` names (a run folder, or its checkpoint folder), resolved."""
-    from ..training.checkpoint import CHECKPOINT
+    from ..checkpoint import CHECKPOINT
 
     path = path.expanduser().resolve()
     if path.name in (CHECKPOINT, f".{CHECKPOINT}.old") and (path / "trainer_state.json").is_file():
@@ -240,7 +240,7 @@ def check_independent(checkpoint: str | Path, evaluator: str | Path, what: str =
 def load_evaluator(spec: str, device: str = "auto") -> Evaluator:
     """The evaluator named by `spec`: a dlms 'ar' run folder, or a Hugging Face causal LM (a local
     folder, or a Hub id when the Hub is reachable). Any failure is a one-line `DlmsError`."""
-    from ..training.distributed import resolve_device
+    from ..devices import resolve_device
 
     spec = str(spec)
     path = Path(spec).expanduser()

@@ -164,7 +164,7 @@ class DlmsLM(LM):
 
     def loglikelihood_rolling(self, requests, disable_tqdm: bool = False) -> list[float]:
         """log p(text) per request, windowed over long texts (policy in the module docstring)."""
-        from .scoring import score_sequences
+        from ..scoring import score_sequences
 
         start = self.lm._start_tokens
         max_len = self.max_length
@@ -282,7 +282,7 @@ def with_default_device(args: list[str]) -> list[str]:
             config = arg[2:]
         if config and _config_sets_device(config):
             return list(args)
-    from ..training.distributed import resolve_device
+    from ..devices import resolve_device
 
     return [*args, "--device", str(resolve_device("auto"))]
 

@@ -43,7 +43,7 @@ class ReferenceGroups:
 
 def refuse_dglm_run(checkpoint: str | Path) -> None:
     """DlmsError for a DGLM run folder: it learns continuations of text, never prompt/response pairs."""
-    from ..dglm.train import RUN_CONFIG as DGLM_CONFIG
+    from ..run_folder import DGLM_RUN_CONFIG as DGLM_CONFIG
 
     if (Path(checkpoint) / DGLM_CONFIG).is_file():
         raise DlmsError(f"'{checkpoint}' is a DGLM run, which learns continuations of text, not responses to "

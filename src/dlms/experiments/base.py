@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 import csv
-import os
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -17,6 +16,7 @@ import yaml
 
 from ..config import RunConfig, config_from_dict, flatten, read_yaml, set_dotted
 from ..errors import ConfigError, DlmsError
+from ..reporting.tables import markdown_table, write_csv
 
 EXPERIMENTS: dict[str, type["Experiment"]] = {}
 RESULTS = "results.csv"
@@ -59,7 +59,7 @@ class Experiment:
         if self.spec.get("checkpoint"):
             return Path(self.spec["checkpoint"])
         from ..training import Trainer
-        from ..training.checkpoint import CHECKPOINT
+        from ..checkpoint import CHECKPOINT
 
         run = self.out_dir / "model"
         state = run / CHECKPOINT / "trainer_state.json"
@@ -155,22 +155,6 @@ def load_experiment(config: str | Path, name: str | None = None, out_dir: str | 
     return cls(spec, folder)
 
 
-def markdown_table(rows: list[dict[str, Any]], columns: list[str] | None = None) -> str:
-    """Rows as a Markdown table; numbers shown with 4 significant digits."""
-    columns = columns or list(rows[0])
-
-    def shown(value: Any) -> str:
-        try:
-            number = float(value)
-        except (TypeError, ValueError):
-            return str(value)
-        return str(value) if float(number).is_integer() and "." not in str(value) else f"{number:.4g}"
-
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(shown(r.get(c, "")) for c in columns) + " |" for r in rows]
-    return "\n".join(lines)
-
-
 def sample_notes(rows: list[dict[str, Any]], evaluator: str | None) -> list[str]:
     """Markdown lines under a table of sample figures: which rows are not at the data's length
     (eval/generation.py: their quality figures support no claim) and who scored the samples."""
@@ -206,19 +190,6 @@ def read_results(out_dir: Path) -> list[dict[str, str]]:
         return []
     with path.open(newline="", encoding="utf-8") as f:
         return list(csv.DictReader(f))
-
-
-def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
-    """Write rows (the union of their keys as columns) to `path` atomically."""
-    columns: list[str] = []
-    for row in rows:
-        columns += [k for k in row if k not in columns]
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with tmp.open("w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(tmp, path)
 
 
 def run_experiment(exp: Experiment, *, progress: bool = True, log=print) -> Path:

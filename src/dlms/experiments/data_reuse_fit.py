@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from .plots import as_float, new_grid, save
+from ..reporting.plots import as_float, new_grid, save
 
 FLOPS_PER_PARAMETER_TOKEN = 6  # forward and backward pass
 POOR_FIT = 0.05  # nats/token of rmse above which a fit does not describe its curves

@@ -27,11 +27,12 @@ from typing import Any
 
 from ..assembly import dataset_from_config
 from ..errors import ConfigError
-from .base import Experiment, command_lines, markdown_table, register
+from ..reporting.tables import markdown_table
+from .base import Experiment, command_lines, register
 from .data_reuse_fit import analyse, plot_reuse, report_lines
 from .data_scaling_report import (best_of_sweeps, comparison_table, comparisons, plot_crossover, plot_curves,
                                   run_notes, verdict)
-from .plots import as_float
+from ..reporting.plots import as_float
 
 
 @register
@@ -80,7 +81,7 @@ class DataScaling(Experiment):
     def run_cell(self, cell: dict[str, Any], cell_dir: Path) -> list[dict[str, Any]]:
         from ..model import DiffusionLM
         from ..training import Trainer
-        from ..training.checkpoint import CHECKPOINT
+        from ..checkpoint import CHECKPOINT
 
         family, budget = cell["family"], cell["unique_tokens"]
         size, variant = cell.get("size"), cell.get("variant")
@@ -152,7 +153,7 @@ class DataScaling(Experiment):
         return analyse(best_of_sweeps(rows), curves, t.warmup_steps * tokens_per_step)
 
     def plot(self, rows: list[dict[str, str]]) -> list[Path]:
-        from .base import write_csv
+        from ..reporting.tables import write_csv
 
         curves = self.curves(rows)
         if curves:

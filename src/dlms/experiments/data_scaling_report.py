@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .data_reuse_fit import TAKE_OFF
-from .plots import as_float, new_grid, save
+from ..reporting.plots import as_float, new_grid, save
 
 Row = dict[str, str]
 SIGNIFICANT = 2.0  # standard errors of the difference for a claim that one family is lower

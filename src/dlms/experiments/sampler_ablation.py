@@ -17,7 +17,7 @@ from typing import Any
 
 from ..errors import ConfigError
 from .base import Experiment, register
-from .plots import as_float, new_grid, save
+from ..reporting.plots import as_float, new_grid, save
 
 
 @register

@@ -233,9 +233,9 @@ class DglmEngine:
 def load_engine(name: str, path: str, device: str = "auto", precision: str | None = None):
     """A DGLM run (it has a DGLM run config) or a `dlms train` run, loaded for serving."""
     from ..dglm.pipeline import DglmPipeline
-    from ..dglm.train import RUN_CONFIG
+    from ..run_folder import DGLM_RUN_CONFIG
 
-    if (Path(path) / RUN_CONFIG).is_file():
+    if (Path(path) / DGLM_RUN_CONFIG).is_file():
         return DglmEngine(name, DglmPipeline.load(path, None if device == "auto" else device, precision), path)
     from ..model import DiffusionLM
 

@@ -7,7 +7,6 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from ..errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -23,21 +22,6 @@ class DistInfo:
     @property
     def enabled(self) -> bool:
         return self.world_size > 1
-
-
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    """'auto' -> cuda (this process's GPU) when available, else cpu."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda"):
-        if not torch.cuda.is_available():
-            said = f"device '{name}' was asked for but no CUDA GPU is visible"
-            raise ConfigError(f"{said}; use device 'cpu' (or 'auto')", cli=f"{said}; use --device cpu")
-        return torch.device("cuda", local_rank) if name == "cuda" else torch.device(name)
-    try:
-        return torch.device(name)
-    except RuntimeError:
-        raise ConfigError(f"unknown device '{name}'; use auto, cpu or cuda") from None
 
 
 def init_distributed(device: torch.device) -> DistInfo:

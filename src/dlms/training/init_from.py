@@ -29,7 +29,7 @@ import torch
 
 from ..config import ModelConfig, RunConfig
 from ..errors import CheckpointError, ConfigError, DlmsError
-from .checkpoint import find_checkpoint, load_weights, read_config, read_tensors, read_trainer_state
+from ..checkpoint import find_checkpoint, load_weights, read_config, read_tensors, read_trainer_state
 
 # The model keys that decide which tensors the backbone has and their shapes.
 ARCHITECTURE = ("backbone", "preset", "d_model", "n_layers", "n_heads", "mlp_hidden", "qk_norm", "skip_connections",

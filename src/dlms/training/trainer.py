@@ -27,18 +27,19 @@ from ..checks import check_int
 from ..config import RunConfig, load_config, save_config
 from ..data import BatchIterator
 from ..errors import ArgumentError, CheckpointError, ConfigError, TrainingDiverged, literal
-from ..eval.likelihood import evaluate_likelihood
+from ..likelihood import evaluate_likelihood
 from ..methods import LossOutput, build_method
 from ..methods.base import PROMPT_DROPPED, PROMPT_LEN
-from .checkpoint import (find_checkpoint, load_weights, read_config, read_optimizer_state, read_tensors,
+from ..checkpoint import (find_checkpoint, load_weights, read_config, read_optimizer_state, read_tensors,
                          read_trainer_state, save_checkpoint, truncate_metrics)
-from .distributed import barrier, init_distributed, mean_across, resolve_device, shutdown
+from ..devices import resolve_device
+from .distributed import barrier, init_distributed, mean_across, shutdown
 from .ema import EMA
 from .init_from import inherit_architecture, init_weights as load_init_weights, read_init_source
 from .optim import build_optimizer, build_scheduler
 from .progress import MetricsLog, TrainingProgress
 from ..paths import check_writable
-from .run_folder import RunLock, clear_run, describe_run, ensure_free, make_run_folder, tidy
+from ..run_folder import RunLock, clear_run, describe_run, ensure_free, make_run_folder, tidy
 
 
 # objective(model, batch) -> LossOutput: what a Trainer minimises instead of `method.loss`.

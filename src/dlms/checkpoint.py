@@ -19,9 +19,9 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from ..config import RunConfig, config_from_dict, read_yaml, save_config
-from ..errors import CheckpointError, DlmsError
-from ..jsonsafe import dumps
+from .config import RunConfig, config_from_dict, read_yaml, save_config
+from .errors import CheckpointError, DlmsError
+from .jsonsafe import dumps
 
 CHECKPOINT = "checkpoint"
 FORMAT_VERSION = 1

@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import DataError
-from ..methods.base import unwrap
+from .errors import DataError
+from .methods.base import unwrap
 
 
 def _sequence_noise(method, index: int, seed: int, passes: int, length: int, device: torch.device,

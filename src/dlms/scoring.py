@@ -20,7 +20,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from ..errors import DlmsError
+from .errors import DlmsError
 from .likelihood import _sequence_noise
 
 

@@ -1,4 +1,4 @@
-"""Matplotlib helpers shared by the experiments' plots (headless: the Agg backend)."""
+"""Matplotlib helpers shared by the plots of experiments/ and dglm/ (headless: the Agg backend)."""
 from __future__ import annotations
 
 from pathlib import Path

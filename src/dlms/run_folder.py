@@ -17,8 +17,11 @@ import os
 import shutil
 from pathlib import Path
 
-from ..errors import ConfigError
-from ..paths import check_writable
+from .errors import ConfigError
+from .paths import check_writable
+
+# The file that makes a folder a DGLM run (`dlms dglm train`), which other commands recognise and refuse.
+DGLM_RUN_CONFIG = "dglm_config.yaml"
 
 LOCK_FILE = ".lock"
 # What a training writes into its folder; `clear_run` removes exactly these.

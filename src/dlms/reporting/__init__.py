@@ -1,0 +1,1 @@
+"""What reports share: markdown tables, CSV files and matplotlib figures (experiments/, dglm/)."""
