@@ -10,6 +10,9 @@ from numbers import Integral, Real
 
 from .errors import ArgumentError, literal
 
+# The shortest row a run may be built on: a start token, two of text and an end (config and data agree).
+MIN_SEQ_LEN = 4
+
 
 def _fail(name: str, allowed: str, value: object) -> ArgumentError:
     return ArgumentError("{arg} must be " + literal(allowed) + ", got " + literal(repr(value)), arg=name)

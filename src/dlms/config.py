@@ -17,6 +17,7 @@ from typing import Any, Literal, Optional
 
 import yaml
 
+from .checks import MIN_SEQ_LEN
 from .errors import ConfigError
 
 _FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
@@ -302,7 +303,7 @@ def _build(cls: type, data: Any, prefix: str) -> Any:
 
 # (key, test, what the value must be): checked after the types.
 _RANGES = [
-    ("data.seq_len", lambda v: v is None or v >= 4, "at least 4 (or null: fit the data)"),
+    ("data.seq_len", lambda v: v is None or v >= MIN_SEQ_LEN, f"at least {MIN_SEQ_LEN} (or null: fit the data)"),
     ("data.vocab_size", lambda v: v >= 260, "at least 260 (256 bytes + 4 special tokens)"),
     ("data.val_fraction", lambda v: 0 < v < 1, "in (0, 1): runs are validated on held-out data"),
     ("data.max_examples", lambda v: v is None or v >= 1, "at least 1 (or null)"),
@@ -339,7 +340,7 @@ _RANGES = [
     ("model.n_layers", lambda v: v is None or v >= 1, "at least 1 (or null)"),
     ("model.n_heads", lambda v: v is None or v >= 1, "at least 1 (or null)"),
     ("model.mlp_hidden", lambda v: v is None or v >= 1, "at least 1 (or null)"),
-    ("model.max_seq_len", lambda v: v is None or v >= 4, "at least 4 (or null)"),
+    ("model.max_seq_len", lambda v: v is None or v >= MIN_SEQ_LEN, f"at least {MIN_SEQ_LEN} (or null)"),
     ("model.num_classes", lambda v: v >= 0, "at least 0"),
     ("model.input_dim", lambda v: v >= 0, "at least 0"),
     ("model.token_table_dim", lambda v: v >= 0, "at least 0"),

@@ -46,3 +46,17 @@ def check_writable(path: str | Path, what: str, folder: bool = True) -> Path:
         raise ConfigError(f"cannot write {what} '{path}' ({exc.strerror or type(exc).__name__}); "
                           "pass a path you can write to") from None
     return path
+
+
+def looks_like_path(name: str) -> bool:
+    """Whether a model or tokenizer name is meant as a local path rather than a Hub id: it starts
+    like one (/, ./, ../, ~), or has more slashes than `owner/name` allows."""
+    return name.startswith(("/", "./", "../", "~", ".\\", "..\\")) or name in (".", "..") or name.count("/") > 1
+
+
+def first_line(exc: BaseException, limit: int = 200) -> str:
+    """The first non-blank line of an exception's message (its type when it has none), cut to
+    `limit` characters: what a one-line error quotes of a library's own error."""
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    text = lines[0] if lines else type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -36,6 +36,7 @@ from torch import nn
 
 from ..config import ModelConfig
 from ..errors import ConfigError
+from ..paths import first_line, looks_like_path
 from .conditioning import timestep_embedding
 
 BUILTIN = "transformer"  # the value of model.backbone that means the built-in network
@@ -75,15 +76,6 @@ def quiet_loading():
         hf_logging.set_verbosity(level)
         if bars:
             hf_logging.enable_progress_bar()
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
-
-
-def _looks_like_path(name: str) -> bool:
-    return name.startswith(("/", "./", "../", "~", ".\\", "..\\")) or name in (".", "..")
 
 
 def hub_offline() -> bool:
@@ -141,10 +133,10 @@ def load_hf_config(name: str):
             return AutoConfig.from_pretrained(str(path), local_files_only=True)
         except Exception as exc:  # noqa: BLE001
             raise ConfigError(f"backbone folder '{name}' has a config.json that transformers cannot read "
-                              f"({_first_line(exc)}); pass a folder written by model.save_pretrained()") from None
+                              f"({first_line(exc)}); pass a folder written by model.save_pretrained()") from None
     if path.exists():
         raise ConfigError(f"backbone '{name}' is a file; pass the model's folder (with config.json and the weights)")
-    if _looks_like_path(name):
+    if looks_like_path(name):
         raise ConfigError(f"backbone folder '{name}' does not exist; check the path")
     return from_hub(lambda local: AutoConfig.from_pretrained(name, local_files_only=local), name)
 
@@ -168,7 +160,7 @@ def load_pretrained_causal_lm(name: str, config) -> nn.Module:
     except ConfigError:
         raise
     except Exception as exc:  # noqa: BLE001
-        raise ConfigError(f"backbone '{name}' could not be loaded as a causal LM ({_first_line(exc)}); pass a folder "
+        raise ConfigError(f"backbone '{name}' could not be loaded as a causal LM ({first_line(exc)}); pass a folder "
                           "written by AutoModelForCausalLM.save_pretrained() (config.json and weights)") from None
 
 
@@ -182,7 +174,7 @@ def _build_from_config(folder: Path) -> nn.Module:
         except ValueError:
             return AutoModelForCausalLM.from_config(config, dtype=torch.float32, attn_implementation="eager")
     except Exception as exc:  # noqa: BLE001
-        raise ConfigError(f"the backbone architecture saved in '{folder}' cannot be rebuilt ({_first_line(exc)}); "
+        raise ConfigError(f"the backbone architecture saved in '{folder}' cannot be rebuilt ({first_line(exc)}); "
                           "the checkpoint is damaged or from another transformers version") from None
 
 

@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from dlms.checks import MIN_SEQ_LEN
 from dlms.data import auto_length, cache
 from dlms.data.prompt_response import PromptColumns, encode_pairs, ensure_sep_token
 from dlms.data.chat import template_key
@@ -190,8 +191,8 @@ class DatasetBuilder:
         """The row length, or None for "fit the data" (seq_len=None or "auto")."""
         if seq_len is None or seq_len == "auto":
             return None
-        if not isinstance(seq_len, int) or isinstance(seq_len, bool) or seq_len < 2:
-            raise ConfigError(f"seq_len must be an integer >= 2, or None to fit the data, got {seq_len!r}")
+        if not isinstance(seq_len, int) or isinstance(seq_len, bool) or seq_len < MIN_SEQ_LEN:
+            raise ConfigError(f"seq_len must be an integer >= {MIN_SEQ_LEN}, or None to fit the data, got {seq_len!r}")
         return seq_len
 
     # ----------------------------------------------------------------------------------------

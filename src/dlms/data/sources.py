@@ -33,7 +33,6 @@ from __future__ import annotations
 import codecs
 import csv
 import hashlib
-import json
 import sys
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -41,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from dlms.data.chat import split_conversation
+from dlms.data.jsonl import read_objects
 from dlms.errors import ConfigError, DataError
 
 TEXT_EXTENSIONS = (".txt", ".jsonl", ".csv", ".tsv")
@@ -231,24 +231,11 @@ def _row_example(row: dict, fields: Fields, label_columns: Sequence[str], where:
 
 def _read_jsonl(path: Path, fields: Fields, label_columns: Sequence[str]) -> Iterator[Example]:
     checked = False
-    with path.open("r", encoding="utf-8-sig") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(
-                    f"'{path}' line {lineno} is not valid JSON ({exc.msg}); write one JSON object per line"
-                ) from None
-            if not isinstance(row, dict):
-                raise DataError(
-                    f"'{path}' line {lineno} is a JSON {type(row).__name__}, not an object; write one object per line"
-                )
-            if not checked:  # the first record defines the columns
-                _check_columns(fields, label_columns, path, list(row))
-                checked = True
-            yield _row_example(row, fields, label_columns, f"'{path}' line {lineno}")
+    for lineno, row in read_objects(path, name=f"'{path}'", fix="write one JSON object per line"):
+        if not checked:  # the first record defines the columns
+            _check_columns(fields, label_columns, path, list(row))
+            checked = True
+        yield _row_example(row, fields, label_columns, f"'{path}' line {lineno}")
 
 
 def _read_delimited(path: Path, fields: Fields, label_columns: Sequence[str]) -> Iterator[Example]:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dlms.errors import ConfigError, DataError
+from dlms.paths import first_line, looks_like_path
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase, PreTrainedTokenizerFast
@@ -77,15 +78,6 @@ def train_bpe_tokenizer(
     return tokenizer
 
 
-def _looks_like_path(name: str) -> bool:
-    return name.startswith(("/", "./", "../", "~", ".\\", "..\\")) or name in (".", "..")
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
-
-
 def load_tokenizer(name_or_path: str) -> PreTrainedTokenizerFast:
     """Load a tokenizer by local folder, `tokenizer.json` file, or Hugging Face Hub name.
 
@@ -102,7 +94,7 @@ def load_tokenizer(name_or_path: str) -> PreTrainedTokenizerFast:
             tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
         except Exception as exc:  # transformers raises many types; report them all as one line
             raise DataError(
-                f"could not load a tokenizer from folder '{name}' ({_first_line(exc)}); pass a folder "
+                f"could not load a tokenizer from folder '{name}' ({first_line(exc)}); pass a folder "
                 "written by tokenizer.save_pretrained() (with tokenizer.json or tokenizer_config.json)"
             ) from None
     elif path.is_file():
@@ -114,9 +106,9 @@ def load_tokenizer(name_or_path: str) -> PreTrainedTokenizerFast:
             tokenizer = PreTrainedTokenizerFast(tokenizer_file=str(path), clean_up_tokenization_spaces=False)
         except Exception as exc:
             raise DataError(
-                f"could not read tokenizer file '{name}' ({_first_line(exc)}); pass a tokenizer.json"
+                f"could not read tokenizer file '{name}' ({first_line(exc)}); pass a tokenizer.json"
             ) from None
-    elif _looks_like_path(name):
+    elif looks_like_path(name):
         raise DataError(f"tokenizer folder '{name}' does not exist; check the path")
     else:
         tokenizer = _load_from_hub(name)

@@ -40,18 +40,9 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import DlmsError
+from ..paths import first_line, looks_like_path
 
 HF_MAX_LEN = 1024  # cap on a Hugging Face model's window
-
-
-def _looks_like_path(name: str) -> bool:
-    return name.startswith(("/", "./", "../", "~", ".\\", "..\\")) or name in (".", "..") or name.count("/") > 1
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
-    text = lines[0] if lines else type(exc).__name__
-    return text if len(text) <= 200 else text[:197] + "..."
 
 
 def windows(ids: Sequence[int], start: int, max_len: int) -> list[list[int]]:
@@ -250,7 +241,7 @@ def load_evaluator(spec: str, device: str = "auto") -> Evaluator:
         lm = DiffusionLM.load_checkpoint(path, device=device, expect_method="ar")
         return DlmsEvaluator(spec, lm)
     fix = "pass a dlms 'ar' run folder or a local Hugging Face model folder"
-    if not path.exists() and _looks_like_path(spec):
+    if not path.exists() and looks_like_path(spec):
         raise DlmsError(f"evaluator '{spec}' does not exist; {fix}")
     torch_device = resolve_device(device)
     try:
@@ -262,6 +253,6 @@ def load_evaluator(spec: str, device: str = "auto") -> Evaluator:
         model = AutoModelForCausalLM.from_pretrained(source, local_files_only=local)
     except Exception as exc:  # noqa: BLE001  (transformers and the hub raise many types: one line)
         kind = "not a dlms run folder, and not a Hugging Face causal LM that loads from here"
-        raise DlmsError(f"evaluator '{spec}' could not be loaded ({kind}: {_first_line(exc)}); {fix}") from None
+        raise DlmsError(f"evaluator '{spec}' could not be loaded ({kind}: {first_line(exc)}); {fix}") from None
     model = model.float().to(torch_device).eval()
     return HFEvaluator(spec, model, tokenizer, torch_device)

@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from ..data.jsonl import read_objects
 from ..errors import DataError
 from .text_metrics import corpus_bleu, rouge
 
@@ -49,22 +50,12 @@ def _read_objects(path: str | Path, fix: str) -> Iterator[tuple[int, dict]]:
         what = "is a folder, not a file" if path.exists() else "does not exist"
         raise DataError(f"task file '{path}' {what}; pass the path of a .jsonl task file")
     found = False
-    with path.open("r", encoding="utf-8-sig") as fh:
-        try:
-            for lineno, line in enumerate(fh, 1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise DataError(f"task file '{path}' line {lineno} is not valid JSON ({exc.msg}); {fix}") from None
-                if not isinstance(row, dict):
-                    raise DataError(f"task file '{path}' line {lineno} is a JSON {type(row).__name__}, "
-                                    f"not an object; {fix}")
-                found = True
-                yield lineno, row
-        except UnicodeDecodeError:
-            raise DataError(f"task file '{path}' is not UTF-8 text; save it as UTF-8 JSONL") from None
+    try:
+        for lineno, row in read_objects(path, name=f"task file '{path}'", fix=fix):
+            found = True
+            yield lineno, row
+    except UnicodeDecodeError:
+        raise DataError(f"task file '{path}' is not UTF-8 text; save it as UTF-8 JSONL") from None
     if not found:
         raise DataError(f"task file '{path}' is empty; {fix}")
 
