@@ -19,7 +19,7 @@ from dlms.samplers import SAMPLERS, build_sampler
 from dlms.schedules import schedule_names
 from dlms.samplers.common import filter_logits, sample_categorical
 from dlms.samplers.guidance import guided_logits
-from dlms.samplers.masked import forbid_ends, inside_the_text
+from dlms.samplers.block_calls import forbid_ends, inside_the_text
 from tests.backbone_helpers import NoEnds
 
 SPECIAL = SpecialTokens(pad=0, bos=1, eos=2, mask=3, vocab_size=16)

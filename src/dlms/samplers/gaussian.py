@@ -26,7 +26,8 @@ import torch
 
 from .common import SamplerStats, check_canvas
 from .guidance import mix_guidance
-from .masked import StepCallback, forbid_ends, inside_the_text
+from .block_calls import forbid_ends, inside_the_text
+from .masked import StepCallback
 from .randomness import Generators, normal
 
 
@@ -150,6 +151,7 @@ class _GaussianSamplerBase:
         prev: tuple = (None, None)
         tokens = canvas
         self.stats = SamplerStats()
+        self.confidence = None  # set at each step while a callback watches
         for i in range(num_steps):
             t, s = times[i], times[i + 1]
             t_batch = torch.full((batch,), t, device=canvas.device)
