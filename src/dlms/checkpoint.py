@@ -47,8 +47,13 @@ def _write_tensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
 
 def save_checkpoint(run_dir: str | Path, *, cfg: RunConfig, model: torch.nn.Module, tokenizer,
                     trainer_state: dict[str, Any], optimizer_state: dict[str, Any] | None = None,
-                    ema_state: dict[str, torch.Tensor] | None = None, name: str = CHECKPOINT) -> Path:
-    """Write `run_dir/<name>` (default `checkpoint`) atomically and return its path."""
+                    ema_state: dict[str, torch.Tensor] | None = None, name: str = CHECKPOINT,
+                    weights: dict[str, torch.Tensor] | None = None, sharded: Path | None = None) -> Path:
+    """Write `run_dir/<name>` (default `checkpoint`) atomically and return its path.
+
+    `weights`: the model's whole state dict when `model.state_dict()` holds only a shard (an FSDP
+    run consolidates it first); `sharded`: a folder of per-process shards (training/
+    sharded_checkpoint.py) moved into the checkpoint as `sharded/` before it is put in place."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     tmp = run_dir / f".{name}.tmp-{os.getpid()}"
@@ -56,7 +61,7 @@ def save_checkpoint(run_dir: str | Path, *, cfg: RunConfig, model: torch.nn.Modu
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     save_config(cfg, tmp / "config.yaml")
-    _write_tensors(model.state_dict(), tmp / "model.safetensors")
+    _write_tensors(model.state_dict() if weights is None else weights, tmp / "model.safetensors")
     save_architecture = getattr(model, "save_architecture", None)
     if save_architecture is not None:  # a pretrained backbone's config.json: rebuilt offline from here
         save_architecture(tmp)
@@ -65,6 +70,8 @@ def save_checkpoint(run_dir: str | Path, *, cfg: RunConfig, model: torch.nn.Modu
     tokenizer.save_pretrained(str(tmp / "tokenizer"))
     if optimizer_state is not None:
         torch.save(optimizer_state, tmp / "optimizer.pt")
+    if sharded is not None:
+        sharded.rename(tmp / "sharded")
     state = {"format_version": FORMAT_VERSION, **trainer_state}
     (tmp / "trainer_state.json").write_text(dumps(state, indent=2), encoding="utf-8")  # inf best_val -> null
     # Swap: the previous checkpoint survives until the new one is complete.

@@ -157,6 +157,12 @@ class TrainConfig:
     # weights fit (an `ar` run into a `masked` one: AR-to-diffusion conversion). See
     # dlms/training/init_from.py. Not a resume: the optimizer, steps and data position start afresh.
     init_from: Optional[str] = None
+    # Under torchrun: ddp keeps a whole copy of the model in every process; fsdp shards weights,
+    # gradients and optimizer state over the processes, a block at a time (training/parallel.py).
+    parallel: Literal["ddp", "fsdp"] = "ddp"
+    # Keep only each block's input and recompute the block in the backward pass: less memory
+    # for activations, about a third more compute.
+    activation_checkpointing: bool = False
 
 
 @dataclass

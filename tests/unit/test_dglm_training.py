@@ -27,7 +27,7 @@ def run(model, steps: int, saved: dict, fail_at: int | None = None, resume=({}, 
     def save(progress, optimizer_state):
         saved["state"] = (dict(progress), copy.deepcopy(optimizer_state), copy.deepcopy(model.state_dict()))
 
-    return train_stage(name="toy", cfg=cfg, model=model, param_groups=[{"params": list(model.parameters())}], loss_fn=loss_fn,
+    return train_stage(name="toy", cfg=cfg, model=model, param_groups=lambda m: [{"params": list(m.parameters())}], loss_fn=loss_fn,
                        save=save, val_fn=lambda: 0.0, device=torch.device("cpu"), seed=0,
                        metrics=MetricsLog(tmp_path / "m.jsonl", True), resume=resume, log=lambda _: None)
 
@@ -71,7 +71,7 @@ def test_a_nan_loss_stops_the_stage_and_keeps_the_last_checkpoint(tmp_path):
         return model(torch.ones(1, 3)).sum() * (float("nan") if i == 3 else 1.0)
 
     with pytest.raises(TrainingDiverged, match="last checkpoint .step 2. was kept"):
-        train_stage(name="toy", cfg=cfg, model=model, param_groups=[{"params": list(model.parameters())}], loss_fn=loss_fn,
+        train_stage(name="toy", cfg=cfg, model=model, param_groups=lambda m: [{"params": list(m.parameters())}], loss_fn=loss_fn,
                     save=lambda p, o: saves.append(p["step"]), val_fn=lambda: 0.0, device=torch.device("cpu"),
                     seed=0, metrics=MetricsLog(tmp_path / "m.jsonl", True), log=lambda _: None)
     assert saves == [2]
@@ -194,7 +194,7 @@ def test_a_stage_runs_its_forward_and_loss_under_the_precision_and_keeps_float32
         return 1.0
 
     cfg = StageTrainConfig(steps=4, batch_size=4, learning_rate=0.05, warmup_steps=1, save_every=2)
-    record = train_stage(name="toy", cfg=cfg, model=model, param_groups=[{"params": list(model.parameters())}],
+    record = train_stage(name="toy", cfg=cfg, model=model, param_groups=lambda m: [{"params": list(m.parameters())}],
                          loss_fn=loss_fn, save=lambda p, o: None, val_fn=val_fn, device=torch.device("cpu"), seed=0,
                          metrics=MetricsLog(tmp_path / "m.jsonl", True), log=lambda _: None, precision=precision)
     expected = (True, torch.bfloat16) if precision == "bf16" else (False, torch.float32)
@@ -213,7 +213,7 @@ def test_a_training_state_that_does_not_fit_the_config_is_a_one_line_error(tmp_p
     two = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.Linear(2, 1))  # another parameter layout
     cfg = StageTrainConfig(steps=4, batch_size=4, save_every=2)
     with pytest.raises(CheckpointError, match="does not fit this config"):
-        train_stage(name="toy", cfg=cfg, model=two, param_groups=[{"params": list(two.parameters())}],
+        train_stage(name="toy", cfg=cfg, model=two, param_groups=lambda m: [{"params": list(m.parameters())}],
                     loss_fn=lambda g: two(torch.ones(1, 3)).sum(), save=lambda p, o: None, val_fn=lambda: 0.0,
                     device=torch.device("cpu"), seed=0, metrics=MetricsLog(tmp_path / "m.jsonl", True),
                     resume=(progress, optimizer_state), log=lambda _: None)

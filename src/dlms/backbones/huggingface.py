@@ -293,6 +293,24 @@ class HFBackbone(nn.Module):
     def get_input_embeddings(self) -> nn.Module:
         return self.hf.get_input_embeddings()
 
+    def shard_units(self) -> list[nn.Module]:
+        """The modules FSDP shards one at a time: the decoder layers, the classes the model
+        declares must not be split (`_no_split_modules`, what accelerate wraps too)."""
+        names = set(self.hf._no_split_modules or ())
+        units = [m for m in self.hf.modules() if type(m).__name__ in names]
+        if not units:
+            raise ConfigError(f"backbone '{self.spec.name}' declares no layers to shard (_no_split_modules); "
+                              "train it with train.parallel=ddp")
+        return units
+
+    def enable_activation_checkpointing(self) -> None:
+        """Training forwards keep only each layer's input and recompute the layer in backward."""
+        options = {"use_reentrant": False}  # recomputes through FSDP's hooks; the reentrant form cannot
+        if hasattr(self.hf, "activation_checkpointing_enable"):  # transformers 5.2x; the older name warns there
+            self.hf.activation_checkpointing_enable(activation_checkpointing_kwargs=options)
+        else:
+            self.hf.gradient_checkpointing_enable(gradient_checkpointing_kwargs=options)
+
     @property
     def null_class(self) -> int:
         return self.spec.num_classes

@@ -9,6 +9,7 @@ from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from .conditioning import AdaptiveModulation, Conditioner
 from .layers import Attention, CanvasCache, KVCache, RMSNorm, Rotary, SwiGLU
@@ -103,6 +104,7 @@ class Transformer(nn.Module):
                                     for i in range(spec.n_layers))
         self.final_norm = RMSNorm(spec.d_model)
         self.final_modulation = AdaptiveModulation(spec.d_model, 2) if self.conditioned else None
+        self.activation_checkpointing = False
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -131,6 +133,14 @@ class Transformer(nn.Module):
     @property
     def null_class(self) -> int:
         return self.spec.num_classes
+
+    def shard_units(self) -> list[nn.Module]:
+        """The modules FSDP shards one at a time: the blocks (training/parallel.py)."""
+        return list(self.blocks)
+
+    def enable_activation_checkpointing(self) -> None:
+        """Training forwards keep only each block's input and recompute the block in backward."""
+        self.activation_checkpointing = True
 
     supports_canvas_cache = True  # `new_canvas_cache`: window-at-a-time decoding of a bidirectional model
 
@@ -168,8 +178,13 @@ class Transformer(nn.Module):
         if self.conditioner is not None:
             cond = self.conditioner(time, labels, x.shape[0], x.device)
         skips: list[torch.Tensor] = []
+        recompute = self.activation_checkpointing and self.training and cache is None and torch.is_grad_enabled()
         for i, block in enumerate(self.blocks):
-            x = block(x, cond, cache, i, skips.pop() if block.skip is not None else None, positions, attn_mask)
+            skip = skips.pop() if block.skip is not None else None
+            if recompute:
+                x = checkpoint(block, x, cond, cache, i, skip, positions, attn_mask, use_reentrant=False)
+            else:
+                x = block(x, cond, cache, i, skip, positions, attn_mask)
             if i < self.n_skips:
                 skips.append(x)
         if cache is not None:

@@ -200,6 +200,7 @@ class DglmTrainer:
         data, folder, cfg = self._embedded(), self.out / LATENT, self.cfg.diffusion
         std = data.standardizer
         resume = read_training_state(folder)
+        torch.manual_seed(self.cfg.seed)  # the same initial weights on every run of the config
         denoiser = LatentDenoiser(std.dim, self.cfg.latent)
         if resume[0]:
             started = read_stage_meta(folder, "latent_diffusion", "latent diffusion").get("config", {})
@@ -236,7 +237,7 @@ class DglmTrainer:
         params = sum(p.numel() for p in denoiser.parameters())
         self.log(f"diffusion: latent denoiser ({params:,} parameters) on {len(x)} pairs, {cfg.steps} steps, "
                  f"batch {cfg.batch_size}, precision {self.precision}")
-        train_stage(name="diffusion", cfg=cfg, model=denoiser, param_groups=[{"params": list(denoiser.parameters())}],
+        train_stage(name="diffusion", cfg=cfg, model=denoiser, param_groups=lambda m: [{"params": list(m.parameters())}],
                     loss_fn=loss_fn, save=save, val_fn=val_fn, device=self.device, seed=self.cfg.seed,
                     precision=self.precision,
                     metrics=self.metrics, progress=self._bar(cfg.steps, int(resume[0].get("step", 0)), "diffusion", "pairs/s"),
@@ -255,6 +256,7 @@ class DglmTrainer:
         else:
             base = load_decoder_for("auto_regressive_model_name", self.cfg.auto_regressive_model_name, self.device,
                                     positions=cfg.max_prefix_tokens + cfg.num_soft_tokens + cfg.max_continuation_tokens)
+            torch.manual_seed(self.cfg.seed + 1)
             model = SoftPromptedDecoder(base.model, SoftPrompt(std.dim, base.hidden_size, cfg.num_soft_tokens,
                                                                cfg.soft_prompt_width)).to(self.device)
             tokenizer = base.tokenizer
@@ -288,11 +290,14 @@ class DglmTrainer:
             save_decoder_stage(folder, model, self.cfg.auto_regressive_model_name, tokenizer, source, progress,
                                optimizer_state)
 
-        groups = [{"params": list(model.soft_prompt.parameters()), "lr": cfg.learning_rate}]
-        if cfg.decoder_learning_rate > 0:
-            groups.append({"params": list(model.decoder.parameters()), "lr": cfg.decoder_learning_rate})
-        else:
+        if cfg.decoder_learning_rate <= 0:
             model.decoder.requires_grad_(False)
+
+        def groups(m: SoftPromptedDecoder) -> list[dict]:
+            soft = [{"params": list(m.soft_prompt.parameters()), "lr": cfg.learning_rate}]
+            if cfg.decoder_learning_rate <= 0:
+                return soft
+            return soft + [{"params": list(m.decoder.parameters()), "lr": cfg.decoder_learning_rate}]
         self.log(f"decoder: soft prompt ({sum(p.numel() for p in model.soft_prompt.parameters()):,} parameters, "
                  f"{cfg.num_soft_tokens} tokens) on {self.cfg.auto_regressive_model_name}, {cfg.steps} steps, "
                  f"batch {cfg.batch_size}, precision {self.precision}")

@@ -10,21 +10,20 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
 import time
-from contextlib import nullcontext
 from copy import deepcopy
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
-from torch.nn.parallel import DistributedDataParallel
 
 from ..assembly import (autocast_context, backbone_tokenizer, dataset_from_config, precision_note, resolve_precision,
                         resolve_run_config, special_tokens)
 from ..backbones import build_backbone
 from ..checks import check_int
-from ..config import RunConfig, load_config, save_config
+from ..config import RunConfig, TrainConfig, load_config, save_config
 from ..data import BatchIterator
 from ..errors import ArgumentError, CheckpointError, ConfigError, TrainingDiverged, literal
 from ..likelihood import evaluate_likelihood
@@ -33,11 +32,12 @@ from ..methods.base import PROMPT_DROPPED, PROMPT_LEN
 from ..checkpoint import (find_checkpoint, load_weights, read_config, read_optimizer_state, read_tensors,
                          read_trainer_state, save_checkpoint, truncate_metrics)
 from ..devices import resolve_device
-from .distributed import barrier, init_distributed, mean_across, shutdown
-from .ema import EMA
+from .distributed import barrier, init_distributed, shutdown
 from .init_from import inherit_architecture, init_weights as load_init_weights, read_init_source
-from .optim import build_optimizer, build_scheduler
+from .optim import OptimizerSettings, decay_groups
 from .progress import MetricsLog, TrainingProgress
+from .sharded_checkpoint import SHARDED, load_sharded, save_sharded
+from .step import NotFinite, StepRunner
 from ..paths import check_writable
 from ..run_folder import RunLock, clear_run, describe_run, ensure_free, make_run_folder, tidy
 
@@ -102,7 +102,6 @@ class Trainer:
             self.notes.append(load_init_weights(self.model, self.init_source, self.method.name))
         if hasattr(self.method, "prepare_backbone"):  # e.g. frozen embeddings: before DDP and the optimizer
             self.method.prepare_backbone(self.model)
-        self.train_model = (DistributedDataParallel(self.model) if self.dist.enabled else self.model)
         t = self.cfg.train
         self.loader = BatchIterator(self.dataset.train, t.batch_size, seed=t.seed, rank=self.dist.rank,
                                     world_size=self.dist.world_size, label_column=self.cfg.data.label_column)
@@ -110,9 +109,20 @@ class Trainer:
             self.total_steps = max(1, math.ceil(t.num_epochs * self.loader.steps_per_epoch / t.grad_accum))
         else:
             self.total_steps = t.max_steps
-        self.optimizer = build_optimizer(self.model, t)
-        self.scheduler = build_scheduler(self.optimizer, t, self.total_steps)
-        self.ema = EMA(self.model, t.ema_decay) if t.ema_decay > 0 else None
+        # Wrapping (DDP or FSDP), optimizer, schedule, precision, clipping, accumulation, EMA: the
+        # same step as every run's, DGLM's stages included (training/step.py).
+        self.steps = StepRunner(self.model, optimizer_settings(t), self.total_steps,
+                                param_groups=lambda model: decay_groups(model, t.weight_decay), device=self.device,
+                                precision=t.precision, dist=self.dist, parallel=t.parallel,
+                                activation_checkpointing=t.activation_checkpointing)
+        self.optimizer, self.scheduler, self.ema = self.steps.optimizer, self.steps.scheduler, self.steps.ema
+        self.train_model = self.steps.train_model
+        if self.dist.enabled:
+            self.notes.append(f"{self.dist.world_size} processes, {'sharded (fsdp)' if self.steps.parallel.sharded else 'replicated (ddp)'}"
+                              + (", activation checkpointing" if t.activation_checkpointing else ""))
+        elif t.parallel == "fsdp":
+            self.notes.append("train.parallel=fsdp in one process: nothing to shard, the model trains whole "
+                              "(start it with torchrun --nproc_per_node N to shard it)")
         self.step = 0
         self.last_saved_step = 0
         self.best_val = float("inf")
@@ -158,14 +168,19 @@ class Trainer:
         if state["method"] != trainer.method.name:
             raise CheckpointError(f"checkpoint '{ckpt}' is of method '{state['method']}', not '{trainer.method.name}'")
         _check_steps_left(run_dir, step, trainer.total_steps, max_steps)
-        load_weights(trainer.model, read_tensors(ckpt / "model.safetensors"), ckpt)
+        _check_parallel(ckpt, state, trainer.steps.parallel.sharded)
+        if not trainer.steps.parallel.sharded:  # a sharded run reads its own shards below
+            load_weights(trainer.model, read_tensors(ckpt / "model.safetensors"), ckpt)
         try:
-            if trainer.ema is not None and (ckpt / "ema.safetensors").exists():
-                trainer.ema.load_state_dict(read_tensors(ckpt / "ema.safetensors"))
             opt = read_optimizer_state(ckpt)
-            trainer.optimizer.load_state_dict(opt["optimizer"])
-            trainer.scheduler.load_state_dict(opt["scheduler"])
-            _check_optimizer_state(trainer.optimizer)
+            if trainer.steps.parallel.sharded:
+                load_sharded(ckpt / SHARDED, trainer.model, trainer.optimizer,
+                             trainer.ema.state_dict() if trainer.ema is not None else None)
+                trainer.scheduler.load_state_dict(opt["scheduler"])
+            else:
+                if trainer.ema is not None and (ckpt / "ema.safetensors").exists():
+                    trainer.ema.load_state_dict(read_tensors(ckpt / "ema.safetensors"))
+                trainer.steps.load_state_dict(opt)
             if "torch_rng" in opt:
                 torch.set_rng_state(opt["torch_rng"])
             trainer.loader.load_state_dict(state["data"])
@@ -214,7 +229,7 @@ class Trainer:
                     tokens_per_s = window_tokens / max(elapsed, 1e-9)
                     window_start, window_tokens = time.perf_counter(), 0
                     self.metrics.write({"step": self.step, "epoch": self.loader.epoch, **metrics,
-                                        "lr": self.scheduler.get_last_lr()[0], "tokens_per_s": tokens_per_s})
+                                        "lr": self.steps.learning_rate, "tokens_per_s": tokens_per_s})
                 progress.update(self.step, last_loss, tokens_per_s)
                 final = self.step == self.total_steps
                 stop = False
@@ -239,41 +254,18 @@ class Trainer:
         t = self.cfg.train
         # Noise of this step depends only on (seed, rank, step): exact resume without RNG bookkeeping.
         torch.manual_seed(t.seed * 1_000_003 + self.dist.rank * 10_007 + self.step)
-        totals: dict[str, float] = {}
-        loss_sum = torch.zeros((), device=self.device)
-        for micro in range(t.grad_accum):
-            batch = self._next_batch()
-            sync = micro == t.grad_accum - 1 or not self.dist.enabled
-            context = self.train_model.no_sync() if not sync else nullcontext()
-            with context:
-                with self.autocast:
-                    out = (self.objective or self.method.loss)(self.train_model, batch)
-                (out.loss / t.grad_accum).backward()
-            loss_sum += out.loss.detach().float()
-            for k, v in out.metrics.items():
-                totals[k] = totals.get(k, 0.0) + v / t.grad_accum
-        loss = mean_across(loss_sum / t.grad_accum, self.dist)
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.grad_clip)
-        if not (torch.isfinite(loss) and torch.isfinite(grad_norm)):
-            self.optimizer.zero_grad(set_to_none=True)
-            what = "loss" if not torch.isfinite(loss) else "gradient norm"
-            value = (loss if what == "loss" else grad_norm).item()
-            said = f"the {what} became {value} at step {self.step + 1}; "
-            fix = "Lower train.learning_rate or use train.precision=fp32, then"
-            if self.last_saved_step > 0:
-                kept = f"the last good checkpoint (step {self.last_saved_step}) in '{self.run_dir}' was kept. {fix}"
-                raise TrainingDiverged(f"{said}{kept} resume it with Trainer.resume('{self.run_dir}')",
-                                       cli=f"{said}{kept} resume with --resume {self.run_dir}")
-            kept = f"no checkpoint had been saved yet (the first save comes at step {self.cfg.train.save_every}). {fix}"
-            raise TrainingDiverged(f"{said}{kept} train again with overwrite=True", cli=f"{said}{kept} train again with --overwrite")
-        self.optimizer.step()
-        self.scheduler.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        if self.ema is not None:
-            self.ema.update(self.model)
-        totals["loss"] = loss.item()
-        totals["grad_norm"] = grad_norm.item()
-        return totals
+        objective = self.objective or self.method.loss
+        try:
+            return self.steps.step(lambda model: objective(model, self._next_batch()))
+        except NotFinite as bad:
+            said = f"the {bad.what} became {bad.value} at step {self.step + 1}; "
+        fix = "Lower train.learning_rate or use train.precision=fp32, then"
+        if self.last_saved_step > 0:
+            kept = f"the last good checkpoint (step {self.last_saved_step}) in '{self.run_dir}' was kept. {fix}"
+            raise TrainingDiverged(f"{said}{kept} resume it with Trainer.resume('{self.run_dir}')",
+                                   cli=f"{said}{kept} resume with --resume {self.run_dir}")
+        kept = f"no checkpoint had been saved yet (the first save comes at step {self.cfg.train.save_every}). {fix}"
+        raise TrainingDiverged(f"{said}{kept} train again with overwrite=True", cli=f"{said}{kept} train again with --overwrite")
 
     def _next_batch(self) -> dict[str, torch.Tensor]:
         batch = next(self.loader)
@@ -293,27 +285,37 @@ class Trainer:
 
     # ------------------------------------------------------------------ eval and save
     def eval_model(self) -> torch.nn.Module:
-        """The weights to evaluate and sample: the EMA weights when kept, else the live ones."""
-        if self.ema is None:
+        """The weights to evaluate and sample: the EMA weights when kept, else the live ones (a
+        copy, whole, of a sharded model: collective, every process calls it)."""
+        if self.ema is None and not self.steps.parallel.sharded:
             return self.model
-        copy = deepcopy(self.model)  # not rebuilt: a pretrained backbone would be loaded again
-        copy.load_state_dict({k: v.to(copy.state_dict()[k].dtype) for k, v in self.ema.state_dict().items()})
-        return copy
+        with self.steps.averaged_weights():
+            weights = self.steps.parallel.full_state_dict()
+        source_ckpt = self.init_source.ckpt if self.init_source is not None else None
+        # A sharded model cannot be copied, so it is rebuilt (on CPU first: a pretrained backbone is
+        # rebuilt from its saved architecture where it can be, else loaded again).
+        copy = (build_backbone(self.cfg.model, self.method.special.vocab_size, source_ckpt) if self.steps.parallel.sharded
+                else deepcopy(self.model))
+        copy.load_state_dict({k: v.to(copy.state_dict()[k].dtype) for k, v in weights.items()})
+        return copy.to(self.device)
 
     def validate(self) -> dict[str, float]:
         """A fixed-seed estimate of the validation NLL (bound), logged to metrics.jsonl."""
         t = self.cfg.train
-        model = self.eval_model()
-        result = evaluate_likelihood(self.method, model, self.dataset.val, batch_size=t.batch_size, passes=t.eval_passes,
-                                     seed=self.cfg.eval.seed, max_sequences=t.eval_batches * t.batch_size,
-                                     label_column=self.cfg.data.label_column, autocast=self.autocast)
+        with self.steps.averaged_weights():
+            result = evaluate_likelihood(self.method, self.model, self.dataset.val,
+                                         batch_size=t.batch_size, passes=t.eval_passes, seed=self.cfg.eval.seed,
+                                         max_sequences=t.eval_batches * t.batch_size,
+                                         label_column=self.cfg.data.label_column, autocast=self.autocast)
+            best = result["nll"] < self.best_val
+            weights = self.steps.parallel.full_state_dict() if best else None  # collective under FSDP
         self.train_model.train()
-        if result["nll"] < self.best_val and self.dist.is_main:
+        if best and self.dist.is_main:
             # The best weights so far, for studies that pick the best epoch (evaluation only).
-            save_checkpoint(self.run_dir, cfg=self.cfg, model=model, tokenizer=self.dataset.tokenizer,
+            save_checkpoint(self.run_dir, cfg=self.cfg, model=self.model, tokenizer=self.dataset.tokenizer,
                             trainer_state={"method": self.method.name, "step": self.step, "best_val": result["nll"],
                                            "label_names": self.dataset.label_names, "data": {}},
-                            name="best")
+                            name="best", weights=weights)
         self.evals_since_best = 0 if result["nll"] < self.best_val else self.evals_since_best + 1
         self.best_val = min(self.best_val, result["nll"])
         self.metrics.write({"step": self.step, "epoch": self.loader.epoch, "val_nll": result["nll"],
@@ -321,17 +323,30 @@ class Trainer:
         return result
 
     def save(self) -> None:
+        """Write the checkpoint atomically. A sharded run first gathers its whole weights (what
+        one process loads) and writes every process's shards (what it resumes from)."""
+        sharded, weights, ema_state = None, None, self.ema.state_dict() if self.ema else None
+        if self.steps.parallel.sharded:
+            weights = self.steps.parallel.full_state_dict()
+            ema_state = self.steps.parallel.full_tensors(ema_state) if ema_state is not None else None
+            sharded = self.run_dir / f".{SHARDED}.tmp-{self.step}"
+            if self.dist.is_main:
+                shutil.rmtree(sharded, ignore_errors=True)
+            barrier(self.dist)
+            save_sharded(sharded, self.model, self.optimizer, self.ema.state_dict() if self.ema else None)
+            barrier(self.dist)
         if self.dist.is_main:
-            optimizer_state = {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                               "torch_rng": torch.get_rng_state()}
+            optimizer_state = ({"scheduler": self.scheduler.state_dict()} if sharded else self.steps.state_dict())
+            optimizer_state["torch_rng"] = torch.get_rng_state()
             state = {"method": self.method.name, "step": self.step, "epoch": self.loader.epoch,
                      "data": self.loader.state_dict(), "best_val": self.best_val,
                      "evals_since_best": self.evals_since_best,
                      "label_names": self.dataset.label_names, "layout": self.cfg.data.layout,
-                     "total_steps": self.total_steps, "world_size": self.dist.world_size}
+                     "total_steps": self.total_steps, "world_size": self.dist.world_size,
+                     "parallel": "fsdp" if sharded else "ddp"}
             save_checkpoint(self.run_dir, cfg=self.cfg, model=self.model, tokenizer=self.dataset.tokenizer,
-                            trainer_state=state, optimizer_state=optimizer_state,
-                            ema_state=self.ema.state_dict() if self.ema else None)
+                            trainer_state=state, optimizer_state=optimizer_state, ema_state=ema_state,
+                            weights=weights, sharded=sharded)
         self.last_saved_step = self.step
         barrier(self.dist)
 
@@ -380,6 +395,13 @@ class Trainer:
         return notes
 
 
+def optimizer_settings(t: TrainConfig) -> OptimizerSettings:
+    """The optimiser step's settings of a run's `train` section."""
+    return OptimizerSettings(learning_rate=t.learning_rate, weight_decay=t.weight_decay, betas=(t.beta1, t.beta2),
+                             warmup_steps=t.warmup_steps, min_lr_ratio=t.min_lr_ratio, grad_clip=t.grad_clip,
+                             grad_accum=t.grad_accum, ema_decay=t.ema_decay)
+
+
 def _check_steps_left(run_dir, step: int, total: int, max_steps: int | None) -> None:
     """ArgumentError when a resumed run would not train a single step."""
     if step < total:
@@ -392,13 +414,14 @@ def _check_steps_left(run_dir, step: int, total: int, max_steps: int | None) -> 
                         f"{{max_steps}} above {step}", max_steps="max_steps")
 
 
-def _check_optimizer_state(optimizer: torch.optim.Optimizer) -> None:
-    """ValueError if a loaded optimizer state does not fit the parameters (AdamW's moments must
-    have each parameter's shape: load_state_dict does not check that)."""
-    for group in optimizer.param_groups:
-        for param in group["params"]:
-            for name, value in optimizer.state.get(param, {}).items():
-                if isinstance(value, torch.Tensor) and value.dim() > 0 and value.shape != param.shape:
-                    raise ValueError(f"optimizer state '{name}' has shape {tuple(value.shape)}, "
-                                     f"the parameter {tuple(param.shape)}")
-
+def _check_parallel(ckpt: Path, state: dict, sharded: bool) -> None:
+    """CheckpointError unless the checkpoint holds the state this run resumes from: shards for a
+    sharded run, whole optimizer state for the others."""
+    saved = state.get("parallel", "ddp")
+    processes = state.get("world_size", 1)
+    if sharded and not (ckpt / SHARDED).is_dir():
+        raise CheckpointError(f"checkpoint '{ckpt}' holds no sharded state (it was written by a {saved} run on "
+                              f"{processes} process(es)); resume it with train.parallel={saved}")
+    if not sharded and saved == "fsdp":
+        raise CheckpointError(f"checkpoint '{ckpt}' holds sharded state of an FSDP run on {processes} processes; "
+                              f"resume it under torchrun with --nproc_per_node {processes}")
