@@ -262,12 +262,12 @@ def test_an_unreachable_hub_is_not_retried(monkeypatch):
 
     from huggingface_hub import constants
 
-    from dlms.backbones import huggingface
+    from dlms import hub
 
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     calls = []
-    monkeypatch.setattr(huggingface, "_hub_reachable", lambda timeout=5.0: calls.append(timeout) or False)
+    monkeypatch.setattr(hub, "hub_reachable", lambda timeout=5.0: calls.append(timeout) or False)
     start = time.perf_counter()
     with pytest.raises(ConfigError, match="Hub is unreachable"):
         load_hf_config("dlms-test/no-such-model")

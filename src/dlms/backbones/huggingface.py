@@ -25,7 +25,6 @@ is rebuilt with `from_config` and its saved weights: the pretrained folder is no
 from __future__ import annotations
 
 import inspect
-import os
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -36,7 +35,8 @@ from torch import nn
 
 from ..config import ModelConfig
 from ..errors import ConfigError
-from ..paths import first_line, looks_like_path
+from ..hub import Pretrained, causal_lm_copy, from_hub, load_pretrained, local_folder
+from ..paths import first_line
 from .conditioning import timestep_embedding
 
 BUILTIN = "transformer"  # the value of model.backbone that means the built-in network
@@ -78,76 +78,32 @@ def quiet_loading():
             hf_logging.enable_progress_bar()
 
 
-def hub_offline() -> bool:
-    """HF_HUB_OFFLINE, read now (huggingface_hub reads it once, at import)."""
-    from huggingface_hub import constants
-
-    env = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
-    return bool(constants.HF_HUB_OFFLINE) or env
-
-
-def _unreachable(name: str) -> str:
-    return (f"could not load backbone '{name}': it is not a local folder, not in the local Hugging Face cache, "
-            "and the Hub is unreachable or has no such model (the built-in backbone is 'transformer'); on a machine "
-            f"with access run AutoModelForCausalLM.from_pretrained('{name}').save_pretrained('DIR') and "
-            f"AutoTokenizer.from_pretrained('{name}').save_pretrained('DIR'), copy DIR here and set model.backbone=DIR (--backbone DIR)")
-
-
-def _hub_reachable(timeout: float = 5.0) -> bool:
-    """One quick request to the Hub (its client retries for ~25 s, with warnings, when offline)."""
-    from huggingface_hub import constants
-    from huggingface_hub.utils import get_session
-
-    try:
-        get_session().head(constants.ENDPOINT, timeout=timeout)
-        return True
-    except Exception:  # noqa: BLE001
-        return False
-
-
-def from_hub(load, name: str, unreachable=None):
-    """`load(local_files_only)` from the local cache first, then online unless HF_HUB_OFFLINE or
-    the Hub cannot be reached; else a ConfigError with `unreachable(name)` (default: a backbone's)."""
-    try:
-        return load(True)
-    except Exception:  # noqa: BLE001  (the hub and transformers raise many types)
-        pass
-    if not hub_offline() and _hub_reachable():
-        try:
-            return load(False)
-        except Exception:  # noqa: BLE001
-            pass
-    raise ConfigError((unreachable or _unreachable)(name))
+# How a backbone is named in error lines and how a user gets a local copy of one.
+BACKBONE = Pretrained("backbone", causal_lm_copy(), point="set model.backbone=DIR (--backbone DIR)",
+                      note="the built-in backbone is 'transformer'", holds="config.json and the weights")
 
 
 def load_hf_config(name: str):
     """The transformers config of a backbone folder or Hub id; a one-line ConfigError if there is none."""
     from transformers import AutoConfig
 
-    path = Path(name).expanduser()
-    if path.is_dir():
-        if not (path / "config.json").is_file():
-            raise ConfigError(f"backbone folder '{name}' holds no Hugging Face model (no config.json); pass a folder "
-                              "written by model.save_pretrained(), or 'transformer' for the built-in backbone")
-        try:
-            return AutoConfig.from_pretrained(str(path), local_files_only=True)
-        except Exception as exc:  # noqa: BLE001
-            raise ConfigError(f"backbone folder '{name}' has a config.json that transformers cannot read "
-                              f"({first_line(exc)}); pass a folder written by model.save_pretrained()") from None
-    if path.exists():
-        raise ConfigError(f"backbone '{name}' is a file; pass the model's folder (with config.json and the weights)")
-    if looks_like_path(name):
-        raise ConfigError(f"backbone folder '{name}' does not exist; check the path")
-    return from_hub(lambda local: AutoConfig.from_pretrained(name, local_files_only=local), name)
+    path = local_folder(name, BACKBONE)
+    if path is None:
+        return from_hub(lambda local: AutoConfig.from_pretrained(name, local_files_only=local), name, BACKBONE)
+    if not (path / "config.json").is_file():
+        raise ConfigError(f"backbone folder '{name}' holds no Hugging Face model (no config.json); pass a folder "
+                          "written by model.save_pretrained(), or 'transformer' for the built-in backbone")
+    try:
+        return AutoConfig.from_pretrained(str(path), local_files_only=True)
+    except Exception as exc:  # noqa: BLE001
+        raise ConfigError(f"backbone folder '{name}' has a config.json that transformers cannot read "
+                          f"({first_line(exc)}); pass a folder written by model.save_pretrained()") from None
 
 
 def load_pretrained_causal_lm(name: str, config) -> nn.Module:
     from transformers import AutoModelForCausalLM
 
-    path = Path(name).expanduser()
-
-    def load(local: bool):
-        source = str(path) if path.is_dir() else name
+    def load(source: str, local: bool):
         try:
             return AutoModelForCausalLM.from_pretrained(source, config=config, dtype=torch.float32,
                                                         attn_implementation="sdpa", local_files_only=local)
@@ -155,13 +111,8 @@ def load_pretrained_causal_lm(name: str, config) -> nn.Module:
             return AutoModelForCausalLM.from_pretrained(source, config=config, dtype=torch.float32,
                                                         attn_implementation="eager", local_files_only=local)
 
-    try:
-        return load(True) if path.is_dir() else from_hub(load, name)
-    except ConfigError:
-        raise
-    except Exception as exc:  # noqa: BLE001
-        raise ConfigError(f"backbone '{name}' could not be loaded as a causal LM ({first_line(exc)}); pass a folder "
-                          "written by AutoModelForCausalLM.save_pretrained() (config.json and weights)") from None
+    return load_pretrained(name, load, BACKBONE, "backbone '{name}' could not be loaded as a causal LM ({reason}); "
+                           "pass a folder written by AutoModelForCausalLM.save_pretrained() (config.json and weights)")
 
 
 def _build_from_config(folder: Path) -> nn.Module:

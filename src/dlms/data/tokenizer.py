@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dlms.errors import ConfigError, DataError
-from dlms.paths import first_line, looks_like_path
+from dlms.hub import Pretrained, load_pretrained
+from dlms.paths import first_line
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase, PreTrainedTokenizerFast
@@ -24,6 +25,8 @@ PAD, BOS, EOS, MASK = "<pad>", "<bos>", "<eos>", "<mask>"
 SPECIAL_TOKENS = [PAD, BOS, EOS, MASK]
 # 256 byte symbols + 4 special tokens: a byte-level BPE cannot be smaller.
 MIN_BPE_VOCAB = 256 + len(SPECIAL_TOKENS)
+# How a tokenizer is named in error lines and how a user gets a local copy of one.
+TOKENIZER = Pretrained("tokenizer", "AutoTokenizer.from_pretrained('{name}').save_pretrained('DIR')", error=DataError)
 
 
 def _streamed(texts: Iterable[str]) -> Iterator[str]:
@@ -89,15 +92,7 @@ def load_tokenizer(name_or_path: str) -> PreTrainedTokenizerFast:
 
     name = str(name_or_path)
     path = Path(name).expanduser()
-    if path.is_dir():
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
-        except Exception as exc:  # transformers raises many types; report them all as one line
-            raise DataError(
-                f"could not load a tokenizer from folder '{name}' ({first_line(exc)}); pass a folder "
-                "written by tokenizer.save_pretrained() (with tokenizer.json or tokenizer_config.json)"
-            ) from None
-    elif path.is_file():
+    if path.is_file():  # a tokenizer.json on its own; anything else goes by the shared policy
         if path.suffix != ".json":
             raise DataError(
                 f"tokenizer path '{name}' is a file but not a tokenizer.json; pass the tokenizer's folder"
@@ -108,33 +103,13 @@ def load_tokenizer(name_or_path: str) -> PreTrainedTokenizerFast:
             raise DataError(
                 f"could not read tokenizer file '{name}' ({first_line(exc)}); pass a tokenizer.json"
             ) from None
-    elif looks_like_path(name):
-        raise DataError(f"tokenizer folder '{name}' does not exist; check the path")
     else:
-        tokenizer = _load_from_hub(name)
+        tokenizer = load_pretrained(
+            name, lambda source, local: AutoTokenizer.from_pretrained(source, local_files_only=local), TOKENIZER,
+            "could not load a tokenizer from folder '{name}' ({reason}); pass a folder written by "
+            "tokenizer.save_pretrained() (with tokenizer.json or tokenizer_config.json)")
     ensure_special_tokens(tokenizer)
     return tokenizer
-
-
-def _load_from_hub(name: str) -> PreTrainedTokenizerBase:
-    from huggingface_hub import constants
-    from transformers import AutoTokenizer
-
-    try:
-        # The local Hugging Face cache first: no network round trips when it is already there.
-        return AutoTokenizer.from_pretrained(name, local_files_only=True)
-    except Exception:
-        pass
-    if not constants.HF_HUB_OFFLINE:
-        try:
-            return AutoTokenizer.from_pretrained(name)
-        except Exception:
-            pass
-    raise DataError(
-        f"could not load tokenizer '{name}': it is not a local folder and the Hugging Face Hub is "
-        "unreachable or has no such tokenizer; on a machine with access run "
-        f"AutoTokenizer.from_pretrained('{name}').save_pretrained('DIR'), copy DIR here and pass its path"
-    )
 
 
 def ensure_special_tokens(tokenizer: PreTrainedTokenizerBase) -> PreTrainedTokenizerBase:

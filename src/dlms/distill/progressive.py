@@ -24,7 +24,7 @@ import torch
 
 from ..methods import LossOutput
 from ..methods.gaussian import float32_region
-from .common import grid_times, kl_to_target
+from .common import RoundObjective, grid_times, kl_to_target
 
 
 def _coefficients(method, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -79,18 +79,11 @@ def teacher_rollout(method, teacher, z: torch.Tensor, t: torch.Tensor, dt: float
     return z, logp
 
 
-class ProgressiveObjective:
+class ProgressiveObjective(RoundObjective):
     """The Trainer objective of one progressive-distillation round: `objective(student, batch)`."""
 
     name = "progressive"
-
-    def __init__(self, method, teacher: torch.nn.Module, student_steps: int, substeps: int = 2):
-        self.method = method
-        self.teacher = teacher
-        self.student_steps = student_steps
-        self.substeps = substeps
-        self.description = (f"distilling (progressive, DDIM): one step of the student replaces {substeps} of the "
-                            f"teacher; {student_steps * substeps} -> {student_steps} sampling steps")
+    how = "progressive, DDIM"
 
     def __call__(self, model, batch: dict) -> LossOutput:
         m = self.method

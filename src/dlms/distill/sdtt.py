@@ -23,7 +23,7 @@ from typing import Literal
 import torch
 
 from ..methods import LossOutput
-from .common import grid_times, kl_to_target
+from .common import RoundObjective, grid_times, kl_to_target
 
 StillMasked = Literal["last", "exclude"]
 
@@ -71,20 +71,16 @@ def sdtt_targets(method, teacher, xt: torch.Tensor, t: torch.Tensor, dt: float, 
     return target, targeted
 
 
-class SDTTObjective:
+class SDTTObjective(RoundObjective):
     """The Trainer objective of one SDTT round: `objective(student, batch) -> LossOutput`."""
 
     name = "sdtt"
+    how = "SDTT, KL"
 
     def __init__(self, method, teacher: torch.nn.Module, student_steps: int, substeps: int = 2,
                  still_masked: StillMasked = "last"):
-        self.method = method
-        self.teacher = teacher
-        self.student_steps = student_steps
-        self.substeps = substeps
+        super().__init__(method, teacher, student_steps, substeps)
         self.still_masked = still_masked
-        self.description = (f"distilling (SDTT, KL): one step of the student replaces {substeps} of the teacher; "
-                            f"{student_steps * substeps} -> {student_steps} sampling steps")
 
     def __call__(self, model, batch: dict) -> LossOutput:
         m = self.method

@@ -7,24 +7,26 @@ from collections.abc import Sequence
 import torch
 
 from ..errors import DlmsError
+from ..hub import Pretrained, causal_lm_copy, load_pretrained
+
+# How a classifier is named in error lines and how a user gets a local copy of a Hub one.
+CLASSIFIER = Pretrained("classifier", causal_lm_copy("AutoModelForSequenceClassification"), error=DlmsError)
 
 
 class AttributeClassifier:
     """Predicts a label name per text with a Hugging Face sequence classifier."""
 
     def __init__(self, spec: str, device: str = "cpu"):
-        from pathlib import Path
-
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-        local = Path(spec).is_dir()
-        try:
-            self.tokenizer = AutoTokenizer.from_pretrained(spec, local_files_only=local)
-            self.model = AutoModelForSequenceClassification.from_pretrained(spec, local_files_only=local).to(device).eval()
-        except (OSError, ValueError) as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise DlmsError(f"classifier '{spec}' could not be loaded ({first}); pass a local folder holding a "
-                            "Hugging Face sequence-classification model") from None
+        def load(source: str, local: bool):
+            return (AutoTokenizer.from_pretrained(source, local_files_only=local),
+                    AutoModelForSequenceClassification.from_pretrained(source, local_files_only=local))
+
+        self.tokenizer, model = load_pretrained(
+            spec, load, CLASSIFIER, "classifier '{name}' could not be loaded ({reason}); pass a local folder holding "
+                                    "a Hugging Face sequence-classification model")
+        self.model = model.to(device).eval()
         self.device = device
         self.names = [str(self.model.config.id2label[i]) for i in range(self.model.config.num_labels)]
 

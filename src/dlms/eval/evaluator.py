@@ -40,9 +40,13 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import DlmsError
-from ..paths import first_line, looks_like_path
+from ..hub import Pretrained, causal_lm_copy, load_pretrained
 
 HF_MAX_LEN = 1024  # cap on a Hugging Face model's window
+# How an evaluator is named in error lines and how a user gets a local copy of a Hub one.
+EVALUATOR = Pretrained("evaluator", causal_lm_copy(), point="pass its path as the evaluator", error=DlmsError)
+BROKEN = ("evaluator '{name}' could not be loaded (not a dlms run folder, and not a Hugging Face causal LM that loads "
+          "from here: {reason}); pass a dlms 'ar' run folder or a local Hugging Face model folder")
 
 
 def windows(ids: Sequence[int], start: int, max_len: int) -> list[list[int]]:
@@ -240,19 +244,13 @@ def load_evaluator(spec: str, device: str = "auto") -> Evaluator:
 
         lm = DiffusionLM.load_checkpoint(path, device=device, expect_method="ar")
         return DlmsEvaluator(spec, lm)
-    fix = "pass a dlms 'ar' run folder or a local Hugging Face model folder"
-    if not path.exists() and looks_like_path(spec):
-        raise DlmsError(f"evaluator '{spec}' does not exist; {fix}")
     torch_device = resolve_device(device)
-    try:
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        local = path.is_dir()
-        source = str(path) if local else spec
-        tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local)
-        model = AutoModelForCausalLM.from_pretrained(source, local_files_only=local)
-    except Exception as exc:  # noqa: BLE001  (transformers and the hub raise many types: one line)
-        kind = "not a dlms run folder, and not a Hugging Face causal LM that loads from here"
-        raise DlmsError(f"evaluator '{spec}' could not be loaded ({kind}: {first_line(exc)}); {fix}") from None
+    def load(source: str, local: bool):
+        return (AutoTokenizer.from_pretrained(source, local_files_only=local),
+                AutoModelForCausalLM.from_pretrained(source, local_files_only=local))
+
+    tokenizer, model = load_pretrained(spec, load, EVALUATOR, BROKEN)
     model = model.float().to(torch_device).eval()
     return HFEvaluator(spec, model, tokenizer, torch_device)

@@ -60,18 +60,25 @@ def _read_objects(path: str | Path, fix: str) -> Iterator[tuple[int, dict]]:
         raise DataError(f"task file '{path}' is empty; {fix}")
 
 
+def _text_and_strings(row: Any, where: str, text: str, strings: str, fix: str, also: tuple[str, ...] = ()) -> list:
+    """`row[strings]`, once `row` is an object with the keys `text`, `strings` and `also`, its
+    `text` a string and its `strings` a list of strings; else one DataError line ending in `fix`."""
+    if not isinstance(row, dict):
+        raise DataError(f"{where} is a {type(row).__name__}, not an object; {fix}")
+    for key in (text, strings, *also):
+        if key not in row:
+            raise DataError(f"{where} has no '{key}' key; {fix}")
+    if not isinstance(row[text], str):
+        raise DataError(f"{where}: '{text}' is a {type(row[text]).__name__}, not a string; {fix}")
+    items = row[strings]
+    if not isinstance(items, list) or not all(isinstance(item, str) for item in items):
+        raise DataError(f"{where}: '{strings}' must be a list of strings; {fix}")
+    return items
+
+
 def _check_reference_item(row: Any, where: str) -> dict:
     """A validated copy of one conditional-generation item (other keys are kept)."""
-    if not isinstance(row, dict):
-        raise DataError(f"{where} is a {type(row).__name__}, not an object; {REFERENCE_FIX}")
-    for key in ("prompt", "references"):
-        if key not in row:
-            raise DataError(f"{where} has no '{key}' key; {REFERENCE_FIX}")
-    if not isinstance(row["prompt"], str):
-        raise DataError(f"{where}: 'prompt' is a {type(row['prompt']).__name__}, not a string; {REFERENCE_FIX}")
-    refs = row["references"]
-    if not isinstance(refs, list) or not all(isinstance(r, str) for r in refs):
-        raise DataError(f"{where}: 'references' must be a list of strings; {REFERENCE_FIX}")
+    refs = _text_and_strings(row, where, "prompt", "references", REFERENCE_FIX)
     if not refs:
         raise DataError(f"{where}: 'references' is empty; give every prompt at least one reference")
     if any(not r.strip() for r in refs):
@@ -100,16 +107,7 @@ def _answer_index(answer: Any, num_choices: int, where: str) -> int:
 
 def _check_choice_item(row: Any, where: str) -> dict:
     """A validated copy of one multiple-choice item, its answer as an index (other keys are kept)."""
-    if not isinstance(row, dict):
-        raise DataError(f"{where} is a {type(row).__name__}, not an object; {CHOICE_FIX}")
-    for key in ("question", "choices", "answer"):
-        if key not in row:
-            raise DataError(f"{where} has no '{key}' key; {CHOICE_FIX}")
-    if not isinstance(row["question"], str):
-        raise DataError(f"{where}: 'question' is a {type(row['question']).__name__}, not a string; {CHOICE_FIX}")
-    choices = row["choices"]
-    if not isinstance(choices, list) or not all(isinstance(c, str) for c in choices):
-        raise DataError(f"{where}: 'choices' must be a list of strings; {CHOICE_FIX}")
+    choices = _text_and_strings(row, where, "question", "choices", CHOICE_FIX, also=("answer",))
     if len(choices) < 2:
         raise DataError(f"{where}: {len(choices)} choice(s); give at least 2 choices")
     if any(not c.strip() for c in choices):

@@ -162,14 +162,6 @@ def mauve_score(
 
     import mauve  # imported here: it loads faiss (and torch/transformers when installed)
 
-    out = mauve.compute_mauve(
-        p_features=p,
-        q_features=q,
-        num_buckets=num_buckets,
-        kmeans_num_redo=kmeans_num_redo,
-        kmeans_max_iter=kmeans_max_iter,
-        seed=seed,
-        device_id=-1,
-        verbose=False,
-    )
+    out = mauve.compute_mauve(p_features=p, q_features=q, num_buckets=num_buckets, kmeans_num_redo=kmeans_num_redo,
+                              kmeans_max_iter=kmeans_max_iter, seed=seed, device_id=-1, verbose=False)
     return float(out.mauve)

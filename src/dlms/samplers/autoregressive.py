@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from .common import SamplerStats, check_canvas, filter_logits, sample_categorical
+from .common import Sampler, SamplerStats, check_canvas, filter_logits, sample_categorical
 from .guidance import guided_logits, mix_guidance
 from .randomness import Generators
 from .masked import StepCallback
@@ -19,26 +19,20 @@ def compute_dtype(param: torch.Tensor) -> torch.dtype:
     return param.dtype
 
 
-class AutoregressiveSampler:
+class AutoregressiveSampler(Sampler):
     """Left-to-right decoding; the fixed positions must be a prompt prefix (the same length
     in every row). Rows that emitted end-of-text are padded from there on.
 
     Guidance (`guidance_scale` != 1) contrasts a label with the null class, or without labels the
     prompt with the prompt hidden: `prompt` (bool [B, L], inside the prefix) marks the positions
     the unconditional row shows as the mask token, as prompt dropout showed them in training
-    (methods/autoregressive.py). Both rows share one batch of 2B and one KV cache."""
+    (methods/autoregressive.py). Both rows share one batch of 2B and one KV cache. `confidence`
+    (with a callback): each generated token's probability, NaN elsewhere."""
 
     name = "ar"
     method_names = ("ar",)
     options = ("temperature", "top_k", "top_p", "guidance_scale")  # one token per step: no num_steps
     prompt_guidance = True  # without labels, guidance contrasts the prompt with the prompt masked (`prompt`)
-
-    def __init__(self, method, model):
-        self.method = method
-        self.model = model
-        self.stats = SamplerStats()
-        # With a callback: float [B, L], each generated token's probability (NaN elsewhere), for a live view.
-        self.confidence: torch.Tensor | None = None
 
     @torch.no_grad()
     def sample(self, canvas: torch.Tensor, fixed: torch.Tensor | None = None, *, labels: torch.Tensor | None = None,

@@ -1,4 +1,5 @@
-"""Helpers every sampler shares: filtering logits and drawing categorical samples."""
+"""What every sampler shares: what it holds (`Sampler`), filtering logits and drawing
+categorical samples."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -15,6 +16,27 @@ class SamplerStats:
 
     steps: int = 0
     network_calls: int = 0
+
+
+class Sampler:
+    """What every sampler holds; `build_sampler` makes one as `cls(method, model)`.
+
+    A sampler class names itself (`name`), the methods it works with (`method_names`) and the
+    sampling options its `sample` takes (`options`: DiffusionLM passes exactly these and refuses
+    any other). An instance holds its method and network, `stats` of its last `sample` call, and
+    `confidence`: float [B, L] while a callback watches (None otherwise), how sure the sampler is
+    of each position's current token, for a live view (each family says what it shows).
+    """
+
+    name = ""
+    method_names: tuple[str, ...] = ()
+    options: tuple[str, ...] = ()
+
+    def __init__(self, method, model):
+        self.method = method
+        self.model = model
+        self.stats = SamplerStats()
+        self.confidence: torch.Tensor | None = None
 
 
 def filter_logits(logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0) -> torch.Tensor:

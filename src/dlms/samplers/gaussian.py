@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import torch
 
-from .common import SamplerStats, check_canvas
+from .common import Sampler, SamplerStats, check_canvas
 from .guidance import mix_guidance
 from .block_calls import forbid_ends, inside_the_text
 from .masked import StepCallback
@@ -74,18 +74,13 @@ def ddim_update(z: torch.Tensor, x0_hat: torch.Tensor, coefficients: tuple[float
     return out
 
 
-class _GaussianSamplerBase:
+class _GaussianSamplerBase(Sampler):
+    """`confidence` (with a callback): the probability the current estimate gives its decoded
+    token at each position, NaN at the fixed positions."""
+
     method_names = ("gaussian",)
     options: tuple[str, ...] = ("num_steps", "temperature", "guidance_scale", "clamp")
     prompt_guidance = True  # without labels, guidance contrasts the prompt with the prompt noised (`prompt`)
-
-    def __init__(self, method, model):
-        self.method = method
-        self.model = model
-        self.stats = SamplerStats()
-        # With a callback: float [B, L] (NaN at the fixed positions), the probability the current
-        # estimate gives its decoded token at each position, for a live view.
-        self.confidence: torch.Tensor | None = None
 
     def coefficients(self, t: float, s: float) -> tuple[float, float, float, float]:
         """alpha_t, sigma_t, alpha_s, sigma_s as floats (float64 maths)."""

@@ -59,7 +59,7 @@ import torch
 
 from ..errors import ArgumentError
 from .block_calls import BlockCalls, inside_the_text
-from .common import SamplerStats, check_canvas, filter_logits, sample_categorical
+from .common import Sampler, SamplerStats, check_canvas, filter_logits, sample_categorical
 from .randomness import Generators, at, rows_of
 from .unmasking import (CONFIDENCE_KINDS, ConfidenceKind, ancestral_reveal, commit_above_threshold,
                         commit_by_factor, commit_most_confident, commit_random, confidence_scores, even_quota,
@@ -74,7 +74,7 @@ TextEnd = Literal["drawn", "frontier"]
 TEXT_ENDS = ("drawn", "frontier")
 
 
-class _MaskedSamplerBase:
+class _MaskedSamplerBase(Sampler):
     method_names = ("masked", "block")
     # The sampling options `sample` takes (DiffusionLM passes exactly these; any other is an error).
     options: tuple[str, ...] = ("num_steps", "temperature", "top_k", "top_p", "guidance_scale", "block_size", "cache")
@@ -82,12 +82,9 @@ class _MaskedSamplerBase:
     default_block_size: int | None = None  # None: the whole canvas
 
     def __init__(self, method, model):
-        self.method = method
-        self.model = model
+        super().__init__(method, model)  # `confidence`: see the module notes
         self.mask_id = method.special.mask
-        self.stats = SamplerStats()
         self.guided = False  # set by `decode` for the batch at hand
-        self.confidence: torch.Tensor | None = None  # [B, L] while a callback watches (see the module notes)
         self._scores: torch.Tensor | None = None  # the last step's scores [b, L], when tracked
 
     # ------------------------------------------------------------------ checks
@@ -220,11 +217,24 @@ class _MaskedSamplerBase:
             x[active] = rows
         return ended
 
-    def allowed(self, x: torch.Tensor, candidates: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-        """What a confidence rule may commit: an end of text only where everything before it is
-        written (see unmasking.ends_wait_for_the_text)."""
+    def proposed(self, x: torch.Tensor, candidates: torch.Tensor,
+                 proposal: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(tokens: `x` [b, L] with the `proposal` [M] at the candidates, allowed: what a confidence
+        rule may commit, bool [b, L]: an end of text only where everything before it is written,
+        see unmasking.ends_wait_for_the_text)."""
+        tokens = x.clone()
+        tokens[candidates] = proposal
         special = self.method.special
-        return ends_wait_for_the_text(x, candidates, tokens, self.mask_id, (special.eos, special.pad))
+        return tokens, ends_wait_for_the_text(x, candidates, tokens, self.mask_id, (special.eos, special.pad))
+
+    def scored(self, x: torch.Tensor, candidates: torch.Tensor, logits: torch.Tensor, proposal: torch.Tensor,
+               confidence: ConfidenceKind) -> torch.Tensor:
+        """Each candidate's confidence in its proposed token, float [b, L] (-inf elsewhere); kept as
+        the step's scores for a watching callback."""
+        scores = torch.full(x.shape, float("-inf"), device=x.device)
+        scores[candidates] = confidence_scores(logits, proposal, confidence)
+        self._scores = scores
+        return scores
 
     def predict(self, block: BlockCalls, x: torch.Tensor, candidates: torch.Tensor, t: torch.Tensor, top_k: int,
                 top_p: float, temperature: float, text_end: str, generator):
@@ -366,14 +376,10 @@ class ConfidenceSampler(_MaskedSamplerBase):
             proposal = sample_categorical(logits, temperature, at(gen, candidates))  # [M]
             remaining = candidates.sum(-1)
             quota = remaining.clamp(max=tokens_per_step) if tokens_per_step else even_quota(remaining, steps - i)
-            tokens = x.clone()
-            tokens[candidates] = proposal
-            allowed = self.allowed(x, candidates, tokens)
+            tokens, allowed = self.proposed(x, candidates, proposal)
             scores = None
             if remasking == "low_confidence" or self.confidence is not None:
-                scores = torch.full(x.shape, float("-inf"), device=x.device)
-                scores[candidates] = confidence_scores(logits, proposal, confidence)
-                self._scores = scores
+                scores = self.scored(x, candidates, logits, proposal, confidence)
             if remasking == "random":
                 commit = commit_random(allowed, quota, gen)
             else:
@@ -413,12 +419,8 @@ class ThresholdSampler(_MaskedSamplerBase):
             candidates, logits, forced = self.predict(block, x, candidates, t, top_k, top_p, temperature, text_end,
                                                       gen)
             proposal = sample_categorical(logits, temperature, at(gen, candidates))
-            scores = torch.full(x.shape, float("-inf"), device=x.device)
-            scores[candidates] = confidence_scores(logits, proposal, confidence)
-            tokens = x.clone()
-            tokens[candidates] = proposal
-            allowed = self.allowed(x, candidates, tokens)
-            self._scores = scores
+            scores = self.scored(x, candidates, logits, proposal, confidence)
+            tokens, allowed = self.proposed(x, candidates, proposal)
             if factor is not None:
                 commit = commit_by_factor(scores, allowed, factor)
             else:

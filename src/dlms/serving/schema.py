@@ -9,57 +9,67 @@ limits here.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from dataclasses import fields as dataclass_fields
+from typing import Any, get_type_hints
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from ..errors import ArgumentError
+from ..generation import OPTION_ARGUMENTS, GenerationRequest
+from ..samplers.options import OPTION_OF_ARGUMENT, SAMPLER_OPTIONS
 
 MAX_TEXT_CHARS = 4000  # a prompt or template longer than this cannot fit any model served here
 
 
-class GenerateBody(BaseModel):
-    """A generation request. Omitted (or null) fields take the model's defaults."""
+class _BodyBase(BaseModel):
+    """What only the server asks for, around a generation request's own fields."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
     model: str | None = Field(None, description="which served model (GET /v1/models); default: the first")
     stream: bool = Field(False, description="answer with Server-Sent Events: a `step` event per denoising step, "
                                             "then `done` with the result")
-    prompt: str | None = Field(None, max_length=MAX_TEXT_CHARS, description="text the sample starts with "
-                                                                           "(DGLM: the prefix to continue)")
-    task: str | None = Field(None, max_length=MAX_TEXT_CHARS, description="prompt/response runs with a task column")
-    infill: str | None = Field(None, max_length=MAX_TEXT_CHARS,
-                               description="a template whose blanks are filled: `___`, or `___:N` for N tokens")
-    blank_tokens: int | None = None
-    length: int | None = Field(None, description="tokens per sample, prompt included")
-    steps: int | None = Field(None, description="denoising steps (DGLM: of the latent diffusion)")
-    num_samples: int = 1
-    label: str | int | None = None
-    seed: int | None = None
-    sampler: str | None = None
-    temperature: float | None = None
-    top_k: int | None = None
-    top_p: float | None = None
-    guidance: float | None = Field(None, description="classifier-free guidance scale (DGLM: strength of the "
-                                                     "attribute control)")
-    tokens_per_step: int | None = None
-    block_size: int | None = None
-    cache: str | None = None
-    threshold: float | None = None
-    factor: float | None = None
-    confidence: str | None = None
-    remasking: str | None = None
-    text_end: str | None = None
-    eta: float | None = None
-    clamp: bool | None = None
-    control: dict[str, str] | None = Field(None, description="DGLM: attribute -> class, e.g. {\"sentiment\": "
-                                                             "\"positive\"}")
 
     def fields(self) -> dict[str, Any]:
         """The request's own fields that were given (not null), without `model` and `stream`."""
         return {k: v for k, v in self.model_dump(exclude_unset=True).items()
                 if v is not None and k not in ("model", "stream")}
+
+
+# What the server adds to a request field: its limits and its description in the API docs.
+EXTRAS: dict[str, dict[str, Any]] = {
+    "prompt": dict(max_length=MAX_TEXT_CHARS, description="text the sample starts with (DGLM: the prefix to continue)"),
+    "task": dict(max_length=MAX_TEXT_CHARS, description="prompt/response runs with a task column"),
+    "infill": dict(max_length=MAX_TEXT_CHARS,
+                   description="a template whose blanks are filled: `___`, or `___:N` for N tokens"),
+    "length": dict(description="tokens per sample, prompt included"),
+    "steps": dict(description="denoising steps (DGLM: of the latent diffusion)"),
+    "guidance": dict(description="classifier-free guidance scale (DGLM: strength of the attribute control)"),
+}
+
+
+def _request_fields() -> dict[str, Any]:
+    """GenerationRequest's fields as pydantic field definitions, in its order, its `options` laid
+    out flat: one field per sampler option, typed by the options table (samplers/options.py)."""
+    types = get_type_hints(GenerationRequest)
+    out: dict[str, Any] = {}
+    for f in dataclass_fields(GenerationRequest):
+        if f.name != "options":
+            out[f.name] = (types[f.name], Field(f.default, **EXTRAS.get(f.name, {})))
+            continue
+        for argument in OPTION_ARGUMENTS:
+            option = SAMPLER_OPTIONS[OPTION_OF_ARGUMENT[argument]]
+            out[argument] = (option.type | None, Field(None, **EXTRAS.get(argument, {})))
+    return out
+
+
+# One declaration of a request: GenerationRequest's fields (dlms generate fills the same), with
+# the server's `model` and `stream` before them and DGLM's `control` after.
+GenerateBody = create_model(
+    "GenerateBody", __base__=_BodyBase, __module__=__name__,
+    __doc__="A generation request. Omitted (or null) fields take the model's defaults.", **_request_fields(),
+    control=(dict[str, str] | None, Field(None, description="DGLM: attribute -> class, e.g. {\"sentiment\": "
+                                                             "\"positive\"}")))
 
 
 def first_problem(error: ValidationError) -> str:

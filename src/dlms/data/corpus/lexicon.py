@@ -35,6 +35,11 @@ def _verbs(s: str) -> list[tuple[str, str, str]]:
     return [tuple(v.split(",")) for v in s.split(";")]  # type: ignore[misc]
 
 
+def _by_sentiment(positive: str, negative: str, parse=_split) -> dict[str, list]:
+    """A sentiment table: {"positive": parse(positive), "negative": parse(negative)}."""
+    return {"positive": parse(positive), "negative": parse(negative)}
+
+
 # --- neutral words (no label) ----------------------------------------------
 
 # descriptive modifiers that carry neither sentiment nor topic
@@ -53,40 +58,33 @@ TIME_AFTER_THIS = _split("morning afternoon evening")
 
 # --- sentiment words, shared by all topics ----------------------------------
 
-GENERAL_ADJ = {
-    "positive": _split(
-        "great wonderful excellent amazing fantastic brilliant superb impressive outstanding terrific "
-        "lovely marvelous splendid remarkable fabulous"
-    ),
-    "negative": _split(
-        "terrible awful horrible dreadful disappointing mediocre poor bad lousy annoying "
-        "unpleasant pathetic hopeless miserable atrocious"
-    ),
-}
-PERSON_ADJ = {
-    "positive": _split("friendly kind helpful polite talented skilled cheerful generous patient attentive passionate charming"),
-    "negative": _split("rude lazy arrogant careless grumpy incompetent impatient unfriendly clueless dismissive unprofessional sloppy"),
-}
-MANNER_ADV = {
-    "positive": _split("perfectly beautifully brilliantly wonderfully superbly expertly skillfully gracefully flawlessly nicely"),
-    "negative": _split("badly poorly terribly awfully horribly clumsily sloppily carelessly lazily miserably"),
-}
+GENERAL_ADJ = _by_sentiment(
+    "great wonderful excellent amazing fantastic brilliant superb impressive outstanding terrific "
+    "lovely marvelous splendid remarkable fabulous",
+    "terrible awful horrible dreadful disappointing mediocre poor bad lousy annoying "
+    "unpleasant pathetic hopeless miserable atrocious",
+)
+PERSON_ADJ = _by_sentiment(
+    "friendly kind helpful polite talented skilled cheerful generous patient attentive passionate charming",
+    "rude lazy arrogant careless grumpy incompetent impatient unfriendly clueless dismissive unprofessional sloppy",
+)
+MANNER_ADV = _by_sentiment(
+    "perfectly beautifully brilliantly wonderfully superbly expertly skillfully gracefully flawlessly nicely",
+    "badly poorly terribly awfully horribly clumsily sloppily carelessly lazily miserably",
+)
 # verbs of liking / disliking
-LIKE_VERBS = {
-    "positive": _verbs(
-        "love,loves,loved;like,likes,liked;enjoy,enjoys,enjoyed;adore,adores,adored;"
-        "appreciate,appreciates,appreciated;admire,admires,admired"
-    ),
-    "negative": _verbs(
-        "hate,hates,hated;dislike,dislikes,disliked;loathe,loathes,loathed;"
-        "despise,despises,despised;detest,detests,detested;resent,resents,resented"
-    ),
-}
+LIKE_VERBS = _by_sentiment(
+    "love,loves,loved;like,likes,liked;enjoy,enjoys,enjoyed;adore,adores,adored;"
+    "appreciate,appreciates,appreciated;admire,admires,admired",
+    "hate,hates,hated;dislike,dislikes,disliked;loathe,loathes,loathed;"
+    "despise,despises,despised;detest,detests,detested;resent,resents,resented",
+    parse=_verbs,
+)
 # stance adverbs in "i would ___ recommend" / "i will ___ come back"
-STANCE_ADV = {
-    "positive": _split("definitely certainly gladly happily surely"),
-    "negative": _split("never not"),
-}
+STANCE_ADV = _by_sentiment(
+    "definitely certainly gladly happily surely",
+    "never not",
+)
 
 # --- topic words -------------------------------------------------------------
 
@@ -157,26 +155,26 @@ EXPERIENCE_VERBS = {
 }
 # adjectives that only make sense in one domain, per sentiment
 TOPIC_ADJ = {
-    "food": {
-        "positive": _split("delicious tasty fresh juicy flavorful savory crispy tender"),
-        "negative": _split("bland stale greasy soggy burnt overcooked tasteless salty"),
-    },
-    "sports": {
-        "positive": _split("thrilling exciting intense competitive dramatic spectacular gripping fierce"),
-        "negative": _split("predictable sluggish lifeless uneventful lopsided tiresome pointless scrappy"),
-    },
-    "travel": {
-        "positive": _split("relaxing scenic comfortable peaceful smooth memorable breathtaking cozy"),
-        "negative": _split("exhausting crowded delayed uncomfortable bumpy chaotic cramped noisy"),
-    },
-    "technology": {
-        "positive": _split("fast reliable intuitive sleek powerful responsive efficient innovative"),
-        "negative": _split("slow buggy glitchy unreliable clunky outdated overpriced fragile"),
-    },
-    "music": {
-        "positive": _split("catchy melodic soulful uplifting harmonious moving groovy lyrical"),
-        "negative": _split("repetitive monotonous tuneless shrill discordant forgettable grating pretentious"),
-    },
+    "food": _by_sentiment(
+        "delicious tasty fresh juicy flavorful savory crispy tender",
+        "bland stale greasy soggy burnt overcooked tasteless salty",
+    ),
+    "sports": _by_sentiment(
+        "thrilling exciting intense competitive dramatic spectacular gripping fierce",
+        "predictable sluggish lifeless uneventful lopsided tiresome pointless scrappy",
+    ),
+    "travel": _by_sentiment(
+        "relaxing scenic comfortable peaceful smooth memorable breathtaking cozy",
+        "exhausting crowded delayed uncomfortable bumpy chaotic cramped noisy",
+    ),
+    "technology": _by_sentiment(
+        "fast reliable intuitive sleek powerful responsive efficient innovative",
+        "slow buggy glitchy unreliable clunky outdated overpriced fragile",
+    ),
+    "music": _by_sentiment(
+        "catchy melodic soulful uplifting harmonious moving groovy lyrical",
+        "repetitive monotonous tuneless shrill discordant forgettable grating pretentious",
+    ),
 }
 
 # Function words that the grammar writes literally (kept here so that
