@@ -53,7 +53,7 @@ for ancestral sampling, the rule's score for confidence and threshold), for a li
 from __future__ import annotations
 
 import math
-from typing import Callable, Literal, Optional
+from typing import Callable, Literal, NamedTuple, Optional
 
 import torch
 
@@ -72,6 +72,22 @@ CACHE_MODES = ("none", "prefix", "dual")
 REMASKING = ("low_confidence", "random")
 TextEnd = Literal["drawn", "frontier"]
 TEXT_ENDS = ("drawn", "frontier")
+
+
+class Proposal(NamedTuple):
+    """What one call proposes to a confidence rule, for a block's rows x [b, L]: the positions
+    left to the rule (`candidates`, bool [b, L]), their filtered logits [M, V] and drawn tokens
+    [M], `x` with those tokens written (`tokens` [b, L]), the positions the rule may commit
+    (`allowed` bool [b, L]: an end of text only where everything before it is written, see
+    unmasking.ends_wait_for_the_text), and the end-of-text this step must write (`forced` bool
+    [b, L], or None)."""
+
+    candidates: torch.Tensor
+    logits: torch.Tensor
+    forced: Optional[torch.Tensor]
+    proposal: torch.Tensor
+    tokens: torch.Tensor
+    allowed: torch.Tensor
 
 
 class _MaskedSamplerBase(Sampler):
@@ -217,35 +233,30 @@ class _MaskedSamplerBase(Sampler):
             x[active] = rows
         return ended
 
-    def proposed(self, x: torch.Tensor, candidates: torch.Tensor,
-                 proposal: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(tokens: `x` [b, L] with the `proposal` [M] at the candidates, allowed: what a confidence
-        rule may commit, bool [b, L]: an end of text only where everything before it is written,
-        see unmasking.ends_wait_for_the_text)."""
+    def propose(self, block: BlockCalls, x: torch.Tensor, candidates: torch.Tensor, t: torch.Tensor, top_k: int,
+                top_p: float, temperature: float, text_end: str, generator) -> Proposal:
+        """One call for a confidence rule and the tokens it proposes (see `Proposal`). With
+        `text_end` "drawn" the block's first call also decides where the text ends
+        (`BlockCalls.draw_end`)."""
+        candidates = block.past_end(candidates)
+        logits = filter_logits(block.logits(x, candidates, t), top_k, top_p)
+        forced = None
+        if text_end == "drawn" and block.text_end is None:
+            candidates, logits, forced = block.draw_end(x, candidates, logits, temperature, generator)
+        proposal = sample_categorical(logits, temperature, at(generator, candidates))  # [M]
         tokens = x.clone()
         tokens[candidates] = proposal
         special = self.method.special
-        return tokens, ends_wait_for_the_text(x, candidates, tokens, self.mask_id, (special.eos, special.pad))
+        allowed = ends_wait_for_the_text(x, candidates, tokens, self.mask_id, (special.eos, special.pad))
+        return Proposal(candidates, logits, forced, proposal, tokens, allowed)
 
-    def scored(self, x: torch.Tensor, candidates: torch.Tensor, logits: torch.Tensor, proposal: torch.Tensor,
-               confidence: ConfidenceKind) -> torch.Tensor:
+    def scored(self, x: torch.Tensor, draft: Proposal, confidence: ConfidenceKind) -> torch.Tensor:
         """Each candidate's confidence in its proposed token, float [b, L] (-inf elsewhere); kept as
         the step's scores for a watching callback."""
         scores = torch.full(x.shape, float("-inf"), device=x.device)
-        scores[candidates] = confidence_scores(logits, proposal, confidence)
+        scores[draft.candidates] = confidence_scores(draft.logits, draft.proposal, confidence)
         self._scores = scores
         return scores
-
-    def predict(self, block: BlockCalls, x: torch.Tensor, candidates: torch.Tensor, t: torch.Tensor, top_k: int,
-                top_p: float, temperature: float, text_end: str, generator):
-        """One call for a confidence rule: -> (candidates left to the rule bool [b, L], their filtered
-        logits [M, V], the end-of-text this step must write bool [b, L] or None). With `text_end`
-        "drawn" the block's first call also decides where the text ends (`BlockCalls.draw_end`)."""
-        candidates = block.past_end(candidates)
-        logits = filter_logits(block.logits(x, candidates, t), top_k, top_p)
-        if text_end == "drawn" and block.text_end is None:
-            return block.draw_end(x, candidates, logits, temperature, generator)
-        return candidates, logits, None
 
     def with_ends(self, commit: torch.Tensor, tokens: torch.Tensor, forced: torch.Tensor | None):
         """(commit, tokens) with the drawn end-of-text written where `forced` (bool [b, L]) holds."""
@@ -371,20 +382,17 @@ class ConfidenceSampler(_MaskedSamplerBase):
 
         def step(block, x, candidates, i, steps, gen):
             t, _ = self.times(i, steps, x.device)
-            candidates, logits, forced = self.predict(block, x, candidates, t, top_k, top_p, temperature, text_end,
-                                                      gen)
-            proposal = sample_categorical(logits, temperature, at(gen, candidates))  # [M]
-            remaining = candidates.sum(-1)
+            draft = self.propose(block, x, candidates, t, top_k, top_p, temperature, text_end, gen)
+            remaining = draft.candidates.sum(-1)
             quota = remaining.clamp(max=tokens_per_step) if tokens_per_step else even_quota(remaining, steps - i)
-            tokens, allowed = self.proposed(x, candidates, proposal)
             scores = None
             if remasking == "low_confidence" or self.confidence is not None:
-                scores = self.scored(x, candidates, logits, proposal, confidence)
+                scores = self.scored(x, draft, confidence)
             if remasking == "random":
-                commit = commit_random(allowed, quota, gen)
+                commit = commit_random(draft.allowed, quota, gen)
             else:
-                commit = commit_most_confident(scores, allowed, quota)
-            return self.with_ends(commit, tokens, forced)
+                commit = commit_most_confident(scores, draft.allowed, quota)
+            return self.with_ends(commit, draft.tokens, draft.forced)
 
         return self.decode(canvas, fixed, labels=labels, guidance_scale=guidance_scale, block_size=block_size,
                            cache=cache, generator=generator, callback=callback, prompt=prompt,
@@ -416,16 +424,13 @@ class ThresholdSampler(_MaskedSamplerBase):
         def step(block, x, candidates, i, steps, gen):
             # Time as the share of the block still masked (the network is told if it is time-conditioned).
             t = candidates.sum(-1).max().float() / (block.end - block.start)
-            candidates, logits, forced = self.predict(block, x, candidates, t, top_k, top_p, temperature, text_end,
-                                                      gen)
-            proposal = sample_categorical(logits, temperature, at(gen, candidates))
-            scores = self.scored(x, candidates, logits, proposal, confidence)
-            tokens, allowed = self.proposed(x, candidates, proposal)
+            draft = self.propose(block, x, candidates, t, top_k, top_p, temperature, text_end, gen)
+            scores = self.scored(x, draft, confidence)
             if factor is not None:
-                commit = commit_by_factor(scores, allowed, factor)
+                commit = commit_by_factor(scores, draft.allowed, factor)
             else:
-                commit = commit_above_threshold(scores, allowed, threshold)
-            return self.with_ends(commit, tokens, forced)
+                commit = commit_above_threshold(scores, draft.allowed, threshold)
+            return self.with_ends(commit, draft.tokens, draft.forced)
 
         return self.decode(canvas, fixed, labels=labels, guidance_scale=guidance_scale, block_size=block_size,
                            cache=cache, generator=generator, callback=callback, prompt=prompt,
