@@ -45,6 +45,7 @@ from dlms.assembly import bf16_is_fast
 from dlms.backbones import build_backbone
 from dlms.config import RunConfig
 from dlms.data import BatchIterator
+from dlms.method_options import METHOD_OPTIONS
 from dlms.training import Trainer
 
 METHODS = ("masked", "ar")
@@ -65,7 +66,7 @@ def sync(device: torch.device) -> None:
 
 def make_config(method: str, args, out_dir: str) -> RunConfig:
     cfg = RunConfig()
-    cfg.method.name = TIME_CONDITIONED.get(method, method)
+    cfg.method = METHOD_OPTIONS.get(TIME_CONDITIONED.get(method, method))()
     cfg.model.time_conditioning = method in TIME_CONDITIONED
     cfg.model.preset = args.preset
     cfg.data.dataset = "builtin"
@@ -98,7 +99,7 @@ class PlainLoop:
                                            betas=(t.beta1, t.beta2), weight_decay=t.weight_decay)
         special = trainer.method.special
         self.mask_id, self.pad_id = special.mask, special.pad
-        self.eps = trainer.cfg.method.eps
+        self.eps = None if method == "ar" else trainer.cfg.method.eps  # ar has no noise
         # Real token rows of the same split, the same batch shape; fetched once up front.
         loader = BatchIterator(trainer.dataset.train, t.batch_size, seed=t.seed + 1)
         self.batches = [next(loader)["input_ids"].to(self.device) for _ in range(num_batches)]

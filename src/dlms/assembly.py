@@ -9,11 +9,11 @@ from dataclasses import replace
 
 import torch
 
-from .backbones import build_backbone, resolve_model_config
-from .backbones.huggingface import BUILTIN, load_hf_config
+from .backbones import backbone_kind, build_backbone, resolve_model_config
+from .backbones.huggingface import load_hf_config
 from .config import DataConfig, RunConfig
 from .errors import ConfigError
-from .methods import METHODS, SpecialTokens, build_method
+from .methods import METHODS, Method, SpecialTokens, build_method
 
 
 def builder_from_config(cfg: DataConfig):
@@ -48,10 +48,9 @@ def special_tokens(tokenizer) -> SpecialTokens:
     return SpecialTokens.from_dict(special_ids(tokenizer))
 
 
-def resolve_run_config(cfg: RunConfig, method, label_names: dict[str, list[str]] | None = None) -> RunConfig:
+def resolve_run_config(cfg: RunConfig, method: Method, label_names: dict[str, list[str]] | None = None) -> RunConfig:
     """Fill the model's sizes from its preset, causality from the method, classes from the labels."""
-    if hasattr(method, "check_run_config"):  # what only the method knows it cannot train (e.g. block: an HF backbone)
-        method.check_run_config(cfg)  # again: data.seq_len is known now
+    method.check_run_config(cfg)  # what only the method knows it cannot train, again: data.seq_len is known now
     model = resolve_model_config(cfg.model, cfg.data.seq_len, method.causal)
     if cfg.data.label_column:
         names = (label_names or {}).get(cfg.data.label_column)
@@ -63,18 +62,18 @@ def resolve_run_config(cfg: RunConfig, method, label_names: dict[str, list[str]]
                               f"'{cfg.data.label_column}' has {len(names)} values; leave it 0")
         model = replace(model, num_classes=len(names))
     # What the method needs of the backbone: time conditioning, a wider input (gaussian: [z_t, x0, flag]).
-    if getattr(method, "needs_time", False):
+    if method.needs_time:
         model = replace(model, time_conditioning=True)
     method_cfg = cfg.method
-    input_width = getattr(method, "input_width", None)
-    if input_width is not None:  # gaussian: its own token table (embed_dim > 0) or the backbone's embeddings
-        table_dim = method.table_dim(pretrained=model.backbone != BUILTIN)
-        embed_dim = table_dim or (model.d_model if model.backbone == BUILTIN
-                                  else int(load_hf_config(model.backbone).hidden_size))
-        model = replace(model, input_dim=input_width(embed_dim), token_table_dim=table_dim)
+    if method.reads_vectors:  # gaussian: its own token table (embed_dim > 0) or the backbone's embeddings
+        kind = backbone_kind(model.backbone)
+        table_dim = method.table_dim(pretrained=kind.pretrained)
+        embed_dim = table_dim or kind.embedding_width(model)
+        model = replace(model, input_dim=method.input_width(embed_dim), token_table_dim=table_dim)
         method_cfg = replace(method_cfg, embed_dim=table_dim)
-    # The schedule by its resolved name ("auto" -> the method's default), so saved runs are explicit.
-    method_cfg = replace(method_cfg, schedule=getattr(method, "schedule_name", cfg.method.schedule))
+    if method.schedule_name is not None:
+        # The schedule by its resolved name ("auto" -> the method's default), so saved runs are explicit.
+        method_cfg = replace(method_cfg, schedule=method.schedule_name)
     return replace(cfg, model=model, method=method_cfg)
 
 
@@ -93,25 +92,16 @@ def check_prompt_response(cfg: RunConfig) -> None:
     if cfg.data.format != "prompt_response":
         return
     cls = METHODS.get(cfg.method.name)
-    if not getattr(cls, "trains_on_responses", False):
-        able = [n for n in METHODS.names() if getattr(METHODS.get(n), "trains_on_responses", False)]
+    if not cls.trains_on_responses:
+        able = [n for n in METHODS.names() if METHODS.get(n).trains_on_responses]
         raise ConfigError(f"method '{cfg.method.name}' cannot train on prompt/response data (data.format="
                           f"prompt_response): it has no way to hold the prompt clean; use one of: {', '.join(able)}, "
                           "or data.format=text")
-    if cfg.train.prompt_drop_prob > 0 and not getattr(cls, "drops_prompts", False):
-        able = [n for n in METHODS.names() if getattr(METHODS.get(n), "drops_prompts", False)]
+    if cfg.train.prompt_drop_prob > 0 and not cls.drops_prompts:
+        able = [n for n in METHODS.names() if METHODS.get(n).drops_prompts]
         raise ConfigError(f"method '{cfg.method.name}' cannot drop prompts (train.prompt_drop_prob): it has no "
                           "guidance on the prompt to train (its sampler guides on labels only); set "
                           f"train.prompt_drop_prob=0 or use one of: {', '.join(able)}")
-
-
-def check_input_masking(cfg: RunConfig) -> None:
-    """ConfigError when `method.input_mask_prob` is asked of a method that does not declare it
-    (`masks_inputs`: ar; a diffusion method's inputs are masked by its noise already)."""
-    if cfg.method.input_mask_prob > 0 and not getattr(METHODS.get(cfg.method.name), "masks_inputs", False):
-        able = [n for n in METHODS.names() if getattr(METHODS.get(n), "masks_inputs", False)]
-        raise ConfigError(f"method.input_mask_prob applies to {', '.join(able)} (input token masking); method "
-                          f"'{cfg.method.name}' noises its inputs itself: set method.input_mask_prob=0")
 
 
 def backbone_tokenizer(cfg: RunConfig) -> RunConfig:
@@ -120,12 +110,9 @@ def backbone_tokenizer(cfg: RunConfig) -> RunConfig:
 
     The backbone is looked up first, so that one that cannot be found is a one-line error
     before any data work, and so is a method that cannot use this backbone or these data."""
-    check = getattr(METHODS.get(cfg.method.name), "check_run_config", None)
-    if check is not None:
-        check(cfg)
+    METHODS.get(cfg.method.name).check_run_config(cfg)
     check_prompt_response(cfg)
-    check_input_masking(cfg)
-    if cfg.model.backbone == BUILTIN:
+    if not backbone_kind(cfg.model.backbone).pretrained:
         return cfg
     load_hf_config(cfg.model.backbone)
     if cfg.data.tokenizer is None and cfg.train.init_from is None:

@@ -95,8 +95,10 @@ def read_trainer_state(ckpt: Path) -> dict[str, Any]:
 
 
 def read_config(ckpt: Path) -> RunConfig:
+    """The run config saved in `ckpt`; runs saved before each method had its own options carry
+    every method's options, and those of other methods at their defaults are dropped."""
     try:
-        return config_from_dict(read_yaml(ckpt / "config.yaml"))
+        return config_from_dict(read_yaml(ckpt / "config.yaml"), saved=True)
     except DlmsError as exc:
         raise CheckpointError(f"checkpoint '{ckpt}' has a bad config.yaml ({exc})") from None
 

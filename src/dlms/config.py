@@ -2,7 +2,8 @@
 
 `load_config(path, overrides)` reads a YAML file, applies dotted overrides such as
 `train.batch_size=16`, and checks every key and type. An unknown key or a wrong type is a
-`ConfigError` that names the key and what is allowed.
+`ConfigError` that names the key and what is allowed. The `method:` section is the options
+dataclass of the method it names (dlms/method_options/): another method's option is an error.
 """
 from __future__ import annotations
 
@@ -19,42 +20,9 @@ import yaml
 
 from .checks import MIN_SEQ_LEN
 from .errors import ConfigError
+from .method_options import DEFAULT_METHOD, METHOD_OPTIONS, MaskedOptions, MethodConfig, methods_with, option_default
 
 _FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
-
-
-@dataclass
-class MethodConfig:
-    """Which diffusion (or AR) method, and its noise schedule."""
-
-    name: Literal["masked", "block", "gaussian", "ar"] = "masked"
-    # A name in dlms.schedules.SCHEDULES of the method's kind; auto: the method's default
-    # (masked: loglinear, gaussian: logsnr-cosine). Training saves the resolved name.
-    schedule: str = "auto"
-    antithetic: bool = True  # stratified t across the batch: lower-variance loss
-    eps: float = 1e-3  # masked, block: smallest t, keeps the 1/t weight finite
-    # block: tokens per block. Attention is bidirectional inside a block and causal across
-    # blocks; 1 is autoregressive, data.seq_len is plain masked diffusion.
-    block_size: int = 4
-    freeze_embeddings: bool = False  # gaussian: keep the token embeddings (the diffusion space) fixed
-    # gaussian: share of training rows with a clean prompt prefix (the rest: unconditional); on
-    # prompt/response data every row's prompt is held clean instead
-    prefix_prob: float = 0.5
-    mse_weight: float = 1.0  # gaussian: loss = cross-entropy + mse_weight * MSE of the x0 estimate
-    # gaussian: the norm of every clean token vector x0. Fixed (not sqrt(D)), so the noise levels
-    # where tokens become identifiable do not move with the embedding width D.
-    embedding_norm: float = 1.0
-    # gaussian: width of the diffusion space. >0: a separate learned token table [V, embed_dim]
-    # (small, as in Plaid: cheap to noise, to interpolate and to score against); 0: the
-    # backbone's own input embeddings. null: 16 on the built-in transformer, 0 on a pretrained one.
-    embed_dim: Optional[int] = None
-    # gaussian: the log-SNR at t = 1 (almost pure noise) and at t = 0 (almost clean). A lower top
-    # keeps the likelihood bound from paying SNR x the network's last bit of doubt on clean input.
-    logsnr_min: float = -10.0
-    logsnr_max: float = 10.0
-    # ar: the share of input tokens (after the start token) shown as the mask token in training,
-    # while the targets stay (input token masking: regularises AR on repeated data)
-    input_mask_prob: float = 0.0
 
 
 @dataclass
@@ -221,7 +189,8 @@ class DistillConfig:
 class RunConfig:
     """Everything a run needs; saved fully resolved next to every checkpoint."""
 
-    method: MethodConfig = field(default_factory=MethodConfig)
+    # The options dataclass of the method it names (dlms/method_options/), e.g. MaskedOptions.
+    method: MethodConfig = field(default_factory=MaskedOptions)
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -284,7 +253,9 @@ def _check_value(key: str, value: Any, tp: Any) -> Any:
     raise ConfigError(f"config key '{key}' must be {_type_name(tp)}, got {value!r}")
 
 
-def _build(cls: type, data: Any, prefix: str) -> Any:
+def _build(cls: type, data: Any, prefix: str, saved: bool = False) -> Any:
+    """An instance of dataclass `cls` from the mapping `data` (the section at `prefix`); `saved`:
+    the mapping is a saved run's config.yaml (see `_build_method`)."""
     if not isinstance(data, dict):
         raise ConfigError(f"config section '{prefix or 'root'}' must be a mapping, got {data!r}")
     hints = typing.get_type_hints(cls)
@@ -300,11 +271,52 @@ def _build(cls: type, data: Any, prefix: str) -> Any:
     for name, value in data.items():
         key = f"{prefix}.{name}" if prefix else name
         tp = hints[name]
-        if dataclasses.is_dataclass(tp):
-            kwargs[name] = _build(tp, value, key)
+        if tp is MethodConfig:
+            kwargs[name] = _build_method(value, key, saved)
+        elif dataclasses.is_dataclass(tp):
+            kwargs[name] = _build(tp, value, key, saved)
         else:
             kwargs[name] = _check_value(key, value, tp)
     return cls(**kwargs)
+
+
+def _build_method(data: Any, prefix: str, saved: bool) -> MethodConfig:
+    """The flat `method:` section as the options dataclass of the method it names
+    (dlms/method_options/), its types and ranges checked.
+
+    A key of another method is a one-line error naming the methods that have it. A saved run's
+    config (`saved`) written before each method had its own options carries every method's keys:
+    there such a key is dropped when it holds that option's default, and is an error otherwise."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"config section '{prefix}' must be a mapping, got {data!r}")
+    name = _check_value(f"{prefix}.name", data.get("name", DEFAULT_METHOD), Literal[tuple(METHOD_OPTIONS.names())])
+    cls = METHOD_OPTIONS.get(name)
+    own = {f.name for f in dataclasses.fields(cls)}
+    kept = {}
+    for key in sorted(data):
+        value = data[key]
+        owners = methods_with(key)
+        if key in own:
+            kept[key] = value
+        elif not owners:
+            raise ConfigError(f"unknown config key '{prefix}.{key}' in section '{prefix}'; known keys of method "
+                              f"'{name}': {', '.join(sorted(own))}")
+        elif saved and all(value == option_default(o, key) for o in owners):
+            continue  # an old run's copy of another method's option, at its default: it never applied
+        else:
+            fix = f"set {prefix}.name={owners[0]}" if len(owners) == 1 else f"set {prefix}.name to one of them"
+            if saved:
+                raise ConfigError(f"config key '{prefix}.{key}' = {value!r} is an option of {', '.join(owners)}, not "
+                                  f"of this '{name}' run, and not its default ({option_default(owners[0], key)!r}); "
+                                  f"remove it from config.yaml")
+            raise ConfigError(f"config key '{prefix}.{key}' does not apply to method '{name}' (it is an option of "
+                              f"{', '.join(owners)}); drop {prefix}.{key} or {fix}")
+    options = _build(cls, kept, prefix)
+    for key, ok, what in cls.RANGES:
+        value = getattr(options, key)
+        if not ok(value):
+            raise ConfigError(f"config key '{prefix}.{key}' must be {what}, got {value!r}")
+    return options
 
 
 # (key, test, what the value must be): checked after the types.
@@ -336,12 +348,6 @@ _RANGES = [
     ("train.eval_every", lambda v: v >= 1, "at least 1"),
     ("train.save_every", lambda v: v >= 1, "at least 1"),
     ("train.log_every", lambda v: v >= 1, "at least 1"),
-    ("method.eps", lambda v: 0 < v < 0.5, "in (0, 0.5)"),
-    ("method.block_size", lambda v: v >= 1, "at least 1 (tokens per block)"),
-    ("method.prefix_prob", lambda v: 0 <= v <= 1, "in [0, 1]"),
-    ("method.mse_weight", lambda v: v >= 0, "at least 0"),
-    ("method.embedding_norm", lambda v: v > 0, "positive"),
-    ("method.embed_dim", lambda v: v is None or v >= 0, "at least 0 (or null)"),
     ("model.d_model", lambda v: v is None or v >= 1, "at least 1 (or null)"),
     ("model.n_layers", lambda v: v is None or v >= 1, "at least 1 (or null)"),
     ("model.n_heads", lambda v: v is None or v >= 1, "at least 1 (or null)"),
@@ -353,7 +359,6 @@ _RANGES = [
     ("model.dropout", lambda v: 0 <= v < 1, "in [0, 1)"),
     ("model.attention_dropout", lambda v: 0 <= v < 1, "in [0, 1)"),
     ("model.embedding_dropout", lambda v: 0 <= v < 1, "in [0, 1)"),
-    ("method.input_mask_prob", lambda v: 0 <= v < 1, "in [0, 1) (1 would show no input)"),
     ("sample.eta", lambda v: 0 <= v <= 1, "in [0, 1]"),
     ("sample.num_steps", lambda v: v >= 1, "at least 1"),
     ("sample.num_samples", lambda v: v >= 1, "at least 1"),
@@ -423,10 +428,11 @@ def dataclass_from_dict(cls: type, data: dict[str, Any], prefix: str = "") -> An
     return _build(cls, data or {}, prefix)
 
 
-def config_from_dict(data: dict[str, Any]) -> RunConfig:
+def config_from_dict(data: dict[str, Any], saved: bool = False) -> RunConfig:
     """Build a RunConfig from nested dicts; unknown keys, wrong types and values out of range
-    raise ConfigError."""
-    return check_ranges(_build(RunConfig, data or {}, ""))
+    raise ConfigError. `saved`: `data` is a saved run's config.yaml, whose method section may
+    carry other methods' options at their defaults (see `_build_method`)."""
+    return check_ranges(_build(RunConfig, data or {}, "", saved))
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:

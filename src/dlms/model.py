@@ -307,7 +307,7 @@ class DiffusionLM:
             return
         if self.method.causal:
             why = "it writes left to right and never sees the words after a blank"
-        elif getattr(self.method, "decoding_block", None) is not None:
+        elif self.method.decoding_block is not None:
             why = ("block diffusion is causal across blocks: it would fill a blank without seeing the words in the "
                    "blocks after it")
         else:
@@ -488,7 +488,7 @@ class DiffusionLM:
                 raise ArgumentError("{guidance} needs something to guide towards: a {prompt}, or a {label} for a "
                                     "model trained with data.label_column; pass one or leave {guidance} at 1",
                                     guidance="guidance", prompt="prompt", label="label")
-            if not getattr(self.method, "guides_untrained_prompts", True) and self.cfg.train.prompt_drop_prob == 0:
+            if not self.method.guides_untrained_prompts and self.cfg.train.prompt_drop_prob == 0:
                 # Its unconditional branch shows the prompt as mask tokens, an input only prompt dropout trains.
                 raise ArgumentError(f"{{guidance}} on the prompt needs a '{self.method.name}' run trained with "
                                     "train.prompt_drop_prob > 0 (e.g. 0.1); retrain with it, or leave {guidance} at 1",
@@ -576,8 +576,7 @@ class DiffusionLM:
         check_int("max_sequences", max_sequences, 1)
         check_int("seed", seed, 0)
         check_int("discrete_steps", discrete_steps, 1)
-        if discrete_steps is not None and not getattr(self.method, "supports_discrete_bound",
-                                                      self.method.stochastic_bound):
+        if discrete_steps is not None and not self.method.supports_discrete_bound:
             raise DlmsError(f"a discrete-time bound needs a masked diffusion model; '{self.method.name}' has none")
         e = self.cfg.eval
         data = dataset if (dataset is not None and not isinstance(dataset, (str, Path))) else self.dataset(dataset)

@@ -24,13 +24,13 @@ from dlms.config import config_from_dict
 from dlms.data.prompt_response import ensure_sep_token
 from dlms.data.tokenizer import train_bpe_tokenizer
 from dlms.errors import ConfigError
-from dlms.methods import METHODS, build_method
+from dlms.methods import METHODS, Method, build_method
 from dlms.methods.base import PROMPT_DROPPED, prompt_region
 from dlms.model import DiffusionLM
 from dlms.samplers import SAMPLERS
 from tests.contract.test_prompt_response import L, PROMPT_LEN, ROWS, SPECIAL, Capture, batch, column_positions
 
-DROPPING = [m for m in METHODS.names() if getattr(METHODS.get(m), "drops_prompts", False)]
+DROPPING = [m for m in METHODS.names() if METHODS.get(m).drops_prompts]
 
 
 def shown(call: dict, mask_id: int, length: int) -> torch.Tensor:
@@ -163,7 +163,7 @@ def test_training_hides_what_guidance_hides_at_sampling(tokenizer, name, sampler
 
 def test_a_method_without_prompt_dropout_refuses_it(monkeypatch):
     """A method registered later without `drops_prompts` is refused with one ConfigError."""
-    class NoDropout:
+    class NoDropout(Method):  # `drops_prompts` left at Method's default
         name = "nodropout"
         trains_on_responses = True
 

@@ -11,8 +11,8 @@ registered:
   agree with full forwards;
 - schedule (of each kind) x precision: a short train and sample on the built-in backbone.
 
-Backbones: the built-in transformer (preset tiny), a tiny Qwen2 and a tiny GPT-2 built from a
-config and saved to a folder (GPT-2's tokenizer has no pad or mask token: dlms adds them).
+Backbones: every registered backbone kind (the built-in transformer, preset tiny), and a tiny
+Qwen2 and a tiny GPT-2 built from a config and saved to a folder (the Hugging Face wrapper's kind) (GPT-2's tokenizer has no pad or mask token: dlms adds them).
 bf16 is forced, not left to `auto`: a machine without native bf16 must pass the bf16 half too.
 Each run is trained once per module and shared by the tests that read it.
 """
@@ -26,6 +26,7 @@ import pytest
 import torch
 import yaml
 
+from dlms.backbones import BACKBONES as BACKBONE_KINDS, backbone_kind
 from dlms.cli import main
 from dlms.methods import METHODS
 from dlms.model import DiffusionLM
@@ -35,7 +36,8 @@ from dlms.schedules import SCHEDULES, schedule_names
 from tests.backbone_helpers import plain_tokenizer
 from tests.conftest import tiny_overrides
 
-BACKBONES = ("transformer", "qwen2", "gpt2")
+HF_ARCHS = ("qwen2", "gpt2")  # not registered names: folders of these go to the Hugging Face wrapper
+BACKBONES = (*BACKBONE_KINDS.names(), *HF_ARCHS)
 PRECISIONS = ("fp32", "bf16")
 STEPS, RESUMED_STEPS = 2, 4
 SEQ_LEN = 16
@@ -51,9 +53,9 @@ def compatible_samplers(method: str) -> list[str]:
 
 
 def fits(method: str, backbone: str) -> bool:
-    """A method that needs the built-in backbone (block: it passes an attention mask) refuses the
-    others at config resolution; tests/unit/test_block_method.py checks that error."""
-    return backbone == "transformer" or not getattr(METHODS.get(method), "needs_builtin_backbone", False)
+    """A method that passes an attention mask to the backbone (block) refuses a backbone kind that
+    takes none at config resolution; tests/unit/test_block_method.py checks that error."""
+    return not METHODS.get(method).needs_attention_mask or backbone_kind(backbone).takes_attention_mask
 
 
 RUNS = [(m, b, p) for m in METHODS.names() for b in BACKBONES for p in PRECISIONS if fits(m, b)]
@@ -98,8 +100,8 @@ def backbones(tmp_path_factory) -> dict[str, str]:
 
     from dlms.data.tokenizer import train_bpe_tokenizer
 
-    out = {"transformer": "transformer"}
-    for arch in ("qwen2", "gpt2"):
+    out = {name: name for name in BACKBONE_KINDS.names()}
+    for arch in HF_ARCHS:
         tokenizer = train_bpe_tokenizer(TEXTS, 300) if arch == "qwen2" else _plain_tokenizer()
         if arch == "qwen2":
             config = Qwen2Config(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,

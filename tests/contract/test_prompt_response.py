@@ -29,7 +29,7 @@ from dlms.cli import main
 from dlms.config import config_from_dict
 from dlms.errors import ConfigError
 from dlms.likelihood import evaluate_likelihood
-from dlms.methods import METHODS, SpecialTokens, build_method
+from dlms.methods import METHODS, Method, SpecialTokens, build_method
 from dlms.model import DiffusionLM
 from dlms.samplers import SAMPLERS
 from tests.conftest import tiny_overrides
@@ -44,7 +44,7 @@ ROWS = torch.tensor([
     [1, 22, 23, 4, 5, 2, 0, 0, 0, 0, 0, 0],
 ] * 2)
 PROMPT_LEN = torch.tensor([5, 3, 7, 4] * 2)
-RESPONSIVE = [m for m in METHODS.names() if getattr(METHODS.get(m), "trains_on_responses", False)]
+RESPONSIVE = [m for m in METHODS.names() if METHODS.get(m).trains_on_responses]
 
 
 def method_and_model(name: str, seed: int = 0):
@@ -170,7 +170,7 @@ def test_the_likelihood_of_prompted_rows_is_per_response_token(name):
 
 
 def test_a_method_without_the_hook_is_refused_for_prompt_response_data(monkeypatch):
-    class NoHook:
+    class NoHook(Method):  # `trains_on_responses` left at Method's default
         name = "nohook"
 
     monkeypatch.setitem(METHODS._entries, "nohook", NoHook)

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from dlms.backbones import build_backbone, resolve_model_config
-from dlms.config import MethodConfig, ModelConfig
+from dlms.config import ModelConfig
+from dlms.method_options import AROptions
 from dlms.errors import ConfigError
 from dlms.likelihood import evaluate_likelihood
 from dlms.methods import METHODS, SpecialTokens, build_method
@@ -19,7 +20,7 @@ L = 7
 
 
 def ar():
-    return build_method(MethodConfig(name="ar"), SPECIAL)
+    return build_method(AROptions(), SPECIAL)
 
 
 def causal_model(seed: int = 0):

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from dlms.backbones import build_backbone, resolve_model_config
-from dlms.config import MethodConfig, ModelConfig
+from dlms.config import ModelConfig
+from dlms.method_options import BlockOptions, MaskedOptions
 from dlms.methods import SpecialTokens, build_method
 from dlms.samplers import SAMPLERS, build_sampler
 from tests.backbone_helpers import NoEnds
@@ -18,7 +19,7 @@ from dlms.samplers.unmasking import (commit_above_threshold, commit_by_factor, c
 
 SPECIAL = SpecialTokens(pad=0, bos=1, eos=2, mask=3, vocab_size=16)
 L = 16
-MASKED = build_method(MethodConfig(name="masked"), SPECIAL)
+MASKED = build_method(MaskedOptions(), SPECIAL)
 MASKED_SAMPLERS = [n for n in SAMPLERS.names() if "masked" in SAMPLERS.get(n).method_names]
 
 
@@ -122,7 +123,7 @@ def test_caches_decode_valid_canvases_and_call_the_network_on_less(name, cache):
     assert not (out == SPECIAL.mask).any() and torch.equal(out[fixed], x[fixed])
 
 
-BLOCK = build_method(MethodConfig(name="block", block_size=4), SPECIAL)
+BLOCK = build_method(BlockOptions(block_size=4), SPECIAL)
 
 
 def tiny_block(seed: int = 0, **kwargs):

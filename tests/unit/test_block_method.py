@@ -10,7 +10,8 @@ import torch
 
 from dlms.assembly import backbone_tokenizer
 from dlms.backbones import Transformer, TransformerSpec
-from dlms.config import MethodConfig, load_config
+from dlms.config import load_config
+from dlms.method_options import BlockOptions, MaskedOptions
 from dlms.errors import ConfigError
 from dlms.methods import BlockDiffusion, SpecialTokens, build_method
 from dlms.model import DiffusionLM
@@ -29,7 +30,7 @@ def _model(time_conditioning: bool = False) -> Transformer:
 
 
 def _block(block_size: int, **kwargs) -> BlockDiffusion:
-    return build_method(MethodConfig(name="block", block_size=block_size, **kwargs), SPECIAL)
+    return build_method(BlockOptions(block_size=block_size, **kwargs), SPECIAL)
 
 
 def _data(batch: int = 3, seed: int = 1) -> torch.Tensor:
@@ -40,7 +41,7 @@ def _data(batch: int = 3, seed: int = 1) -> torch.Tensor:
 def test_one_block_is_the_masked_method():
     """block_size = L: no x_t token sees the x0 copy, so bound and loss are the masked method's."""
     model, x0 = _model(), _data()
-    masked, block = build_method(MethodConfig(name="masked"), SPECIAL), _block(L)
+    masked, block = build_method(MaskedOptions(), SPECIAL), _block(L)
     t, u = torch.rand(3), torch.rand(3, L)
     torch.testing.assert_close(block.sequence_nll(model, x0, t=t, u=u), masked.sequence_nll(model, x0, t=t, u=u),
                                rtol=1e-5, atol=1e-5)

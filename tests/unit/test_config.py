@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
+import yaml
 
 from dlms.config import RunConfig, config_from_dict, load_config, save_config
 from dlms.errors import ConfigError
@@ -159,7 +161,7 @@ def test_shipped_experiment_configs_load(path):
 
 def test_save_then_load_round_trip(tmp_path):
     cfg = load_config(overrides=[
-        "method.name=ar", "method.eps=0.002", "model.preset=tiny", "model.d_model=48", "model.causal=true",
+        "method.name=block", "method.eps=0.002", "method.block_size=8", "model.preset=tiny", "model.d_model=48", "model.causal=true",
         "data.tokenizer=gpt2", "data.max_examples=100", "train.batch_size=3", "train.num_epochs=1.5",
         "sample.tokens_per_step=4", "eval.max_batches=2",
     ])
@@ -168,3 +170,72 @@ def test_save_then_load_round_trip(tmp_path):
     again = load_config(path)
     assert again == cfg
     assert again != RunConfig()
+
+
+# ---------------------------------------------------------------- each method's own options
+
+# A run saved before each method had its own options: its method section holds every method's.
+OLD_UNION = {"schedule": "loglinear", "antithetic": True, "eps": 0.001, "block_size": 4, "freeze_embeddings": False,
+             "prefix_prob": 0.5, "mse_weight": 1.0, "embedding_norm": 1.0, "embed_dim": None, "logsnr_min": -10.0,
+             "logsnr_max": 10.0, "input_mask_prob": 0.0}
+
+
+def test_a_method_takes_only_its_own_options():
+    cfg = load_config(overrides=["method.name=block", "method.block_size=8"])
+    assert type(cfg.method).__name__ == "BlockOptions" and cfg.method.block_size == 8 and cfg.method.eps == 1e-3
+    assert load_config(overrides=["method.name=gaussian", "method.logsnr_max=8"]).method.logsnr_max == 8.0
+    with pytest.raises(ConfigError) as info:
+        load_config(overrides=["method.block_size=8"])  # masked, the default method
+    assert str(info.value) == ("config key 'method.block_size' does not apply to method 'masked' (it is an option "
+                               "of block); drop method.block_size or set method.name=block")
+    with pytest.raises(AttributeError):
+        load_config().method.block_size  # noqa: B018 (not there: not silently a default)
+
+
+def test_another_methods_option_in_a_yaml_file_is_an_error(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("method:\n  name: ar\n  schedule: cosine\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"'method.schedule' does not apply to method 'ar' \(it is an option of "
+                                          r"block, gaussian, masked\); drop method.schedule or set method.name to one"):
+        load_config(path)
+    with pytest.raises(ConfigError, match="unknown config key 'method.bogus'.* known keys of method 'ar': "
+                                          "input_mask_prob, name"):
+        load_config(overrides=["method.name=ar", "method.bogus=1"])
+
+
+def _old_run(tmp_path, name: str, **changed) -> Path:
+    """A checkpoint folder whose config.yaml has the old union method section."""
+    ckpt = tmp_path / "checkpoint"
+    ckpt.mkdir()
+    method = {"name": name, **OLD_UNION, **changed}
+    (ckpt / "config.yaml").write_text(yaml.safe_dump({"method": method, "model": {"preset": "tiny"}}), "utf-8")
+    return ckpt
+
+
+@pytest.mark.parametrize("name", ["masked", "block", "gaussian", "ar"])
+def test_a_saved_run_with_every_methods_options_still_loads(tmp_path, name):
+    from dlms.checkpoint import read_config
+
+    cfg = read_config(_old_run(tmp_path, name, schedule="auto" if name in ("ar", "gaussian") else "loglinear"))
+    assert cfg.method.name == name and cfg.model.preset == "tiny"
+    saved = tmp_path / "again.yaml"
+    save_config(cfg, saved)
+    kept = yaml.safe_load(saved.read_text())["method"]
+    assert set(kept) == {f.name for f in dataclasses.fields(cfg.method)} and set(kept) < {"name", *OLD_UNION}
+
+
+def test_a_saved_run_with_another_methods_option_changed_is_refused(tmp_path):
+    from dlms.checkpoint import read_config
+    from dlms.errors import CheckpointError
+
+    with pytest.raises(CheckpointError, match=r"config key 'method.block_size' = 8 is an option of block, not of this "
+                                              r"'masked' run, and not its default \(4\); remove it from config.yaml"):
+        read_config(_old_run(tmp_path, "masked", block_size=8))
+
+
+def test_a_saved_runs_leniency_is_not_a_user_configs(tmp_path):
+    """The same old section written by hand is refused: only a saved run drops the other methods' keys."""
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump({"method": {"name": "masked", **OLD_UNION}}), encoding="utf-8")
+    with pytest.raises(ConfigError, match="'method.block_size' does not apply to method 'masked'"):
+        load_config(path)

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from dlms.config import MethodConfig
+from dlms.method_options import GaussianOptions, MaskedOptions
 from dlms.distill import SDTTObjective, ddim_target, plan_rounds, sdtt_targets
 from dlms.distill.common import kl_to_target
 from dlms.distill.progressive import ddim_step
@@ -37,7 +37,7 @@ class Toy(torch.nn.Module):
 
 
 def _method():
-    return build_method(MethodConfig(name="masked"), SPECIAL)
+    return build_method(MaskedOptions(), SPECIAL)
 
 
 def _batch(b=4, length=16):
@@ -125,7 +125,7 @@ def test_gradient_reaches_the_student_only():
 
 
 def test_ddim_target_makes_one_step_land_where_the_teacher_landed():
-    m = build_method(MethodConfig(name="gaussian"), SPECIAL)
+    m = build_method(GaussianOptions(), SPECIAL)
     torch.manual_seed(0)
     z_t, z_s = torch.randn(3, 5, 4), torch.randn(3, 5, 4)
     t, s = torch.tensor([1.0, 0.5, 0.25]), torch.tensor([0.5, 0.25, 0.0])

@@ -15,7 +15,8 @@ from torch import nn
 
 from dlms.assembly import resolve_run_config
 from dlms.backbones import build_backbone
-from dlms.config import DataConfig, MethodConfig, ModelConfig, RunConfig
+from dlms.config import DataConfig, ModelConfig, RunConfig
+from dlms.method_options import GaussianOptions, MaskedOptions
 from dlms.errors import ConfigError, DlmsError
 from dlms.likelihood import evaluate_likelihood
 from dlms.methods import SpecialTokens, build_method
@@ -39,7 +40,7 @@ def tiny_gaussian(seq_len: int = 12, seed: int = 0, num_classes: int = 0, specia
                   **method_options):
     """(method, tiny backbone, resolved config) as `dlms train` builds them; time modulation perturbed
     so that the network's output depends on t."""
-    cfg = RunConfig(method=MethodConfig(name="gaussian", **method_options),
+    cfg = RunConfig(method=GaussianOptions(**method_options),
                     model=ModelConfig(preset="tiny", num_classes=num_classes), data=DataConfig(seq_len=seq_len))
     method = build_method(cfg.method, special)
     cfg = resolve_run_config(cfg, method)
@@ -115,11 +116,11 @@ def test_shifted_cosine_spends_more_time_at_low_snr():
 def test_log_snr_limits_come_from_the_config_and_are_checked():
     from dlms.config import config_from_dict
 
-    method = build_method(MethodConfig(name="gaussian", logsnr_min=-8.0, logsnr_max=6.0), SPECIAL)
+    method = build_method(GaussianOptions(logsnr_min=-8.0, logsnr_max=6.0), SPECIAL)
     ends = method.schedule.log_snr(torch.tensor([0.0, 1.0], dtype=torch.float64))
     torch.testing.assert_close(ends, torch.tensor([6.0, -8.0], dtype=torch.float64))
     with pytest.raises(ConfigError, match="logsnr_min"):
-        build_method(MethodConfig(name="gaussian", logsnr_min=5.0, logsnr_max=5.0), SPECIAL)
+        build_method(GaussianOptions(logsnr_min=5.0, logsnr_max=5.0), SPECIAL)
     for key, value in (("embedding_norm", 0.0), ("embed_dim", -1)):
         with pytest.raises(ConfigError, match=f"method.{key}"):
             config_from_dict({"method": {"name": "gaussian", key: value}})
@@ -127,14 +128,14 @@ def test_log_snr_limits_come_from_the_config_and_are_checked():
 
 def test_each_method_rejects_the_other_kind_of_schedule():
     with pytest.raises(ConfigError) as info:
-        build_method(MethodConfig(name="gaussian", schedule="loglinear"), SPECIAL)
+        build_method(GaussianOptions(schedule="loglinear"), SPECIAL)
     assert all(n in str(info.value) for n in GAUSSIAN)
     with pytest.raises(ConfigError) as info:
-        build_method(MethodConfig(name="masked", schedule="logsnr-cosine"), SPECIAL)
+        build_method(MaskedOptions(schedule="logsnr-cosine"), SPECIAL)
     assert all(n in str(info.value) for n in ("loglinear", "cosine", "linear"))
-    assert build_method(MethodConfig(name="gaussian"), SPECIAL).schedule_name == "logsnr-cosine"
-    assert build_method(MethodConfig(name="masked"), SPECIAL).schedule_name == "loglinear"
-    assert build_method(MethodConfig(name="masked", schedule="cosine"), SPECIAL).schedule_name == "cosine"
+    assert build_method(GaussianOptions(), SPECIAL).schedule_name == "logsnr-cosine"
+    assert build_method(MaskedOptions(), SPECIAL).schedule_name == "loglinear"
+    assert build_method(MaskedOptions(schedule="cosine"), SPECIAL).schedule_name == "cosine"
 
 
 # ---------------------------------------------------------------- method and backbone wiring
@@ -302,7 +303,7 @@ def toy_joint():
 
 @pytest.mark.parametrize("schedule", GAUSSIAN)
 def test_bound_of_the_exact_denoiser_is_the_entropy_and_a_worse_model_is_above(schedule):
-    method = build_method(MethodConfig(name="gaussian", schedule=schedule), TOY)
+    method = build_method(GaussianOptions(schedule=schedule), TOY)
     p, entropy = toy_joint()
     x = SEQS[torch.multinomial(p, 8000, replacement=True, generator=gen(1))]
     torch.manual_seed(0)
@@ -346,7 +347,7 @@ def test_evaluate_likelihood_of_any_model_bounds_the_entropy_reproducibly():
 def test_no_discrete_time_bound():
     method, model, _ = tiny_gaussian()
     assert method.supports_discrete_bound is False and method.stochastic_bound is True
-    assert build_method(MethodConfig(name="masked"), SPECIAL).supports_discrete_bound is True
+    assert build_method(MaskedOptions(), SPECIAL).supports_discrete_bound is True
     with pytest.raises(DlmsError, match="continuous-time"):
         method.sequence_nll(model, torch.randint(4, 16, (2, 12)), t=torch.rand(2), u=torch.rand(2, 12),
                             discrete_steps=4)
@@ -520,7 +521,7 @@ def test_samplers_and_methods_must_match():
         build_sampler("confidence", method, model)
     assert "ddim" in str(info.value) and "ddpm" in str(info.value)
     with pytest.raises(ConfigError, match="ancestral"):
-        build_sampler("ddim", build_method(MethodConfig(name="masked"), SPECIAL), model)
+        build_sampler("ddim", build_method(MaskedOptions(), SPECIAL), model)
 
 
 def test_score_temperature_sharpens_the_interpolation_weights():

@@ -14,7 +14,8 @@ ROOT = Path(dlms.__file__).parent
 
 # Bottom to top. A unit is a subpackage of dlms, or a module directly in it.
 LAYERS = [
-    {"errors", "checks", "jsonsafe", "paths", "hub", "registry", "config", "devices", "reporting", "data"},
+    {"errors", "checks", "jsonsafe", "paths", "hub", "registry", "method_options", "config", "devices", "reporting",
+     "data"},
     {"schedules", "backbones"},
     {"methods"},
     {"samplers", "likelihood", "scoring", "checkpoint", "run_folder", "assembly", "prompting", "infill", "drafts"},

@@ -14,7 +14,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from dlms.backbones import build_backbone, resolve_model_config
-from dlms.config import MethodConfig, ModelConfig
+from dlms.config import ModelConfig
+from dlms.method_options import MaskedOptions
 from dlms.errors import ConfigError
 from dlms.likelihood import evaluate_likelihood
 from dlms.methods import SpecialTokens, build_method
@@ -28,7 +29,7 @@ SEQS = torch.tensor(list(itertools.product(REAL, repeat=TOY_LEN)))  # [64, 3]: e
 
 
 def method_for(schedule: str = "loglinear", **kwargs):
-    return build_method(MethodConfig(name="masked", schedule=schedule, **kwargs), SPECIAL)
+    return build_method(MaskedOptions(schedule=schedule, **kwargs), SPECIAL)
 
 
 def toy_table(seed: int = 0) -> torch.Tensor:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from dlms.config import MethodConfig
+from dlms.method_options import AROptions
 from dlms.likelihood import evaluate_likelihood
 from dlms.methods import build_method
 from tests.unit.test_ar_method import SPECIAL as AR_SPECIAL, causal_model
@@ -65,7 +65,7 @@ def test_conditional_bound_is_above_the_exact_conditional_nll_over_sampled_data(
 
 def test_ar_conditional_nll_is_the_hand_computed_response_cross_entropy():
     model = causal_model()
-    method = build_method(MethodConfig(name="ar"), AR_SPECIAL)
+    method = build_method(AROptions(), AR_SPECIAL)
     x0 = torch.tensor([[1, 5, 9, 4, 2, 0, 0], [1, 7, 7, 8, 12, 6, 2]])
     prompt_len = torch.tensor([3, 2])
     maskable = torch.arange(7)[None, :] >= prompt_len[:, None]
@@ -106,5 +106,5 @@ def test_the_end_of_text_is_scored_where_the_start_token_is_the_same_id():
     maskable = torch.arange(8)[None, :] >= 4
     assert scored_positions(x0, special).tolist() == [[False, True, True, True, True, True, False, False]]
     assert scored_positions(x0, special, maskable).sum().item() == 2  # the response token and its end
-    ar = build_method(MethodConfig(name="ar"), special)
+    ar = build_method(AROptions(), special)
     assert ar.scored_tokens(x0, maskable).item() == 2

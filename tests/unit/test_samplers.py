@@ -12,7 +12,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from dlms.backbones import build_backbone, resolve_model_config
-from dlms.config import MethodConfig, ModelConfig
+from dlms.config import ModelConfig
+from dlms.method_options import AROptions, MaskedOptions
 from dlms.errors import ConfigError
 from dlms.methods import SpecialTokens, build_method
 from dlms.samplers import SAMPLERS, build_sampler
@@ -41,8 +42,8 @@ def perturb_modulation(model, seed: int = 3):
                 p.copy_(0.3 * torch.randn(p.shape, generator=g))
 
 
-MASKED = build_method(MethodConfig(name="masked"), SPECIAL)
-AR = build_method(MethodConfig(name="ar"), SPECIAL)
+MASKED = build_method(MaskedOptions(), SPECIAL)
+AR = build_method(AROptions(), SPECIAL)
 BIDIR = tiny(False)
 NO_ENDS = NoEnds(BIDIR, SPECIAL)  # for step counts over the whole canvas: no text ends early
 
@@ -294,7 +295,7 @@ def test_ancestral_with_exact_denoiser_samples_the_data_distribution(name):
 @pytest.mark.parametrize("schedule", schedule_names("masking"))
 def test_ancestral_masked_fraction_follows_the_schedule(name, schedule):
     """The reverse process at time s has the forward marginal: a fraction 1 - alpha(s) still masked."""
-    method = build_method(MethodConfig(name="masked", schedule=schedule), SPECIAL)
+    method = build_method(MaskedOptions(schedule=schedule), SPECIAL)
     probs = torch.full((64,), 1 / 64, dtype=torch.float64)
     sampler = build_sampler(name, method, ToyOracle(probs))
     fractions = []

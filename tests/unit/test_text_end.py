@@ -10,12 +10,12 @@ import pytest
 import torch
 
 from dlms.methods import SpecialTokens, build_method
-from dlms.config import MethodConfig
+from dlms.method_options import MaskedOptions
 from dlms.samplers import SAMPLERS, build_sampler
 from dlms.samplers.unmasking import draw_text_end, first_end_probs
 
 SPECIAL = SpecialTokens(pad=0, bos=1, eos=2, mask=3, vocab_size=16)
-MASKED = build_method(MethodConfig(name="masked"), SPECIAL)
+MASKED = build_method(MaskedOptions(), SPECIAL)
 ORDERED = [n for n in SAMPLERS.names() if "text_end" in SAMPLERS.get(n).options]
 WORD = 9
 

@@ -1,37 +1,20 @@
-"""Backbones: networks from tokens (and time, labels) to logits. They know no diffusion."""
+"""Backbones: networks from tokens (and time, labels) to logits. They know no diffusion.
+
+`model.backbone` is chosen through `BACKBONES` (kinds.py): the built-in `transformer`, or any
+folder or Hub id of a Hugging Face causal LM."""
 from __future__ import annotations
 
 from ..config import ModelConfig
-from ..errors import ConfigError
-from .huggingface import BUILTIN, HFBackbone, HFSpec, build_hf_backbone, resolve_hf_model_config
+from .huggingface import HFBackbone, HFSpec
+from .kinds import BACKBONES, HUGGING_FACE, BackboneKind, backbone_kind
 from .presets import PRESETS
 from .transformer import Transformer, TransformerSpec
 
-_STYLES = ("adaln", "film")  # model.time_conditioning_style
-
 
 def resolve_model_config(cfg: ModelConfig, seq_len: int, causal: bool) -> ModelConfig:
-    """Fill every size left null from the preset, `max_seq_len` from the data and `causal` from the method."""
-    if cfg.backbone != BUILTIN:  # a Hugging Face model (folder or Hub id): its sizes are its own
-        return resolve_hf_model_config(cfg, seq_len, causal)
-    preset = PRESETS[cfg.preset]
-    values = {k: getattr(cfg, k) if getattr(cfg, k) is not None else v for k, v in preset.items()}
-    max_len = cfg.max_seq_len or seq_len
-    if max_len < seq_len:
-        raise ConfigError(f"model.max_seq_len {max_len} is shorter than data.seq_len {seq_len}; raise it or leave it null")
-    if cfg.causal is not None and cfg.causal != causal:
-        raise ConfigError(f"model.causal={cfg.causal} does not suit this method (it needs causal={causal}); leave it null")
-    if cfg.time_conditioning_style not in _STYLES:
-        raise ConfigError(f"model.time_conditioning_style must be one of {', '.join(map(repr, _STYLES))}, "
-                          f"got {cfg.time_conditioning_style!r}")
-    if values["d_model"] % values["n_heads"] or (values["d_model"] // values["n_heads"]) % 2:
-        raise ConfigError(f"model.d_model ({values['d_model']}) must split into model.n_heads ({values['n_heads']}) "
-                          "heads of an even width (rotary positions rotate pairs); e.g. d_model=128, n_heads=4")
-    if cfg.skip_connections and values["n_layers"] < 2:
-        raise ConfigError(f"model.skip_connections needs at least 2 layers, got n_layers={values['n_layers']}")
-    from dataclasses import replace
-
-    return replace(cfg, **values, max_seq_len=max_len, causal=causal)
+    """Fill every size left null (from the preset, or the pretrained model's own), `max_seq_len`
+    from the data and `causal` from the method."""
+    return backbone_kind(cfg.backbone).resolve(cfg, seq_len, causal)
 
 
 def build_backbone(cfg: ModelConfig, vocab_size: int, checkpoint=None) -> Transformer | HFBackbone:
@@ -40,18 +23,8 @@ def build_backbone(cfg: ModelConfig, vocab_size: int, checkpoint=None) -> Transf
     `checkpoint`: a checkpoint folder whose weights are loaded next; a pretrained backbone is
     then rebuilt from the architecture saved there instead of its pretrained folder or Hub id.
     """
-    if cfg.backbone != BUILTIN:
-        return build_hf_backbone(cfg, vocab_size, checkpoint)
-    spec = TransformerSpec(
-        vocab_size=vocab_size, max_seq_len=cfg.max_seq_len, d_model=cfg.d_model, n_layers=cfg.n_layers,
-        n_heads=cfg.n_heads, mlp_hidden=cfg.mlp_hidden, causal=bool(cfg.causal),
-        time_conditioning=cfg.time_conditioning, num_classes=cfg.num_classes, qk_norm=cfg.qk_norm,
-        skip_connections=cfg.skip_connections, time_conditioning_style=cfg.time_conditioning_style,
-        input_dim=cfg.input_dim, token_table_dim=cfg.token_table_dim, dropout=cfg.dropout,
-        attention_dropout=cfg.attention_dropout, embedding_dropout=cfg.embedding_dropout,
-    )
-    return Transformer(spec)
+    return backbone_kind(cfg.backbone).build(cfg, vocab_size, checkpoint)
 
 
-__all__ = ["PRESETS", "HFBackbone", "HFSpec", "Transformer", "TransformerSpec", "build_backbone",
-           "resolve_model_config"]
+__all__ = ["BACKBONES", "HUGGING_FACE", "PRESETS", "BackboneKind", "HFBackbone", "HFSpec", "Transformer",
+           "TransformerSpec", "backbone_kind", "build_backbone", "resolve_model_config"]

@@ -39,7 +39,6 @@ from ..hub import Pretrained, causal_lm_copy, from_hub, load_pretrained, local_f
 from ..paths import first_line
 from .conditioning import timestep_embedding
 
-BUILTIN = "transformer"  # the value of model.backbone that means the built-in network
 ARCHITECTURE_DIR = "backbone"  # in a checkpoint folder: the Hugging Face config.json of the weights
 TIME_FEATURES = 256  # sinusoidal features of t fed to the time MLP
 

@@ -113,7 +113,7 @@ def evaluate_run(checkpoint: str, *, dataset: str | None = None, evaluator: str 
 def _likelihood(lm, dataset, passes, max_sequences, batch_size, seed, discrete_steps) -> dict[str, Any]:
     kwargs = dict(passes=passes, max_sequences=max_sequences, batch_size=batch_size, seed=seed)
     out = {f"val_{k}": v for k, v in lm.evaluate(dataset, **kwargs).items()}
-    if getattr(lm.method, "supports_discrete_bound", lm.method.stochastic_bound):
+    if lm.method.supports_discrete_bound:
         discrete = lm.evaluate(dataset, discrete_steps=discrete_steps, **kwargs)
         out.update({"val_discrete_steps": discrete_steps, "val_discrete_nll": discrete["nll"],
                     "val_discrete_ppl": discrete["ppl"], "val_discrete_se": discrete["se"]})

@@ -20,12 +20,13 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..config import MethodConfig
-from .base import LossOutput, SpecialTokens, dropped_prompts, response_mask
+from ..method_options import AROptions
+from .base import LossOutput, Method, SpecialTokens, dropped_prompts, response_mask
 
 
-class Autoregressive:
+class Autoregressive(Method):
     name = "ar"
+    options = AROptions
     causal = True
     default_sampler = "ar"
     extends_past_training_length = False  # samples at most as long as the training rows
@@ -33,11 +34,9 @@ class Autoregressive:
     trains_on_responses = True  # the prompt hook (methods/base.py): `maskable`, batch["prompt_len"]
     drops_prompts = True  # a dropped prompt is shown as mask tokens (see above)
     guides_untrained_prompts = False  # guidance on the prompt needs a run trained with prompt dropout
-    masks_inputs = True  # method.input_mask_prob (see above)
 
-    def __init__(self, cfg: MethodConfig, special: SpecialTokens):
-        self.cfg = cfg
-        self.special = special
+    def __init__(self, cfg: AROptions, special: SpecialTokens):
+        super().__init__(cfg, special)
 
     def _targets(self, x0: torch.Tensor, maskable: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Targets x0[:, 1:] and which of them count: pads after the end of text are not modelled,

@@ -18,9 +18,10 @@ import math
 
 import torch
 
-from ..backbones.huggingface import BUILTIN  # the one backbone that takes `positions` and `attn_mask`
-from ..config import MethodConfig, RunConfig
+from ..backbones import backbone_kind
+from ..config import RunConfig
 from ..errors import ConfigError
+from ..method_options import BlockOptions
 from .base import SpecialTokens, unwrap
 from .masked import MaskedDiffusion
 
@@ -30,6 +31,7 @@ class BlockDiffusion(MaskedDiffusion):
     differs in one time per block and the block-causal attention of the two-copy forward."""
 
     name = "block"
+    options = BlockOptions
     causal = False  # bidirectional backbone: the block structure comes from the attention mask
     default_sampler = "confidence"
     # Samples may be longer than the training length: blocks are decoded left to right, each
@@ -37,7 +39,7 @@ class BlockDiffusion(MaskedDiffusion):
     extends_past_training_length = True
     stochastic_bound = True
     supports_discrete_bound = True  # the T-step bound, block by block
-    needs_builtin_backbone = True
+    needs_attention_mask = True  # the two-copy forward's `positions` and `attn_mask`
     # The prompt hook (methods/base.py): `maskable` holds the prompt clean in the noisy copy too,
     # so a block it shares with the response sees it as a sampler's fixed prompt.
     trains_on_responses = True
@@ -45,18 +47,18 @@ class BlockDiffusion(MaskedDiffusion):
     # copies, so the blocks after it see it masked, as the samplers' unconditional branch shows it.
     drops_prompts = True
 
-    def __init__(self, cfg: MethodConfig, special: SpecialTokens):
+    def __init__(self, cfg: BlockOptions, special: SpecialTokens):
         super().__init__(cfg, special)
         if cfg.block_size < 1:
             raise ConfigError(f"method.block_size must be at least 1, got {cfg.block_size}")
         self.block_size = cfg.block_size
         self.decoding_block = cfg.block_size
 
-    @staticmethod
-    def check_run_config(cfg: RunConfig) -> None:
+    @classmethod
+    def check_run_config(cls, cfg: RunConfig) -> None:
         """One-line ConfigErrors for a run this method cannot train (called by assembly's
         backbone_tokenizer, before any data work, and resolve_run_config, once seq_len is known)."""
-        if cfg.model.backbone != BUILTIN:
+        if not backbone_kind(cfg.model.backbone).takes_attention_mask:
             raise ConfigError(f"method 'block' needs the built-in backbone (it passes an attention mask a Hugging "
                               f"Face model does not take), got model.backbone={cfg.model.backbone!r}; "
                               f"set model.backbone=transformer or use method.name=masked")

@@ -37,10 +37,10 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ..config import MethodConfig
 from ..errors import ConfigError, DlmsError
+from ..method_options import GaussianOptions
 from ..schedules import SCHEDULES, GaussianSchedule, build_schedule, schedule_names
-from .base import LossOutput, SpecialTokens, dropped_prompts, response_mask, scored_positions, unwrap
+from .base import LossOutput, Method, SpecialTokens, dropped_prompts, response_mask, scored_positions, unwrap
 from .score_interpolation import at_least_float32, interpolate_with_nll
 
 DEFAULT_SCHEDULE = "logsnr-cosine"
@@ -89,22 +89,23 @@ def _seeded_normal(u: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
     return torch.stack(rows)
 
 
-class GaussianDiffusion:
+class GaussianDiffusion(Method):
     name = "gaussian"
+    options = GaussianOptions
     causal = False
     default_sampler = "ddim"
     extends_past_training_length = False  # samples at most as long as the training rows
     stochastic_bound = True  # the likelihood is a Monte Carlo estimate of a bound
     supports_discrete_bound = False  # only the continuous-time bound
     needs_time = True  # resolve_run_config switches the backbone's time conditioning on
+    reads_vectors = True  # [z_t, previous x0 estimate, clean flag]: `input_width`
     trains_on_responses = True  # the prompt hook (methods/base.py): `maskable`, batch["prompt_len"]
     drops_prompts = True  # prompt dropout (methods/base.py): a dropped prompt is noised, as guidance's uncond branch
     t_min = 0.0  # the bound integrates t over all of [0, 1]
     self_condition_prob = 0.5
 
-    def __init__(self, cfg: MethodConfig, special: SpecialTokens):
-        self.cfg = cfg
-        self.special = special
+    def __init__(self, cfg: GaussianOptions, special: SpecialTokens):
+        super().__init__(cfg, special)
         self.schedule_name = DEFAULT_SCHEDULE if cfg.schedule == "auto" else cfg.schedule
         if not issubclass(SCHEDULES.get(self.schedule_name), GaussianSchedule):
             raise ConfigError(f"schedule '{self.schedule_name}' is not a gaussian schedule; the gaussian method "
@@ -123,15 +124,14 @@ class GaussianDiffusion:
             return int(self.cfg.embed_dim)
         return 0 if pretrained else DEFAULT_TABLE_DIM
 
-    @staticmethod
-    def input_width(embed_dim: int) -> int:
+    def input_width(self, embed_dim: int) -> int:
         """Width of the network input: [z_t (D), previous x0 estimate (D), clean flag (1)]."""
         return 2 * embed_dim + 1
 
-    def prepare_backbone(self, model) -> None:
+    def prepare_backbone(self, backbone) -> None:
         """Before training (and before the optimizer and DDP see it): freeze the embeddings if asked."""
         if self.cfg.freeze_embeddings:
-            embedding_table(model).requires_grad_(False)
+            embedding_table(backbone).requires_grad_(False)
 
     def token_embeddings(self, model) -> torch.Tensor:
         """The diffusion space: every token's embedding scaled to norm `embedding_norm`: [V, D] float32."""
@@ -270,8 +270,7 @@ class GaussianDiffusion:
     # ------------------------------------------------------------------ likelihood
     def sequence_nll(self, model, x0_ids: torch.Tensor, labels: torch.Tensor | None = None,
                      t: torch.Tensor | None = None, u: torch.Tensor | None = None,
-                     maskable: torch.Tensor | None = None, discrete_steps: int | None = None,
-                     **_) -> torch.Tensor:
+                     maskable: torch.Tensor | None = None, discrete_steps: int | None = None) -> torch.Tensor:
         """One Monte Carlo estimate of the continuous-time variational bound per sequence (nats):
         x0_ids [B, L] -> [B].
 

@@ -17,22 +17,19 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..config import MethodConfig
-from ..schedules import MaskingSchedule, build_schedule, schedule_names
 from ..errors import ConfigError
-from .base import LossOutput, SpecialTokens, dropped_prompts, response_mask, scored_positions, unwrap
+from ..method_options import BlockOptions, MaskedOptions
+from ..schedules import MaskingSchedule, build_schedule, schedule_names
+from .base import LossOutput, Method, SpecialTokens, dropped_prompts, response_mask, scored_positions, unwrap
 
 
-class MaskedDiffusion:
+class MaskedDiffusion(Method):
     name = "masked"
+    options = MaskedOptions
     causal = False
     # Confidence-ordered, block by block (LLaDA): at the data's length it writes far better texts
     # than the exact reverse process (ancestral) at the same number of steps.
     default_sampler = "confidence"
-    extends_past_training_length = False  # samples at most as long as the training rows
-    # A model whose attention is causal across blocks of this size decodes only such blocks, each
-    # with an exact cache (block diffusion); None: any block size, caches approximate.
-    decoding_block: int | None = None
     stochastic_bound = True  # the likelihood is a Monte Carlo estimate of a bound
     supports_discrete_bound = True  # sequence_nll(discrete_steps=T): the T-step bound
     trains_on_responses = True  # the prompt hook (methods/base.py): `maskable`, batch["prompt_len"]
@@ -40,9 +37,8 @@ class MaskedDiffusion:
     # unconditional branch masks it under guidance on the prompt.
     drops_prompts = True
 
-    def __init__(self, cfg: MethodConfig, special: SpecialTokens):
-        self.cfg = cfg
-        self.special = special
+    def __init__(self, cfg: MaskedOptions | BlockOptions, special: SpecialTokens):
+        super().__init__(cfg, special)
         self.schedule_name = "loglinear" if cfg.schedule == "auto" else cfg.schedule
         self.schedule = build_schedule(self.schedule_name)
         if not isinstance(self.schedule, MaskingSchedule):
@@ -69,10 +65,6 @@ class MaskedDiffusion:
         if maskable is not None:
             masked &= maskable
         return torch.where(masked, torch.full_like(x0, self.special.mask), x0), masked
-
-    def attention_mask(self, length: int, device: torch.device) -> torch.Tensor | None:
-        """The attention pattern to sample with: None, every position sees every other."""
-        return None
 
     # ------------------------------------------------------------------ network
     def masked_log_probs(self, model, xt: torch.Tensor, masked: torch.Tensor, t: torch.Tensor,

@@ -100,8 +100,7 @@ class Trainer:
             load_weights(self.model, init_weights, Path("init_weights"))
         if self.init_source is not None:
             self.notes.append(load_init_weights(self.model, self.init_source, self.method.name))
-        if hasattr(self.method, "prepare_backbone"):  # e.g. frozen embeddings: before DDP and the optimizer
-            self.method.prepare_backbone(self.model)
+        self.method.prepare_backbone(self.model)  # e.g. frozen embeddings: before DDP and the optimizer
         t = self.cfg.train
         self.loader = BatchIterator(self.dataset.train, t.batch_size, seed=t.seed, rank=self.dist.rank,
                                     world_size=self.dist.world_size, label_column=self.cfg.data.label_column)
