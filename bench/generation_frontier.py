@@ -41,7 +41,8 @@ import torch
 from threads import set_threads  # bench/threads.py, beside this script
 
 from dlms.backbones import build_backbone, resolve_model_config
-from dlms.config import MethodConfig, ModelConfig
+from dlms.config import ModelConfig
+from dlms.method_options import METHOD_OPTIONS
 from dlms.methods import SpecialTokens, build_method
 from dlms.samplers import build_sampler
 
@@ -61,7 +62,8 @@ class SpeedCase:
 
 
 def random_model(method_name: str, preset: str, seq_len: int, block_size: int = 4):
-    method = build_method(MethodConfig(name=method_name, block_size=block_size), SPECIAL)
+    options = METHOD_OPTIONS.get(method_name)
+    method = build_method(options(block_size=block_size) if method_name == "block" else options(), SPECIAL)
     cfg = resolve_model_config(ModelConfig(preset=preset), seq_len, method.causal)
     torch.manual_seed(0)
     return method, build_backbone(cfg, SPECIAL.vocab_size).eval()

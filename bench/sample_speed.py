@@ -40,7 +40,8 @@ from threads import set_threads  # bench/threads.py, beside this script
 
 from dlms.assembly import autocast_context
 from dlms.backbones import build_backbone, resolve_model_config
-from dlms.config import MethodConfig, ModelConfig
+from dlms.config import ModelConfig
+from dlms.method_options import METHOD_OPTIONS
 from dlms.methods import SpecialTokens, build_method
 from dlms.samplers import build_sampler
 from dlms.samplers.common import sample_categorical
@@ -84,7 +85,7 @@ class Parts:
 
 
 def random_parts(method_name: str, preset: str, seq_len: int, num_samples: int, seed: int) -> Parts:
-    method = build_method(MethodConfig(name=method_name), SPECIAL)
+    method = build_method(METHOD_OPTIONS.get(method_name)(), SPECIAL)
     cfg = resolve_model_config(ModelConfig(preset=preset), seq_len, method.causal)
     torch.manual_seed(seed)
     model = build_backbone(cfg, SPECIAL.vocab_size)

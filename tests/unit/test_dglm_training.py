@@ -231,3 +231,39 @@ def test_a_label_becomes_a_file_name_that_stays_in_its_folder(tmp_path, label, s
     assert "/" not in got and "\\" not in got and not got.startswith(".")
     folder = (tmp_path / "classifiers").resolve()
     assert (folder / got).resolve().parent == folder
+
+
+def test_accumulated_batches_average_their_gradients(tmp_path):
+    """grad_accum=2 at batch 4 takes the step of the mean loss of the two batches it draws."""
+    data = torch.randn(32, 3, generator=torch.Generator().manual_seed(0))
+    drawn = []
+
+    def stage(model, accum, record):
+        def loss_fn(gen):
+            idx = torch.randint(32, (4,), generator=gen)
+            if record:
+                drawn.append(idx)
+            return ((model(data[idx]) - data[idx].sum(-1, keepdim=True)) ** 2).mean()
+
+        cfg = StageTrainConfig(steps=1, batch_size=4, learning_rate=0.05, warmup_steps=1, save_every=1,
+                               grad_accum=accum)
+        train_stage(name="toy", cfg=cfg, model=model, param_groups=lambda m: [{"params": list(m.parameters())}],
+                    loss_fn=loss_fn, save=lambda p, o: None, val_fn=lambda: 0.0, device=torch.device("cpu"), seed=0,
+                    metrics=MetricsLog(tmp_path / "m.jsonl", True), log=lambda _: None)
+
+    torch.manual_seed(0)
+    accumulated = torch.nn.Linear(3, 1)
+    start = copy.deepcopy(accumulated.state_dict())
+    stage(accumulated, 2, record=True)
+    assert len(drawn) == 2 and not torch.equal(drawn[0], drawn[1])  # two different batches
+    by_hand = torch.nn.Linear(3, 1)
+    by_hand.load_state_dict(start)
+    loss = sum(((by_hand(data[i]) - data[i].sum(-1, keepdim=True)) ** 2).mean() for i in drawn) / 2
+    loss.backward()
+    grads = [p.grad.clone() for p in by_hand.parameters()]
+    optimizer = torch.optim.AdamW(by_hand.parameters(), lr=0.05, weight_decay=0.01)
+    torch.nn.utils.clip_grad_norm_(by_hand.parameters(), 1.0)
+    optimizer.step()
+    assert all(g.abs().sum() > 0 for g in grads)
+    for a, b in zip(accumulated.parameters(), by_hand.parameters()):
+        assert torch.allclose(a, b, atol=1e-6)

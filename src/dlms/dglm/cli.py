@@ -111,8 +111,12 @@ def _config(args: argparse.Namespace):
 def cmd_train(args: argparse.Namespace) -> int:
     from .train import STAGES, DglmTrainer
 
-    out = DglmTrainer(_config(args)).run(tuple(args.stage) if args.stage else STAGES)
-    print(f"DGLM run in {out}; try: dlms dglm generate --run {out} --prefix \"...\" --num_samples 5")
+    trainer = DglmTrainer(_config(args))
+    try:
+        out = trainer.run(tuple(args.stage) if args.stage else STAGES)
+    finally:
+        trainer.close()
+    trainer.log(f"DGLM run in {out}; try: dlms dglm generate --run {out} --prefix \"...\" --num_samples 5")
     return 0
 
 

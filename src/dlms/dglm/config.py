@@ -41,6 +41,7 @@ class StageTrainConfig:
     grad_clip: float = 1.0
     save_every: int = 500  # steps between checkpoints (resume continues from the last one)
     ema_decay: float = 0.0  # > 0: sample with an exponential moving average of the weights
+    grad_accum: int = 1  # batches of batch_size whose gradients add up to one optimiser step
 
 
 @dataclass
@@ -106,7 +107,7 @@ FINITE: Rule = (lambda v: True, "a finite number")
 STAGE_RANGES: dict[str, Rule] = {
     "steps": AT_LEAST_1, "batch_size": AT_LEAST_1, "learning_rate": POSITIVE, "warmup_steps": AT_LEAST_0,
     "weight_decay": AT_LEAST_0, "grad_clip": POSITIVE, "save_every": AT_LEAST_1,
-    "ema_decay": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "ema_decay": (lambda v: 0 <= v < 1, "in [0, 1)"), "grad_accum": AT_LEAST_1,
 }
 GENERATION_RANGES: dict[str, Rule] = {
     "num_steps": AT_LEAST_1, "eta": IN_0_1, "cfg_scale": FINITE, "guidance": AT_LEAST_0, "renoise_level": IN_0_1,

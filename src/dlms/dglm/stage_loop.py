@@ -23,7 +23,7 @@ from torch import nn
 
 from ..errors import CheckpointError, TrainingDiverged
 from ..methods import LossOutput
-from ..training.distributed import DistInfo
+from ..training.distributed import DistInfo, barrier
 from ..training.optim import OptimizerSettings
 from ..training.progress import MetricsLog, TrainingProgress
 from ..training.step import NotFinite, StepRunner
@@ -33,15 +33,33 @@ from .config import StageTrainConfig
 MIN_LR_RATIO = 0.1
 
 
-def step_generator(seed: int, step: int, device: torch.device) -> torch.Generator:
-    return torch.Generator(device=device).manual_seed(seed * 1_000_003 + step)
+def step_seed(seed: int, step: int, rank: int = 0) -> int:
+    """The seed of step `step` in process `rank`: every process draws its own batches."""
+    return seed * 1_000_003 + rank * 10_007 + step
+
+
+def step_generator(seed: int, step: int, device: torch.device, rank: int = 0) -> torch.Generator:
+    return torch.Generator(device=device).manual_seed(step_seed(seed, step, rank))
+
+
+class StageLoss(nn.Module):
+    """A stage's model with its loss of one batch as `forward(generator)`: what DDP wraps, so
+    that the gradients of every process are averaged when the loss runs through the wrapper."""
+
+    def __init__(self, model: nn.Module, loss_fn: Callable[[torch.Generator], torch.Tensor]):
+        super().__init__()
+        self.model = model
+        self.loss_fn = loss_fn
+
+    def forward(self, generator: torch.Generator) -> torch.Tensor:
+        return self.loss_fn(generator)
 
 
 def stage_settings(cfg: StageTrainConfig) -> OptimizerSettings:
     """The optimiser step's settings of a stage's config (AdamW's default betas)."""
     return OptimizerSettings(learning_rate=cfg.learning_rate, weight_decay=cfg.weight_decay,
                              warmup_steps=cfg.warmup_steps, min_lr_ratio=MIN_LR_RATIO, grad_clip=cfg.grad_clip,
-                             ema_decay=cfg.ema_decay)
+                             grad_accum=cfg.grad_accum, ema_decay=cfg.ema_decay)
 
 
 def train_stage(*, name: str, cfg: StageTrainConfig, model: nn.Module,
@@ -50,17 +68,21 @@ def train_stage(*, name: str, cfg: StageTrainConfig, model: nn.Module,
                 val_fn: Callable[[], float], device: torch.device, seed: int, metrics: MetricsLog,
                 progress: TrainingProgress | None = None, units_per_step: int = 0,
                 resume: tuple[dict, dict | None] = ({}, None), log: Callable[[str], None] = print,
-                precision: str = "fp32") -> dict[str, Any]:
+                precision: str = "fp32", dist: DistInfo = DistInfo()) -> dict[str, Any]:
     """Run steps [start, cfg.steps) of one stage and return its last progress record.
 
     `param_groups(model)`: what trains, as AdamW groups (a group may set its own `lr`).
-    `loss_fn(generator)`: the loss of one batch drawn with that generator. `save(progress,
+    `loss_fn(generator)`: the loss of one batch drawn with that generator (called `grad_accum`
+    times a step with the step's generator, which draws a new batch each time). `save(progress,
     optimizer_state)`: write the stage's checkpoint. `resume`: (progress, optimizer state) of a
     previous run of this stage (`stages.read_training_state`); `model` holds the saved (averaged)
-    weights when resuming. `precision`: "bf16", "fp32" or "auto" (see `assembly.autocast_context`)."""
+    weights when resuming. `precision`: "bf16", "fp32" or "auto" (see `assembly.autocast_context`).
+    `dist`: the processes under torchrun (data parallel: each draws its own batches, the gradients
+    are averaged, only the main process calls `save` and writes metrics)."""
     resolved = resolve_precision(device, precision)
-    runner = StepRunner(model, stage_settings(cfg), cfg.steps, param_groups=param_groups, device=device,
-                        precision=resolved, dist=DistInfo())
+    wrapped = StageLoss(model, loss_fn)
+    runner = StepRunner(wrapped, stage_settings(cfg), cfg.steps, param_groups=lambda w: param_groups(w.model),
+                        device=device, precision=resolved, dist=dist, some_unused=True)
     done, state = resume
     start = int(done.get("step", 0))
     if state is not None and start > 0:  # the EMA copy started from the saved average above
@@ -83,10 +105,10 @@ def train_stage(*, name: str, cfg: StageTrainConfig, model: nn.Module,
     running, tic, last_saved = None, time.perf_counter(), start
     with bar:
         for step in range(start, cfg.steps):
-            generator = step_generator(seed, step, device)
-            torch.manual_seed(seed * 1_000_003 + step)  # dropout draws from the global generator
+            generator = step_generator(seed, step, device, dist.rank)
+            torch.manual_seed(step_seed(seed, step, dist.rank))  # dropout draws from the global generator
             try:
-                loss = runner.step(lambda _model: LossOutput(loss_fn(generator)))["loss"]
+                loss = runner.step(lambda stage: LossOutput(stage(generator)))["loss"]
             except NotFinite as bad:
                 hint = " or use precision fp32" if resolved == "bf16" else ""
                 raise TrainingDiverged(f"{name}: the {bad.what} became {bad.value} at step {step + 1}; the last "
@@ -106,6 +128,8 @@ def train_stage(*, name: str, cfg: StageTrainConfig, model: nn.Module,
                               "val_loss": round(val, 5)}
                     metrics.write(record)
                     log(f"{name} step {step + 1}: train loss {running:.4f}, held-out loss {val:.4f}")
-                    save(record, state)
+                    if dist.is_main:
+                        save(record, state)
+                barrier(dist)
                 last_saved = step + 1
     return record

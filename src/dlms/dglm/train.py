@@ -16,6 +16,7 @@ Nothing is written until a stage's inputs (data, encoder, decoder, earlier stage
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -31,6 +32,7 @@ from ..schedules import build_schedule
 from ..checkpoint import load_weights, read_tensors
 from ..run_folder import DGLM_RUN_CONFIG as RUN_CONFIG  # the resolved config, in the run folder
 from ..devices import resolve_device
+from ..training.distributed import barrier, init_distributed, shutdown
 from ..training.progress import MetricsLog, TrainingProgress
 from .config import DglmConfig, read_dglm_yaml
 from .data import PairTokenizer, load_split_texts
@@ -90,7 +92,10 @@ class DglmTrainer:
 
     def __init__(self, cfg: DglmConfig, log=print, progress: bool = True):
         self.out = Path(cfg.out_dir)
-        self.device = resolve_device(cfg.device)
+        self.device = resolve_device(cfg.device, int(os.environ.get("LOCAL_RANK", "0")))
+        # Under torchrun the trained stages are data parallel (training/step.py); the main process
+        # alone embeds the pairs, writes the run folder and logs.
+        self.dist = init_distributed(self.device)
         saved = self._saved_precision() if cfg.precision == "auto" else None
         if saved:
             self.precision_note = f"{saved} (auto: kept from the run's {RUN_CONFIG})"
@@ -98,9 +103,9 @@ class DglmTrainer:
             self.precision_note = precision_note(self.device, cfg.precision)
         self.cfg = replace(cfg, precision=saved or resolve_precision(self.device, cfg.precision))
         self.precision = self.cfg.precision
-        self.log = log
-        self.show_progress = progress
-        self.metrics = MetricsLog(self.out / "metrics.jsonl", True)
+        self.log = log if self.dist.is_main else _silent
+        self.show_progress = progress and self.dist.is_main
+        self.metrics = MetricsLog(self.out / "metrics.jsonl", self.dist.is_main)
         self._started = False
 
     def _saved_precision(self) -> str | None:
@@ -116,12 +121,17 @@ class DglmTrainer:
         if unknown:
             raise ConfigError(f"unknown stage '{unknown[0]}'; choose from {', '.join(STAGES)}")
         self._check_out_dir(stages)
+        barrier(self.dist)  # every process has checked the folder before the main one writes to it
         self.log(f"dglm: stages {', '.join(s for s in STAGES if s in stages)} into {self.out} on {self.device}, "
                  f"precision {self.precision_note}")
         for stage in STAGES:
             if stage in stages:
                 getattr(self, f"train_{stage}")()
         return self.out
+
+    def close(self) -> None:
+        """Leave the process group torchrun started (nothing to do in one process)."""
+        shutdown(self.dist)
 
     def _check_out_dir(self, stages: tuple[str, ...]) -> None:
         """Before anything is written: out_dir can be written, is new, empty or a DGLM run, and
@@ -136,7 +146,8 @@ class DglmTrainer:
 
     def _begin(self) -> None:
         """Create the run folder and write the resolved config, once its inputs are known good."""
-        if self._started:
+        if self._started or not self.dist.is_main:
+            self._started = True
             return
         try:
             self.out.mkdir(parents=True, exist_ok=True)
@@ -151,11 +162,19 @@ class DglmTrainer:
 
     # ---------------------------------------------------------------- embed
     def train_embed(self) -> Path:
+        """Cut and encode the pairs (in the main process; the others wait for its folder)."""
         folder = self.out / EMBED
+        if self.dist.is_main:
+            self._embed(folder)
+        barrier(self.dist)
+        self._begin()
+        return folder
+
+    def _embed(self, folder: Path) -> None:
         if (folder / "pairs.json").is_file():
             self._begin()
             self.log(f"embed: already done ({folder}); delete it to embed again")
-            return folder
+            return
         d = self.cfg.data
         texts = load_split_texts(d)
         pairs = {"train": cut_pairs(texts.train, d.seed, d.min_words), "val": cut_pairs(texts.val, d.seed + 1, d.min_words)}
@@ -186,7 +205,6 @@ class DglmTrainer:
             write_stage_meta(tmp, "embed", encoder=self.cfg.sentence_encoder_model_name, dim=encoder.dim,
                              train_pairs=len(pairs["train"]), val_pairs=len(pairs["val"]))
         self.log(f"embed: wrote {folder}")
-        return folder
 
     def _embedded(self) -> EmbeddedPairs:
         data = load_embed_stage(self.out / EMBED)
@@ -241,7 +259,7 @@ class DglmTrainer:
                     loss_fn=loss_fn, save=save, val_fn=val_fn, device=self.device, seed=self.cfg.seed,
                     precision=self.precision,
                     metrics=self.metrics, progress=self._bar(cfg.steps, int(resume[0].get("step", 0)), "diffusion", "pairs/s"),
-                    units_per_step=cfg.batch_size, resume=resume, log=self.log)
+                    units_per_step=cfg.batch_size, resume=resume, log=self.log, dist=self.dist)
         return folder
 
     # ---------------------------------------------------------------- decoder
@@ -304,5 +322,9 @@ class DglmTrainer:
         train_stage(name="decoder", cfg=cfg, model=model, param_groups=groups, loss_fn=loss_fn, save=save, val_fn=val_fn,
                     device=self.device, seed=self.cfg.seed, metrics=self.metrics, precision=self.precision,
                     progress=self._bar(cfg.steps, int(resume[0].get("step", 0)), "decoder", "pairs/s"),
-                    units_per_step=cfg.batch_size, resume=resume, log=self.log)
+                    units_per_step=cfg.batch_size, resume=resume, log=self.log, dist=self.dist)
         return folder
+
+
+def _silent(_: str) -> None:
+    """The log of a process other than the main one."""

@@ -33,7 +33,10 @@ class ParallelModel:
     and `train_model` (what the forward pass calls: a DDP wrapper, or the module itself)."""
 
     def __init__(self, module: nn.Module, *, mode: Parallel, dist: DistInfo, bf16: bool,
-                 activation_checkpointing: bool = False):
+                 activation_checkpointing: bool = False, some_unused: bool = False):
+        """`some_unused`: a step may leave some trainable parameters without a gradient (e.g. a
+        null-condition embedding used only by the rows whose condition is dropped); DDP then
+        looks for them after every backward pass, at some cost."""
         if activation_checkpointing:
             module.enable_activation_checkpointing()
         self.module, self.dist = module, dist
@@ -42,7 +45,7 @@ class ParallelModel:
             _shard(module, bf16)
             self.train_model: nn.Module = module
         elif dist.enabled:
-            self.train_model = DistributedDataParallel(module)
+            self.train_model = DistributedDataParallel(module, find_unused_parameters=some_unused)
         else:
             self.train_model = module
 

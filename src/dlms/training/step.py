@@ -33,14 +33,16 @@ class NotFinite(Exception):
 class StepRunner:
     """Optimiser steps of `model` [on `device`]. `param_groups(model)` lists what trains (called
     after sharding, so FSDP's sharded parameters are the ones optimised); `precision` "bf16" or
-    "fp32" (resolved); `total_steps` sizes the learning-rate schedule."""
+    "fp32" (resolved); `total_steps` sizes the learning-rate schedule; `parallel`,
+    `activation_checkpointing` and `some_unused`: see training/parallel.py."""
 
     def __init__(self, model: nn.Module, settings: OptimizerSettings, total_steps: int, *,
                  param_groups: Callable[[nn.Module], list[dict]], device: torch.device, precision: str,
-                 dist: DistInfo, parallel: Parallel = "ddp", activation_checkpointing: bool = False):
+                 dist: DistInfo, parallel: Parallel = "ddp", activation_checkpointing: bool = False,
+                 some_unused: bool = False):
         self.settings, self.device, self.precision, self.dist = settings, device, precision, dist
         self.parallel = ParallelModel(model, mode=parallel, dist=dist, bf16=resolve_precision(device, precision) == "bf16",
-                                      activation_checkpointing=activation_checkpointing)
+                                      activation_checkpointing=activation_checkpointing, some_unused=some_unused)
         self.model = model
         self.optimizer = build_optimizer(param_groups(model), settings)
         self.scheduler = build_scheduler(self.optimizer, settings, total_steps)
