@@ -223,10 +223,11 @@ def cmd_train(args: argparse.Namespace) -> int:
             extra.setdefault(section, {})[name] = value
         trainer = Trainer(load_config(args.config, args.overrides, extra), overwrite=args.overwrite)
     summary = trainer.train()
-    if trainer.dist.is_main and args.samples > 0:
+    if args.samples > 0:
         from .model import DiffusionLM
 
-        lm = DiffusionLM.from_trainer(trainer)
+        lm = DiffusionLM.from_trainer(trainer)  # in every process: a sharded model is gathered by all
+    if trainer.dist.is_main and args.samples > 0:
         if lm.prompted:  # responses to validation prompts: the model was never trained without one
             from .prompting import split_prompts
 

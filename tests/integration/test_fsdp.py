@@ -52,8 +52,11 @@ def runs(tmp_path_factory) -> dict[str, Path]:
     out = {}
     for name, parallel, extra in (("ddp", "ddp", {}), ("fsdp", "fsdp", {"train.activation_checkpointing": True})):
         out[name] = root / name
-        done = _torchrun("-m", "dlms.cli", "train", *_train_args(out[name], parallel, **extra))
+        args = _train_args(out[name], parallel, **extra)
+        # The samples printed after training need the whole (EMA) model: gathered by every process.
+        done = _torchrun("-m", "dlms.cli", "train", *(["--samples", "2", *args[2:]] if parallel == "fsdp" else args))
         assert done.returncode == 0, done.stderr[-3000:]
+        assert done.stdout.count("sample:") == (2 if parallel == "fsdp" else 0)
     out["resumed"] = root / "resumed"
     crashed = _torchrun(str(ROOT / "tests/integration/train_then_crash.py"), "6", "train",
                         *_train_args(out["resumed"], "fsdp", **{"train.activation_checkpointing": True}))

@@ -98,3 +98,22 @@ def test_best_validation_weights_are_kept_apart(tmp_path):
     assert best["best_val"] == min(v["val_nll"] for v in vals)
     assert best["step"] == min(vals, key=lambda v: v["val_nll"])["step"]
     assert DiffusionLM.load_checkpoint(out / "best").method.name == "masked"
+
+
+def test_validation_and_the_best_checkpoint_use_the_moving_average(tmp_path):
+    """With EMA the best checkpoint and `eval_model` hold the average, and training goes on from
+    the raw weights (the average is swapped in for validation and back out)."""
+    from safetensors.torch import load_file
+
+    out = tmp_path / "ema-best"
+    trainer = Trainer(load_config(None, tiny_overrides(out, steps=4, **{"train.ema_decay": 0.5, "train.eval_every": 4,
+                                                                        "train.save_every": 4})))
+    trainer.train()
+    final = load_file(str(out / "checkpoint" / "model.safetensors"))
+    ema = load_file(str(out / "checkpoint" / "ema.safetensors"))
+    best = load_file(str(out / "best" / "model.safetensors"))
+    assert not torch.equal(final["embed.weight"], ema["embed.weight"])
+    assert torch.equal(best["embed.weight"], ema["embed.weight"])  # the average, not the raw weights
+    assert torch.equal(trainer.model.state_dict()["embed.weight"], final["embed.weight"])  # raw weights restored
+    assert torch.equal(trainer.eval_model().state_dict()["embed.weight"], ema["embed.weight"])
+    assert torch.equal(trainer.model.state_dict()["embed.weight"], final["embed.weight"])

@@ -58,14 +58,17 @@ class ParallelModel:
             return _fsdp_no_sync(self.module)
         return self.train_model.no_sync()
 
-    def full_state_dict(self) -> dict[str, torch.Tensor]:
-        """The whole model's weights (on CPU in the main process; collective: every process calls
-        it). Unsharded, `module.state_dict()` itself."""
+    def full_state_dict(self, everywhere: bool = False) -> dict[str, torch.Tensor]:
+        """A copy of the whole model's weights; unsharded, a copy of `module.state_dict()` (which
+        later steps leave as it is). Under FSDP it is gathered (collective: every process calls
+        it) on CPU in the main process only (empty elsewhere), or with `everywhere` in every
+        process."""
         if not self.sharded:
-            return self.module.state_dict()
+            return {k: v.detach().clone() for k, v in self.module.state_dict().items()}
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
-        return get_model_state_dict(self.module, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        options = StateDictOptions(full_state_dict=True, cpu_offload=not everywhere)
+        return {k: v.detach().cpu() for k, v in get_model_state_dict(self.module, options=options).items()}
 
     def full_tensors(self, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Sharded tensors (e.g. the EMA copy of sharded weights) gathered whole, on CPU

@@ -289,7 +289,7 @@ class Trainer:
         if self.ema is None and not self.steps.parallel.sharded:
             return self.model
         with self.steps.averaged_weights():
-            weights = self.steps.parallel.full_state_dict()
+            weights = self.steps.parallel.full_state_dict(everywhere=True)
         source_ckpt = self.init_source.ckpt if self.init_source is not None else None
         # A sharded model cannot be copied, so it is rebuilt (on CPU first: a pretrained backbone is
         # rebuilt from its saved architecture where it can be, else loaded again).
