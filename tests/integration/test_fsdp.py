@@ -33,8 +33,8 @@ def _torchrun(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=300)
 
 
-def _train_args(run: Path, parallel: str, **extra) -> list[str]:
-    return ["--samples", "0", *tiny_overrides(run, steps=STEPS, **{
+def _train_args(run: Path, parallel: str, samples: int = 0, **extra) -> list[str]:
+    return ["--samples", str(samples), *tiny_overrides(run, steps=STEPS, **{
         "train.parallel": parallel, "train.precision": "bf16", "train.save_every": 4, "train.eval_every": 4,
         "train.ema_decay": 0.9, **extra})]
 
@@ -52,9 +52,9 @@ def runs(tmp_path_factory) -> dict[str, Path]:
     out = {}
     for name, parallel, extra in (("ddp", "ddp", {}), ("fsdp", "fsdp", {"train.activation_checkpointing": True})):
         out[name] = root / name
-        args = _train_args(out[name], parallel, **extra)
         # The samples printed after training need the whole (EMA) model: gathered by every process.
-        done = _torchrun("-m", "dlms.cli", "train", *(["--samples", "2", *args[2:]] if parallel == "fsdp" else args))
+        samples = 2 if parallel == "fsdp" else 0
+        done = _torchrun("-m", "dlms.cli", "train", *_train_args(out[name], parallel, samples, **extra))
         assert done.returncode == 0, done.stderr[-3000:]
         assert done.stdout.count("sample:") == (2 if parallel == "fsdp" else 0)
     out["resumed"] = root / "resumed"

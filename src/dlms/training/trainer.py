@@ -257,14 +257,20 @@ class Trainer:
         try:
             return self.steps.step(lambda model: objective(model, self._next_batch()))
         except NotFinite as bad:
-            said = f"the {bad.what} became {bad.value} at step {self.step + 1}; "
+            raise self._diverged(bad) from None
+
+    def _diverged(self, bad: NotFinite) -> TrainingDiverged:
+        """The one error line of a step whose loss or gradient norm was not finite: which checkpoint
+        was kept, and how to go on."""
+        said = f"the {bad.what} became {bad.value} at step {self.step + 1}; "
         fix = "Lower train.learning_rate or use train.precision=fp32, then"
         if self.last_saved_step > 0:
             kept = f"the last good checkpoint (step {self.last_saved_step}) in '{self.run_dir}' was kept. {fix}"
-            raise TrainingDiverged(f"{said}{kept} resume it with Trainer.resume('{self.run_dir}')",
-                                   cli=f"{said}{kept} resume with --resume {self.run_dir}")
+            return TrainingDiverged(f"{said}{kept} resume it with Trainer.resume('{self.run_dir}')",
+                                    cli=f"{said}{kept} resume with --resume {self.run_dir}")
         kept = f"no checkpoint had been saved yet (the first save comes at step {self.cfg.train.save_every}). {fix}"
-        raise TrainingDiverged(f"{said}{kept} train again with overwrite=True", cli=f"{said}{kept} train again with --overwrite")
+        return TrainingDiverged(f"{said}{kept} train again with overwrite=True",
+                                cli=f"{said}{kept} train again with --overwrite")
 
     def _next_batch(self) -> dict[str, torch.Tensor]:
         batch = next(self.loader)
@@ -315,7 +321,7 @@ class Trainer:
                             trainer_state={"method": self.method.name, "step": self.step, "best_val": result["nll"],
                                            "label_names": self.dataset.label_names, "data": {}},
                             name="best", weights=weights)
-        self.evals_since_best = 0 if result["nll"] < self.best_val else self.evals_since_best + 1
+        self.evals_since_best = 0 if best else self.evals_since_best + 1
         self.best_val = min(self.best_val, result["nll"])
         self.metrics.write({"step": self.step, "epoch": self.loader.epoch, "val_nll": result["nll"],
                             "val_ppl": result["ppl"], "val_se": result["se"], "val_bound": result["bound"]})
@@ -327,12 +333,12 @@ class Trainer:
         sharded, weights, ema_state = None, None, self.ema.state_dict() if self.ema else None
         if self.steps.parallel.sharded:
             weights = self.steps.parallel.full_state_dict()
-            ema_state = self.steps.parallel.full_tensors(ema_state) if ema_state is not None else None
             sharded = self.run_dir / f".{SHARDED}.tmp-{self.step}"
             if self.dist.is_main:
                 shutil.rmtree(sharded, ignore_errors=True)
             barrier(self.dist)
-            save_sharded(sharded, self.model, self.optimizer, self.ema.state_dict() if self.ema else None)
+            save_sharded(sharded, self.model, self.optimizer, ema_state)  # this process's shards
+            ema_state = self.steps.parallel.full_tensors(ema_state) if ema_state is not None else None
             barrier(self.dist)
         if self.dist.is_main:
             optimizer_state = ({"scheduler": self.scheduler.state_dict()} if sharded else self.steps.state_dict())
